@@ -1,0 +1,227 @@
+"""Folder -> rows and vectors: scan, reuse what is still good, decode in parallel, encode, commit.
+
+Every batch is one transaction (rows and vectors together), so a run killed at any moment loses at most
+the batch in flight; the next run sees the committed files as unchanged and finishes the rest. The
+FAISS file is saved at the end under the store's generation; after a kill it is stale and the next load
+rebuilds it from the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from indexer.reuse import Reuse, find_reuse, hash_bytes
+from indexer.scan import DiskFile, Plan, ScanOptions, check_roots, plan_changes, scan_root
+from retrieval.config import DEFAULT_DECODE_WORKERS
+from retrieval.decode import read_and_decode
+from retrieval.encoder import Encoder
+from retrieval.errors import UnreadableImageError
+from retrieval.index import VectorIndex
+from retrieval.library import Library
+from retrieval.records import FileMetadata
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (files done, files to embed) after each committed batch."""
+
+
+@dataclass
+class IndexReport:
+    roots: list[str]
+    scanned: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    touched: int = 0
+    moved: int = 0
+    copied: int = 0
+    removed: int = 0
+    failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    unlisted: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    meta: FileMetadata
+    pixels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Failed:
+    disk: DiskFile
+    reason: str
+    content_hash: str | None
+
+
+def index_folders(
+    library: Library,
+    encoder: Encoder,
+    roots: Iterable[str],
+    *,
+    options: ScanOptions | None = None,
+    workers: int = DEFAULT_DECODE_WORKERS,
+    retry_errors: bool = False,
+    progress: ProgressCallback | None = None,
+) -> IndexReport:
+    """Bring the library up to date with `roots`: embed new and changed images, keep moved and
+    unchanged ones, forget deleted ones. Unreadable files are recorded, never fatal."""
+    started = time.perf_counter()
+    report = IndexReport(roots=check_roots(roots))
+    library.bind_model(encoder)
+    with library.writer_lock():
+        index = library.load_index(gpu="never")
+        plan = _plan(library, report, options or ScanOptions(), retry_errors)
+        reuse = find_reuse(plan, library.store, workers)
+        _apply_reuse(library, index, reuse, report)
+        _embed_all(library, index, encoder, reuse.to_embed, workers, report, progress)
+        library.save_index(index, library.store.generation())
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _plan(library: Library, report: IndexReport, options: ScanOptions, retry_errors: bool) -> Plan:
+    merged = Plan()
+    for root in report.roots:
+        scan = scan_root(root, options)
+        plan = plan_changes(scan, library.store.file_states_under(root), retry_errors=retry_errors)
+        report.scanned += len(scan.files)
+        report.unlisted.extend(scan.unlisted)
+        merged.new += plan.new
+        merged.changed += plan.changed
+        merged.gone += plan.gone
+        merged.unchanged += plan.unchanged
+    report.unchanged = merged.unchanged
+    return merged
+
+
+def _apply_reuse(library: Library, index: VectorIndex, reuse: Reuse, report: IndexReport) -> None:
+    """Moves, touches, copies and deletions: one transaction, no model needed."""
+    added_ids, added_vectors = [], []
+    with library.store.writer() as writer:
+        for disk, state in reuse.moved:
+            writer.move_image(state.id, disk.path, disk.size, disk.mtime_ns)
+        for disk, state in reuse.touched:
+            writer.touch_image(state.id, disk.size, disk.mtime_ns)
+        for disk, donor, digest in reuse.copied:
+            meta = FileMetadata(disk.path, disk.size, disk.mtime_ns, digest)
+            added_ids.append(writer.copy_vector(meta, donor.id))
+            added_vectors.append(index.reconstruct([donor.id])[0])
+        removed = writer.delete_images(state.id for state in reuse.gone)
+    if added_ids:
+        index.add(added_ids, np.stack(added_vectors))
+    index.remove([state.id for state in reuse.gone])
+    report.moved, report.touched, report.copied, report.removed = (
+        len(reuse.moved),
+        len(reuse.touched),
+        len(reuse.copied),
+        removed,
+    )
+
+
+def _prepare(disk: DiskFile, encoder: Encoder) -> _Prepared | _Failed:
+    """Runs in a worker thread: read, hash, decode, preprocess. Never raises for a bad file."""
+    content_hash = None
+    try:
+        data, decoded = read_and_decode(disk.path)
+        content_hash = hash_bytes(data)
+        pixels = encoder.preprocess(decoded.image)
+    except UnreadableImageError as exc:
+        return _Failed(disk, exc.reason, content_hash)
+    except Exception as exc:  # a malformed file must not stop the run, whatever Pillow raises
+        return _Failed(disk, f"cannot prepare image: {type(exc).__name__}: {exc}", content_hash)
+    info = decoded.info
+    meta = FileMetadata(
+        path=disk.path,
+        size=disk.size,
+        mtime_ns=disk.mtime_ns,
+        content_hash=content_hash,
+        width=info.width,
+        height=info.height,
+        format=info.format,
+        taken_at=info.taken_at,
+        camera_make=info.camera_make,
+        camera_model=info.camera_model,
+    )
+    return _Prepared(meta, pixels)
+
+
+def _prepared_in_order(
+    pool: ThreadPoolExecutor, files: list[DiskFile], encoder: Encoder, window: int
+) -> Iterator[_Prepared | _Failed]:
+    """Decode ahead of the consumer by at most `window` files, yielding results in input order."""
+    pending: deque[Future[_Prepared | _Failed]] = deque()
+    upcoming = iter(files)
+    for disk in upcoming:
+        pending.append(pool.submit(_prepare, disk, encoder))
+        if len(pending) >= window:
+            break
+    while pending:
+        yield pending.popleft().result()
+        following = next(upcoming, None)
+        if following is not None:
+            pending.append(pool.submit(_prepare, following, encoder))
+
+
+def _embed_all(
+    library: Library,
+    index: VectorIndex,
+    encoder: Encoder,
+    files: list[DiskFile],
+    workers: int,
+    report: IndexReport,
+    progress: ProgressCallback | None,
+) -> None:
+    if not files:
+        return
+    encoder.load()  # before the workers start, so they share one loaded preprocess
+    batch: list[_Prepared | _Failed] = []
+    done = 0
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="clipsearch-decode") as pool:
+        for item in _prepared_in_order(pool, files, encoder, window=2 * encoder.batch_size + workers):
+            batch.append(item)
+            if len(batch) == encoder.batch_size:
+                done += _commit_batch(library, index, encoder, batch, report)
+                batch = []
+                if progress:
+                    progress(done, len(files))
+        if batch:
+            done += _commit_batch(library, index, encoder, batch, report)
+            if progress:
+                progress(done, len(files))
+
+
+def _commit_batch(
+    library: Library, index: VectorIndex, encoder: Encoder, batch: list[_Prepared | _Failed], report: IndexReport
+) -> int:
+    """Encode the good images of a batch and write the whole batch in one transaction."""
+    good = [item for item in batch if isinstance(item, _Prepared)]
+    vectors = encoder.encode_image_tensors(torch.stack([g.pixels for g in good])) if good else None
+    written_ids, failed_ids = [], []
+    with library.store.writer() as writer:
+        for position, item in enumerate(good):
+            assert vectors is not None
+            written_ids.append(writer.upsert_image(item.meta, vectors[position], encoder.identity.short_key))
+        for failure in batch:
+            if isinstance(failure, _Failed):
+                disk = failure.disk
+                failed_ids.append(
+                    writer.record_failure(disk.path, disk.size, disk.mtime_ns, failure.reason, failure.content_hash)
+                )
+                report.failures.append((disk.path, failure.reason))
+    index.remove(written_ids + failed_ids)
+    if vectors is not None:
+        index.add(written_ids, vectors)
+    report.embedded += len(good)
+    report.failed += len(batch) - len(good)
+    return len(batch)

@@ -1,0 +1,157 @@
+"""Which model a library uses: resolving `--model`/`--pretrained` and naming the result unambiguously.
+
+A model is an open_clip architecture (a built-in name or a config JSON file) plus weights (a pretrained
+tag, a local checkpoint file, or `none` for seeded random weights). Its identity is what decides whether
+two vectors are comparable: the architecture (name, or config content hash) and the weights (tag, or
+checkpoint content hash), so a checkpoint that moved on disk is still the same model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import open_clip
+
+from retrieval.config import RANDOM_WEIGHTS
+from retrieval.errors import ModelUnavailableError
+
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for: `model` is an open_clip name or a config JSON path; `pretrained` is a
+    tag, a checkpoint path, or "none"."""
+
+    model: str
+    pretrained: str
+
+    @property
+    def is_config_file(self) -> bool:
+        return self.model.endswith(".json") or Path(self.model).is_file()
+
+    @property
+    def random_weights(self) -> bool:
+        return self.pretrained.lower() == RANDOM_WEIGHTS
+
+    @property
+    def is_checkpoint_file(self) -> bool:
+        return not self.random_weights and Path(self.pretrained).expanduser().is_file()
+
+    def absolute(self) -> ModelSpec:
+        """The same spec with file paths made absolute, so it can be stored and reused from any cwd."""
+        model = str(Path(self.model).expanduser().resolve()) if self.is_config_file else self.model
+        pretrained = self.pretrained
+        if self.is_checkpoint_file:
+            pretrained = str(Path(self.pretrained).expanduser().resolve())
+        return ModelSpec(model, RANDOM_WEIGHTS if self.random_weights else pretrained)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What makes vectors comparable. Two identities are the same model iff `key` is equal."""
+
+    architecture: str
+    weights: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.architecture} | {self.weights}"
+
+    @property
+    def short_key(self) -> str:
+        """A fixed-length digest of `key`, stored on every image row."""
+        return hashlib.sha256(self.key.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read and check an open_clip model config JSON (the format of open_clip's model_configs/)."""
+    config_path = Path(path).expanduser()
+    if not config_path.is_file():
+        raise ModelUnavailableError(f"model config file not found: {config_path}")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"model config {config_path} is not valid JSON: {exc}") from exc
+    missing = [key for key in ("embed_dim", "vision_cfg", "text_cfg") if key not in config]
+    if not isinstance(config, dict) or missing:
+        raise ModelUnavailableError(
+            f"model config {config_path} is not an open_clip config: missing {', '.join(missing)}"
+        )
+    return config
+
+
+@cache
+def _register_config(text: str, stem: str) -> str:
+    """Register a config with open_clip under a name unique to its content; return that name."""
+    name = f"clipsearch-{stem}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    folder = Path(tempfile.mkdtemp(prefix="clipsearch-configs-"))
+    (folder / f"{name}.json").write_text(text)
+    open_clip.add_model_config(folder / f"{name}.json")
+    return name
+
+
+def open_clip_name(spec: ModelSpec) -> str:
+    """The name open_clip knows the architecture by, registering a config file when needed."""
+    if spec.is_config_file:
+        config = load_config_file(spec.model)
+        return _register_config(json.dumps(config, sort_keys=True), Path(spec.model).stem)
+    if spec.model not in open_clip.list_models():
+        close = difflib.get_close_matches(spec.model, open_clip.list_models(), n=5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else " See `open_clip.list_models()`."
+        raise ModelUnavailableError(f"unknown open_clip model '{spec.model}'.{hint}")
+    return spec.model
+
+
+def embedding_dim(spec: ModelSpec) -> int:
+    config = open_clip.get_model_config(open_clip_name(spec))
+    if config is None:
+        raise ModelUnavailableError(f"no open_clip config for model '{spec.model}'")
+    return int(config["embed_dim"])
+
+
+def check_pretrained(spec: ModelSpec) -> None:
+    """Fail early, with the fix, when the weights asked for cannot be had."""
+    if spec.random_weights or spec.is_checkpoint_file:
+        return
+    if spec.is_config_file:
+        raise ModelUnavailableError(
+            f"'{spec.pretrained}' is neither a checkpoint file nor 'none'; a model given as a config file "
+            "needs --pretrained PATH (a checkpoint) or --pretrained none."
+        )
+    tags = open_clip.list_pretrained_tags_by_model(spec.model)
+    if spec.pretrained not in tags:
+        raise ModelUnavailableError(
+            f"'{spec.pretrained}' is neither a checkpoint file nor a pretrained tag of {spec.model}. "
+            f"Known tags: {', '.join(tags) or 'none'}; or pass --pretrained PATH or --pretrained none."
+        )
+
+
+def identity_of(spec: ModelSpec) -> ModelIdentity:
+    architecture = spec.model
+    if spec.is_config_file:
+        config = load_config_file(spec.model)
+        config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+        architecture = f"{Path(spec.model).stem} (config sha256:{config_hash})"
+    if spec.random_weights:
+        weights = "random weights"
+    elif spec.is_checkpoint_file:
+        weights = f"checkpoint sha256:{file_sha256(Path(spec.pretrained).expanduser())[:16]}"
+    else:
+        weights = f"pretrained {spec.pretrained}"
+    return ModelIdentity(architecture, weights)

@@ -1,0 +1,78 @@
+"""Shared fixtures: the network guard, a tiny open_clip config written here, libraries and photo folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import imagefactory, netguard
+
+netguard.install()
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_network_touched(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test that tried to reach the network (unless it uses `expect_network_attempt`)."""
+    netguard.attempts.clear()
+    yield
+    if "expect_network_attempt" not in request.fixturenames and netguard.attempts:
+        pytest.fail(f"test tried to use the network: {netguard.attempts}")
+
+
+@pytest.fixture
+def expect_network_attempt() -> list[str]:
+    return netguard.attempts
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny-test.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_config: Path):  # type: ignore[no-untyped-def]
+    from retrieval.models import ModelSpec
+
+    return ModelSpec(str(tiny_config), "none")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_spec):  # type: ignore[no-untyped-def]
+    from retrieval.encoder import Encoder
+
+    encoder = Encoder(tiny_spec, device="cpu", batch_size=8)
+    encoder.load()
+    return encoder
+
+
+@pytest.fixture
+def library(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from retrieval.library import Library
+
+    with Library(tmp_path / "library", create=True) as lib:
+        yield lib
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """A folder of 12 visually distinct PNGs (two in a subfolder) and one JPEG with EXIF."""
+    root = tmp_path / "photos"
+    for seed in range(10):
+        imagefactory.pattern_png(root / f"img{seed:02d}.png", seed=seed)
+    for seed in (10, 11):
+        imagefactory.pattern_png(root / "trip" / f"img{seed:02d}.png", seed=seed)
+    imagefactory.jpeg_with_exif(root / "trip" / "camera.jpg", orientation=6)
+    return root
