@@ -16,9 +16,8 @@ class ImageRow(Base):
     """One file under an indexed root: what we learned about it, and its vector unless it failed."""
 
     __tablename__ = "images"
-    __table_args__: ClassVar[dict[str, bool]] = {
-        "sqlite_autoincrement": True
-    }  # ids are FAISS ids: never reuse a deleted one
+    # ids are FAISS ids: never reuse a deleted one
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
