@@ -49,6 +49,12 @@ def folder_prefix(folder: str) -> str:
     return folder if folder.endswith(os.sep) else folder + os.sep
 
 
+def _path_under(folder: str) -> sa.ColumnElement[bool]:
+    """Paths under `folder`, compared exactly: LIKE would ignore ASCII case in SQLite, and paths do not."""
+    prefix = folder_prefix(folder)
+    return sa.func.substr(ImageRow.path, 1, len(prefix)) == prefix
+
+
 @dataclass(frozen=True)
 class FileState:
     """What the scan compares against the disk to decide what changed."""
@@ -121,7 +127,7 @@ class Store:
 
     # --- reads ---------------------------------------------------------------------------------
     def file_states_under(self, folder: str) -> dict[str, FileState]:
-        stmt = sa.select(*_STATE_COLUMNS).where(ImageRow.path.startswith(folder_prefix(folder), autoescape=True))
+        stmt = sa.select(*_STATE_COLUMNS).where(_path_under(folder))
         with self._sessions() as session:
             return {row[1]: FileState(*row) for row in session.execute(stmt)}
 
@@ -149,9 +155,7 @@ class Store:
         return found
 
     def ids_under(self, folder: str) -> np.ndarray:
-        stmt = sa.select(ImageRow.id).where(
-            ImageRow.path.startswith(folder_prefix(folder), autoescape=True), ImageRow.vector.is_not(None)
-        )
+        stmt = sa.select(ImageRow.id).where(_path_under(folder), ImageRow.vector.is_not(None))
         with self._sessions() as session:
             return np.fromiter(session.scalars(stmt), dtype=np.int64)
 
