@@ -84,7 +84,7 @@ def index_folders(
         plan = _plan(library, report, options or ScanOptions(), retry_errors)
         reuse = find_reuse(plan, library.store, workers)
         _apply_reuse(library, index, reuse, report)
-        _embed_all(library, index, encoder, reuse.to_embed, workers, report, progress)
+        _embed_all(library, index, encoder, reuse, workers, report, progress)
         library.save_index(index, library.store.generation())
     report.seconds = time.perf_counter() - started
     return report
@@ -177,51 +177,59 @@ def _embed_all(
     library: Library,
     index: VectorIndex,
     encoder: Encoder,
-    files: list[DiskFile],
+    reuse: Reuse,
     workers: int,
     report: IndexReport,
     progress: ProgressCallback | None,
 ) -> None:
+    files = reuse.to_embed
     if not files:
         return
     encoder.load()  # before the workers start, so they share one loaded preprocess
+    batches = _BatchCommitter(library, index, encoder, reuse.replaced, report)
     batch: list[_Prepared | _Failed] = []
     done = 0
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="clipsearch-decode") as pool:
-        for item in _prepared_in_order(pool, files, encoder, window=2 * encoder.batch_size + workers):
+        for position, item in enumerate(_prepared_in_order(pool, files, encoder, 2 * encoder.batch_size + workers)):
             batch.append(item)
-            if len(batch) == encoder.batch_size:
-                done += _commit_batch(library, index, encoder, batch, report)
+            if len(batch) == encoder.batch_size or position == len(files) - 1:
+                done += batches.commit(batch)
                 batch = []
                 if progress:
                     progress(done, len(files))
-        if batch:
-            done += _commit_batch(library, index, encoder, batch, report)
-            if progress:
-                progress(done, len(files))
 
 
-def _commit_batch(
-    library: Library, index: VectorIndex, encoder: Encoder, batch: list[_Prepared | _Failed], report: IndexReport
-) -> int:
-    """Encode the good images of a batch and write the whole batch in one transaction."""
-    good = [item for item in batch if isinstance(item, _Prepared)]
-    vectors = encoder.encode_image_tensors(torch.stack([g.pixels for g in good])) if good else None
-    written_ids, failed_ids = [], []
-    with library.store.writer() as writer:
-        for position, item in enumerate(good):
-            assert vectors is not None
-            written_ids.append(writer.upsert_image(item.meta, vectors[position], encoder.identity.short_key))
-        for failure in batch:
-            if isinstance(failure, _Failed):
+class _BatchCommitter:
+    """Encodes a batch's good images and writes the whole batch in one transaction, then mirrors the
+    committed change in the in-memory FAISS index."""
+
+    def __init__(
+        self, library: Library, index: VectorIndex, encoder: Encoder, replaced: set[str], report: IndexReport
+    ) -> None:
+        self.library, self.index, self.encoder, self.report = library, index, encoder, report
+        self.replaced = replaced
+        self.model_key = encoder.identity.short_key
+
+    def commit(self, batch: list[_Prepared | _Failed]) -> int:
+        good = [item for item in batch if isinstance(item, _Prepared)]
+        failed = [item for item in batch if isinstance(item, _Failed)]
+        vectors = self.encoder.encode_image_tensors(torch.stack([g.pixels for g in good])) if good else None
+        written: list[tuple[str, int]] = []
+        with self.library.store.writer() as writer:
+            for position, item in enumerate(good):
+                assert vectors is not None
+                written.append((item.meta.path, writer.upsert_image(item.meta, vectors[position], self.model_key)))
+            for failure in failed:
                 disk = failure.disk
-                failed_ids.append(
-                    writer.record_failure(disk.path, disk.size, disk.mtime_ns, failure.reason, failure.content_hash)
+                row_id = writer.record_failure(
+                    disk.path, disk.size, disk.mtime_ns, failure.reason, failure.content_hash
                 )
-                report.failures.append((disk.path, failure.reason))
-    index.remove(written_ids + failed_ids)
-    if vectors is not None:
-        index.add(written_ids, vectors)
-    report.embedded += len(good)
-    report.failed += len(batch) - len(good)
-    return len(batch)
+                written.append((disk.path, row_id))
+                self.report.failures.append((disk.path, failure.reason))
+        # Only rows that had a vector are in the index; removing is a scan of the whole index, so skip the rest.
+        self.index.remove([row_id for path, row_id in written if path in self.replaced])
+        if vectors is not None:
+            self.index.add([row_id for _, row_id in written[: len(good)]], vectors)
+        self.report.embedded += len(good)
+        self.report.failed += len(failed)
+        return len(batch)

@@ -42,6 +42,8 @@ class Reuse:
     moved: list[tuple[DiskFile, FileState]] = field(default_factory=list)
     copied: list[tuple[DiskFile, FileState, str]] = field(default_factory=list)
     to_embed: list[DiskFile] = field(default_factory=list)
+    replaced: set[str] = field(default_factory=set)
+    """Paths in `to_embed` whose stored row has a vector that the new one replaces in the index."""
     gone: list[FileState] = field(default_factory=list)
 
 
@@ -63,6 +65,7 @@ def find_reuse(plan: Plan, store: Store, workers: int) -> Reuse:
             reuse.touched.append((disk, state))
             touched_paths.add(disk.path)
     reuse.to_embed.extend(d for d, _ in plan.changed if d.path not in touched_paths)
+    reuse.replaced = {d.path for d, s in plan.changed if s.has_vector and d.path not in touched_paths}
 
     gone_ids = {s.id for s in plan.gone}
     claimed: set[int] = set()
