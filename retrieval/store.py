@@ -163,8 +163,10 @@ class Store:
     def vector_snapshot(
         self, dim: int, batch: int = 20_000
     ) -> Iterator[tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]]:
-        """(generation, batches of (ids, vectors)), all read in one transaction, so they agree."""
-        with self._sessions() as session, session.begin():
+        """(generation, batches of (ids, vectors)), read from one snapshot, so they agree even while
+        another process commits."""
+        with self._snapshot() as conn:
+            generation = int(conn.scalar(sa.select(StateRow.generation).where(StateRow.id == 1)) or 0)
             stmt = (
                 sa.select(ImageRow.id, ImageRow.vector)
                 .where(ImageRow.vector.is_not(None))
@@ -173,12 +175,28 @@ class Store:
             )
 
             def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-                for part in session.execute(stmt).partitions(batch):
+                for part in conn.execute(stmt).partitions(batch):
                     ids = np.fromiter((row[0] for row in part), dtype=np.int64, count=len(part))
                     blob = b"".join(bytes(row[1] or b"") for row in part)
                     yield ids, np.frombuffer(blob, dtype=np.float32).reshape(len(part), dim)
 
-            yield _generation(session), batches()
+            yield generation, batches()
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sa.Connection]:
+        """A read-only connection whose statements all see one snapshot of the database.
+
+        pysqlite opens a transaction only before writes, so each SELECT would see the latest commit;
+        an explicit BEGIN pins the WAL snapshot at the first read. Other backends get REPEATABLE READ."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("BEGIN")
+                yield conn
+                conn.rollback()
+        else:
+            with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+                yield conn
+                conn.rollback()
 
     def count_vectors(self) -> int:
         with self._sessions() as session:

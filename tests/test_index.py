@@ -1,0 +1,261 @@
+"""Tests of retrieval.index.VectorIndex on real faiss, each checked against an exact numpy reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from retrieval.index import VectorIndex, gpu_count
+
+DIM = 32
+COUNT = 500
+BASE_ID = 10**12  # far beyond int32, and the ids below are not contiguous
+SCORE_TOL = 1e-5
+FAISS_CPU_BUILD = not hasattr(faiss, "StandardGpuResources")
+
+
+def _unit(rows: int, seed: int, dim: int = DIM) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _ids(rows: int) -> np.ndarray:
+    return BASE_ID + 7 * np.arange(rows, dtype=np.int64) + 3
+
+
+def _reference(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product in float64, padded like faiss (id -1, score -inf)."""
+    distances = np.full((len(queries), k), -np.inf)
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    if len(ids):
+        scores = queries.astype(np.float64) @ vectors.astype(np.float64).T
+        take = min(k, len(ids))
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :take]
+        distances[:, :take] = np.take_along_axis(scores, top, axis=1)
+        found[:, :take] = ids[top]
+    return distances, found
+
+
+def _assert_same_neighbours(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray]) -> None:
+    """Scores agree within SCORE_TOL; ids agree in order except where two reference scores tie."""
+    (distances, ids), (want_distances, want_ids) = got, want
+    assert distances.shape == want_distances.shape and ids.shape == want_ids.shape
+    assert ids.dtype == np.int64
+    np.testing.assert_array_equal(np.isinf(distances), np.isinf(want_distances))
+    finite = np.isfinite(want_distances)
+    np.testing.assert_allclose(distances[finite], want_distances[finite], atol=SCORE_TOL)
+    for row, column in zip(*np.nonzero(ids != want_ids), strict=True):
+        row_scores = want_distances[row]
+        tied = np.abs(row_scores - row_scores[column]) < SCORE_TOL
+        assert tied.sum() > 1, f"query {row} rank {column}: id {ids[row, column]} != {want_ids[row, column]}"
+        assert ids[row, column] in want_ids[row][tied]
+
+
+@pytest.fixture
+def vectors() -> np.ndarray:
+    return _unit(COUNT, seed=1)
+
+
+@pytest.fixture
+def index(vectors: np.ndarray) -> VectorIndex:
+    built = VectorIndex(DIM, gpu="never")
+    built.add(_ids(COUNT), vectors)
+    return built
+
+
+@pytest.fixture
+def queries() -> np.ndarray:
+    return _unit(7, seed=2)
+
+
+def test_search_equals_exact_reference(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
+    """add + search returns the exact top-k by inner product, as the caller's int64 ids."""
+    result = index.search(queries, 10)
+    _assert_same_neighbours(result, _reference(queries, _ids(COUNT), vectors, 10))
+    assert set(result[1].ravel()) <= set(_ids(COUNT).tolist())
+    assert len(index) == COUNT
+    np.testing.assert_array_equal(np.sort(index.ids()), _ids(COUNT))
+
+
+def test_a_stored_vector_finds_itself_first(index: VectorIndex, vectors: np.ndarray) -> None:
+    """Each stored unit vector is its own nearest neighbour, with score 1."""
+    distances, ids = index.search(vectors[:20], 1)
+    np.testing.assert_array_equal(ids[:, 0], _ids(COUNT)[:20])
+    np.testing.assert_allclose(distances[:, 0], 1.0, atol=SCORE_TOL)
+
+
+@pytest.mark.parametrize("stored", [0, 3])
+def test_k_beyond_ntotal_pads_with_minus_one_and_minus_inf(stored: int, queries: np.ndarray) -> None:
+    """Missing neighbours come back as id -1 with score -inf (an empty index gives only those)."""
+    small = VectorIndex(DIM, gpu="never")
+    small.add(_ids(stored), _unit(stored, seed=3))
+    distances, ids = small.search(queries, 5)
+    assert ids.shape == distances.shape == (len(queries), 5)
+    assert (ids[:, stored:] == -1).all() and np.isneginf(distances[:, stored:]).all()
+    assert (ids[:, :stored] >= 0).all() and np.isfinite(distances[:, :stored]).all()
+    _assert_same_neighbours((distances, ids), _reference(queries, _ids(stored), _unit(stored, seed=3), 5))
+
+
+def test_remove_counts_and_removed_ids_never_return(
+    index: VectorIndex, vectors: np.ndarray, queries: np.ndarray
+) -> None:
+    """remove reports how many ids it dropped (absent ids count 0); search then matches the remaining set."""
+    ids = _ids(COUNT)
+    gone = ids[::3]
+    assert index.remove(np.concatenate([gone, [-5, BASE_ID - 1]])) == len(gone)
+    assert index.remove(gone) == 0
+    assert index.remove([]) == 0
+    keep = np.ones(COUNT, dtype=bool)
+    keep[::3] = False
+    assert len(index) == keep.sum()
+    all_queries = np.concatenate([queries, vectors[::3][:5]])  # the removed vectors themselves, too
+    result = index.search(all_queries, 25)
+    assert not np.isin(result[1], gone).any()
+    _assert_same_neighbours(result, _reference(all_queries, ids[keep], vectors[keep], 25))
+
+
+def test_readding_a_removed_id_works(index: VectorIndex) -> None:
+    """An id removed and then added again is searchable with its new vector."""
+    target = int(_ids(COUNT)[10])
+    index.remove([target])
+    fresh = _unit(1, seed=9)
+    index.add([target], fresh)
+    distances, ids = index.search(fresh, 1)
+    assert ids[0, 0] == target
+    assert distances[0, 0] == pytest.approx(1.0, abs=SCORE_TOL)
+    np.testing.assert_array_equal(index.reconstruct([target]), fresh)
+    assert len(index) == COUNT
+
+
+def test_reconstruct_returns_stored_vectors(index: VectorIndex, vectors: np.ndarray) -> None:
+    """reconstruct gives back exactly the float32 vectors stored under those ids, in the order asked."""
+    order = np.array([40, 3, 499, 0])
+    np.testing.assert_array_equal(index.reconstruct(_ids(COUNT)[order]), vectors[order])
+    assert index.reconstruct([]).shape == (0, DIM)
+
+
+def test_search_subset_equals_brute_force(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
+    """search_subset scores only the allowed ids and equals the exact top-k over them."""
+    chosen = np.random.default_rng(4).choice(COUNT, size=60, replace=False)
+    result = index.search_subset(queries, 10, _ids(COUNT)[chosen])
+    assert np.isin(result[1], _ids(COUNT)[chosen]).all()
+    _assert_same_neighbours(result, _reference(queries, _ids(COUNT)[chosen], vectors[chosen], 10))
+
+
+@pytest.mark.parametrize("allowed_count", [0, 1, 4])
+def test_search_subset_smaller_than_k_pads(
+    allowed_count: int, index: VectorIndex, vectors: np.ndarray, queries: np.ndarray
+) -> None:
+    """An allowed set smaller than k (or empty) yields its members, then id -1 / score -inf padding."""
+    chosen = np.arange(allowed_count) * 11
+    distances, ids = index.search_subset(queries, 10, _ids(COUNT)[chosen])
+    assert ids.shape == (len(queries), 10)
+    assert (ids[:, allowed_count:] == -1).all() and np.isneginf(distances[:, allowed_count:]).all()
+    _assert_same_neighbours((distances, ids), _reference(queries, _ids(COUNT)[chosen], vectors[chosen], 10))
+
+
+@pytest.mark.parametrize("k", [1, 10, COUNT + 20])
+@pytest.mark.parametrize("removed", [False, True])
+def test_replica_search_maps_positions_to_ids_like_search(
+    k: int, removed: bool, index: VectorIndex, queries: np.ndarray
+) -> None:
+    """The GPU path's position -> id mapping, exercised on the CPU flat index as the replica.
+
+    This touches the private `_search_replica` on purpose: the GPU replica cannot be built with
+    faiss-cpu, but the mapping from row positions back to ids (which shift after removals) and the
+    padding for k > ntotal are plain numpy that must agree with the CPU `search`.
+    """
+    if removed:
+        index.remove(_ids(COUNT)[[0, 5, 6, 250, COUNT - 1]])
+    replica = index._search_replica(index._cpu.index, queries, k)
+    expected = index.search(queries, k)
+    np.testing.assert_array_equal(replica[1], expected[1])
+    np.testing.assert_array_equal(replica[0], expected[0])
+    assert replica[1].dtype == np.int64 and replica[0].dtype == np.float32
+
+
+def test_replica_search_on_an_empty_index() -> None:
+    """The replica path on an empty index returns only id -1 / score -inf, as search does."""
+    empty = VectorIndex(DIM, gpu="never")
+    queries = _unit(2, seed=5)
+    replica = empty._search_replica(empty._cpu.index, queries, 4)
+    np.testing.assert_array_equal(replica[1], np.full((2, 4), -1))
+    assert np.isneginf(replica[0]).all()
+
+
+def test_save_load_round_trip(tmp_path: Path, index: VectorIndex, queries: np.ndarray) -> None:
+    """A saved and reloaded index has the same ids, vectors and search results."""
+    path = tmp_path / "index.faiss"
+    index.save(path)
+    loaded = VectorIndex.load(path, gpu="never")
+    assert loaded.dim == DIM and len(loaded) == COUNT
+    np.testing.assert_array_equal(loaded.ids(), index.ids())
+    np.testing.assert_array_equal(loaded.reconstruct(_ids(COUNT)), index.reconstruct(_ids(COUNT)))
+    for got, want in zip(loaded.search(queries, 10), index.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_save_replaces_an_existing_file_and_leaves_no_temp_files(tmp_path: Path, index: VectorIndex) -> None:
+    """Saving over an existing file replaces its content; only the target file remains in the folder."""
+    path = tmp_path / "index.faiss"
+    index.save(path)
+    smaller = VectorIndex(DIM, gpu="never")
+    smaller.add([42], _unit(1, seed=6))
+    smaller.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+    reloaded = VectorIndex.load(path, gpu="never")
+    np.testing.assert_array_equal(reloaded.ids(), [42])
+
+
+def test_failed_save_removes_its_temp_file(tmp_path: Path, index: VectorIndex) -> None:
+    """When the final rename fails (the target is a folder), the error surfaces and no temp file is left."""
+    target = tmp_path / "index.faiss"
+    target.mkdir()
+    with pytest.raises(OSError):
+        index.save(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+    assert target.is_dir()
+
+
+@pytest.mark.skipif(not FAISS_CPU_BUILD, reason="faiss was built with GPU support")
+def test_gpu_count_is_zero_on_faiss_cpu() -> None:
+    """This machine's faiss-cpu build reports no GPU, so `auto` searches on the CPU."""
+    assert gpu_count() == 0
+    assert VectorIndex(DIM).on_gpu is False
+
+
+@pytest.mark.skipif(gpu_count() > 0, reason="faiss sees a GPU here")
+def test_gpu_always_without_gpu_raises() -> None:
+    """Asking for the GPU where faiss has none is an error, not a silent CPU fallback."""
+    with pytest.raises(RuntimeError, match="no GPU"):
+        VectorIndex(DIM, gpu="always")
+
+
+def test_invalid_gpu_choice_raises() -> None:
+    """Only auto/never/always are accepted."""
+    with pytest.raises(ValueError, match="gpu must be one of"):
+        VectorIndex(DIM, gpu="sometimes")
+
+
+@pytest.mark.parametrize("operation", ["add", "search", "search_subset"])
+def test_wrong_dimension_raises(operation: str, index: VectorIndex) -> None:
+    """Vectors of another dimension are refused with ValueError, not passed to faiss."""
+    wrong = _unit(2, seed=7, dim=DIM + 1)
+    with pytest.raises(ValueError, match="dimension"):
+        if operation == "add":
+            index.add([1, 2], wrong)
+        elif operation == "search":
+            index.search(wrong, 3)
+        else:
+            index.search_subset(wrong, 3, _ids(COUNT)[:5])
+    assert len(index) == COUNT
+
+
+def test_ids_and_vectors_count_mismatch_raises(index: VectorIndex) -> None:
+    """add refuses a different number of ids and vectors."""
+    with pytest.raises(ValueError, match="ids for"):
+        index.add([1, 2, 3], _unit(2, seed=8))
+    assert len(index) == COUNT
