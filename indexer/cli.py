@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from indexer.pipeline import IndexReport, ProgressCallback, index_folders
-from indexer.scan import ScanOptions
+from indexer.scan import ScanOptions, check_roots
 from retrieval.cli import chosen_spec, cli, library_options, make_encoder, model_options, open_library
 from retrieval.config import DEFAULT_DECODE_WORKERS, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from retrieval.models import ModelSpec
@@ -52,6 +52,7 @@ def index(roots: tuple[Path, ...], **kwargs: Any) -> None:
         exclude=tuple(kwargs["exclude"]),
         follow_symlinks=kwargs["follow_symlinks"],
     )
+    check_roots(str(root) for root in roots)  # before a library is created for nothing
     with open_library(kwargs["library_dir"], kwargs["database_url"], create=True) as library:
         spec = chosen_spec(library, kwargs["model"], kwargs["pretrained"]) or ModelSpec(
             DEFAULT_MODEL, DEFAULT_PRETRAINED

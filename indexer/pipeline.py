@@ -78,6 +78,8 @@ def index_folders(
     unchanged ones, forget deleted ones. Unreadable files are recorded, never fatal."""
     started = time.perf_counter()
     report = IndexReport(roots=check_roots(roots))
+    if library.recorded_identity() is None:
+        encoder.load()  # a model that cannot load (weights offline) must not become the library's model
     library.bind_model(encoder)
     with library.writer_lock():
         index = library.load_index(gpu="never")

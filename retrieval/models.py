@@ -88,8 +88,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(f"model config {config_path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelUnavailableError(f"model config {config_path} is not an open_clip config: not a JSON object")
     missing = [key for key in ("embed_dim", "vision_cfg", "text_cfg") if key not in config]
-    if not isinstance(config, dict) or missing:
+    if missing:
         raise ModelUnavailableError(
             f"model config {config_path} is not an open_clip config: missing {', '.join(missing)}"
         )

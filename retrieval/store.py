@@ -155,7 +155,7 @@ class Store:
         return found
 
     def ids_under(self, folder: str) -> np.ndarray:
-        stmt = sa.select(ImageRow.id).where(_path_under(folder), ImageRow.vector.is_not(None))
+        stmt = sa.select(ImageRow.id).where(_path_under(folder), ImageRow.vector.is_not(None)).order_by(ImageRow.id)
         with self._sessions() as session:
             return np.fromiter(session.scalars(stmt), dtype=np.int64)
 
