@@ -8,10 +8,11 @@ offline failure is fast and explains the fix, never downloaded.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import open_clip
@@ -30,6 +31,7 @@ from tests.conftest import TINY_CONFIG
 
 TEXTS = ["a red car", "a dog on the beach", "snowy mountains", "a birthday cake", "city lights at night"]
 UNIT_TOLERANCE = 1e-5
+EMBED_DIM = cast(int, TINY_CONFIG["embed_dim"])
 
 
 @pytest.fixture(scope="module")
@@ -68,23 +70,25 @@ def _assert_unit_float32(vectors: np.ndarray, rows: int, dim: int) -> None:
 def test_image_vectors_are_unit_float32_rows(tiny_encoder: Encoder, images: list[Image.Image]) -> None:
     """encode_images returns one L2-normalised float32 row of the model's embed_dim per image."""
     vectors = tiny_encoder.encode_images(images)
-    _assert_unit_float32(vectors, len(images), TINY_CONFIG["embed_dim"])
-    assert tiny_encoder.dim == TINY_CONFIG["embed_dim"]
+    _assert_unit_float32(vectors, len(images), EMBED_DIM)
+    assert tiny_encoder.dim == EMBED_DIM
 
 
 def test_text_vectors_are_unit_float32_rows(tiny_encoder: Encoder) -> None:
     """encode_texts returns one L2-normalised float32 row of the model's embed_dim per text."""
-    _assert_unit_float32(tiny_encoder.encode_texts(TEXTS), len(TEXTS), TINY_CONFIG["embed_dim"])
+    _assert_unit_float32(tiny_encoder.encode_texts(TEXTS), len(TEXTS), EMBED_DIM)
 
 
 def test_empty_batches_give_empty_matrices(tiny_encoder: Encoder) -> None:
     """No texts or pixels give a (0, dim) float32 matrix rather than an error."""
     for vectors in (tiny_encoder.encode_texts([]), tiny_encoder.encode_image_tensors(torch.zeros(0, 3, 32, 32))):
-        assert vectors.shape == (0, TINY_CONFIG["embed_dim"])
+        assert vectors.shape == (0, EMBED_DIM)
         assert vectors.dtype == np.float32
 
 
-def test_batch_size_does_not_change_vectors(tiny_encoder: Encoder, tiny_spec: ModelSpec, images: list[Image.Image]) -> None:
+def test_batch_size_does_not_change_vectors(
+    tiny_encoder: Encoder, tiny_spec: ModelSpec, images: list[Image.Image]
+) -> None:
     """Chunking into batches of 2 (with a ragged last chunk) gives the same vectors as one batch of 8."""
     small = Encoder(tiny_spec, device="cpu", batch_size=2)
     assert tiny_encoder.batch_size == 8
@@ -131,7 +135,7 @@ def test_dim_and_identity_do_not_load_the_model(tiny_spec: ModelSpec) -> None:
     """Reading `dim` and `identity` leaves the model unloaded. `_model` is private, but it is the only direct
     evidence that no weights were built; the cost of a load is what the lazy design exists to avoid."""
     encoder = Encoder(tiny_spec, device="cpu")
-    assert encoder.dim == TINY_CONFIG["embed_dim"]
+    assert encoder.dim == EMBED_DIM
     assert encoder.identity.weights == "random weights"
     assert encoder._model is None
 
@@ -154,12 +158,14 @@ def test_checkpoint_round_trip_and_identity_by_content(
     """A saved state_dict loads back as the same model: same vectors, and one identity for the same bytes
     at two paths. Perturbed weights give other vectors and another identity."""
     state = tiny_encoder._model.state_dict()
-    first, second = tmp_path / "one" / "weights.pt", tmp_path / "two" / "copy.pt"
+    first, second = tmp_path / "one" / "weights.pt", tmp_path / "two" / "weights.pt"
     for path in (first, second):
         path.parent.mkdir()
-        torch.save(state, path)
+        torch.save(state, path)  # torch.save records the file's stem inside the archive: keep it equal
+    renamed = shutil.copyfile(first, tmp_path / "renamed.pt")
     loaded = Encoder(ModelSpec(str(tiny_config), str(first)), device="cpu")
-    assert loaded.identity == Encoder(ModelSpec(str(tiny_config), str(second)), device="cpu").identity
+    for same_bytes in (second, renamed):
+        assert loaded.identity == Encoder(ModelSpec(str(tiny_config), str(same_bytes)), device="cpu").identity
     assert loaded.identity.weights.startswith("checkpoint sha256:")
     assert loaded.identity != tiny_encoder.identity
     assert not loaded.random_weights
@@ -167,8 +173,9 @@ def test_checkpoint_round_trip_and_identity_by_content(
     np.testing.assert_allclose(loaded.encode_texts(TEXTS), tiny_encoder.encode_texts(TEXTS), atol=1e-6)
 
     perturbed = {key: value.clone() for key, value in state.items()}
-    perturbed["visual.proj"] += 0.1
-    perturbed["text_projection"] += 0.1
+    # one row only: a constant added to a whole projection cancels out, as the LayerNorm'd features sum to 0
+    perturbed["visual.proj"][0] += 0.1
+    perturbed["text_projection"][0] += 0.1
     changed_path = tmp_path / "perturbed.pt"
     torch.save(perturbed, changed_path)
     changed = Encoder(ModelSpec(str(tiny_config), str(changed_path)), device="cpu")
