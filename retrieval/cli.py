@@ -282,7 +282,8 @@ def library_facts(library: Library, failure_limit: int) -> dict[str, Any]:
     return {
         "library": str(library.directory),
         "database": library.store.engine.url.render_as_string(hide_password=True),
-        "model": library.recorded_identity(),
+        "model": library.recorded_description(),
+        "model_identity": library.recorded_identity(),
         "dim": library.dim(),
         "indexed": stats.indexed,
         "failed": stats.failed,

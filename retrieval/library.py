@@ -18,7 +18,8 @@ from retrieval.index import VectorIndex
 from retrieval.models import ModelSpec
 from retrieval.store import Store
 
-_META_MODEL, _META_PRETRAINED, _META_IDENTITY, _META_DIM = "model", "pretrained", "model_identity", "dim"
+_META_MODEL, _META_PRETRAINED, _META_DIM = "model", "pretrained", "dim"
+_META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"
 
 
 class Library:
@@ -50,6 +51,10 @@ class Library:
     def recorded_identity(self) -> str | None:
         return self.store.get_meta(_META_IDENTITY)
 
+    def recorded_description(self) -> str | None:
+        """The recorded model as people read it: its label (a config file's name) and identity."""
+        return self.store.get_meta(_META_DESCRIPTION) or self.recorded_identity()
+
     def encoder(self, spec: ModelSpec | None = None, **options: object) -> Encoder:
         """An encoder for this library: the recorded model unless `spec` names one; a conflict is refused."""
         recorded = self.recorded_model()
@@ -66,8 +71,8 @@ class Library:
         identity = self.recorded_identity()
         if identity is not None and identity != encoder.identity.key:
             raise ModelMismatchError(
-                f"the library at {self.directory} was built with [{identity}] but this run uses "
-                f"[{encoder.identity.key}]. Leave out --model/--pretrained to use the library's model, "
+                f"the library at {self.directory} was built with [{self.recorded_description()}] but this run "
+                f"uses [{encoder.identity.description}]. Leave out --model/--pretrained to use the library's model, "
                 "or give another --library for the new model."
             )
 
@@ -80,6 +85,7 @@ class Library:
                     _META_MODEL: encoder.spec.model,
                     _META_PRETRAINED: encoder.spec.pretrained,
                     _META_IDENTITY: encoder.identity.key,
+                    _META_DESCRIPTION: encoder.identity.description,
                     _META_DIM: str(encoder.dim),
                 }
             )

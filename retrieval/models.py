@@ -56,14 +56,20 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """What makes vectors comparable. Two identities are the same model iff `key` is equal."""
+    """What makes vectors comparable. Two identities are the same model iff `key` is equal; `label`
+    (a config file's name) is for people and not part of it, so renaming a file changes nothing."""
 
     architecture: str
     weights: str
+    label: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.architecture} | {self.weights}"
+
+    @property
+    def description(self) -> str:
+        return f"{self.label}: {self.key}" if self.label else self.key
 
     @property
     def short_key(self) -> str:
@@ -145,15 +151,15 @@ def check_pretrained(spec: ModelSpec) -> None:
 
 
 def identity_of(spec: ModelSpec) -> ModelIdentity:
-    architecture = spec.model
+    architecture, label = spec.model, ""
     if spec.is_config_file:
         config = load_config_file(spec.model)
-        config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-        architecture = f"{Path(spec.model).stem} (config sha256:{config_hash})"
+        architecture = f"config sha256:{hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]}"
+        label = Path(spec.model).name
     if spec.random_weights:
         weights = "random weights"
     elif spec.is_checkpoint_file:
         weights = f"checkpoint sha256:{file_sha256(Path(spec.pretrained).expanduser())[:16]}"
     else:
         weights = f"pretrained {spec.pretrained}"
-    return ModelIdentity(architecture, weights)
+    return ModelIdentity(architecture, weights, label)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,23 @@ def _cached_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
 
 
 def hub_reachable(url: str = constants.ENDPOINT, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """One TCP connect to the hub's host: cheap, and tells 'offline' apart from 'slow'."""
+    """One TCP connect to the hub's host, name lookup included, within `timeout` seconds: cheap, and
+    tells 'offline' apart from 'slow'. The lookup has no timeout of its own, so it runs in a daemon thread."""
     parsed = urlparse(url)
     host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="clipsearch-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
 
 
 def locate_pretrained(model_name: str, tag: str, cache_dir: str | None = None) -> PretrainedSource:

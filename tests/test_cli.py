@@ -254,7 +254,7 @@ def test_search_with_another_model_is_refused(indexed: Indexed, tmp_path: Path) 
     result = invoke("search", "dog", "--library", indexed.library, *model_args(other))
     output = assert_clean_failure(result)
     assert indexed.identity in output
-    assert "other-model (config sha256:" in output
+    assert "other-model.json: config sha256:" in output
 
 
 @pytest.mark.parametrize("query", ["  ", ""])
@@ -331,13 +331,14 @@ def test_similar_missing_image_fails_clearly(indexed: Indexed, tmp_path: Path) -
 # --- info --------------------------------------------------------------------------------------
 
 
-def test_info_json_via_environment(indexed: Indexed) -> None:
+def test_info_json_via_environment(indexed: Indexed, tiny_config: Path) -> None:
     """`info --json` with CLIPSEARCH_LIBRARY: the library's facts as one object."""
     result = invoke("info", "--json", env={"CLIPSEARCH_LIBRARY": str(indexed.library)})
     assert result.exit_code == 0, result.output
     facts = json.loads(result.stdout)
     assert facts["library"] == str(indexed.library)
-    assert (facts["model"], facts["dim"]) == (indexed.identity, TINY_CONFIG["embed_dim"])
+    assert (facts["model_identity"], facts["dim"]) == (indexed.identity, TINY_CONFIG["embed_dim"])
+    assert facts["model"] == f"{tiny_config.name}: {indexed.identity}"
     assert (facts["indexed"], facts["failed"]) == (9, 1)
     assert [path for path, _reason in facts["failures"]] == [str(indexed.root / "broken.jpg")]
     assert Path(facts["index_file"]).is_file()
@@ -351,7 +352,7 @@ def test_info_text(indexed: Indexed) -> None:
     assert result.exit_code == 0, result.output
     facts = dict(line.strip().split(": ", 1) for line in result.stdout.splitlines() if "skipped" not in line)
     assert facts["library"] == str(indexed.library)
-    assert facts["model"] == indexed.identity
+    assert facts["model"].endswith(indexed.identity)
     assert facts["dim"] == str(TINY_CONFIG["embed_dim"])
     assert Path(facts["index file"]).is_file()
 
