@@ -141,12 +141,16 @@ def test_dim_and_identity_do_not_load_the_model(tiny_spec: ModelSpec) -> None:
 
 
 def test_config_identity_follows_content_not_path(tmp_path: Path) -> None:
-    """The same config content at another path is the same model; other content under the same name is not."""
+    """The same config content at another path, or renamed, is the same model (the name is only a label);
+    other content under the same name is not."""
     original = _write_config(tmp_path / "a" / "tiny-test.json")
     same_content = _write_config(tmp_path / "b" / "tiny-test.json")
+    renamed = _write_config(tmp_path / "b" / "renamed.json")
+    identities = [Encoder(ModelSpec(str(p), "none"), device="cpu").identity for p in (original, same_content, renamed)]
+    keys = [identity.key for identity in identities]
+    assert keys[0] == keys[1] == keys[2]
+    assert identities[2].description == f"renamed.json: {keys[0]}"
     other = _write_config(tmp_path / "c" / "tiny-test.json", {**TINY_CONFIG, "embed_dim": 16})
-    keys = [Encoder(ModelSpec(str(path), "none"), device="cpu").identity.key for path in (original, same_content)]
-    assert keys[0] == keys[1]
     changed = Encoder(ModelSpec(str(other), "none"), device="cpu")
     assert changed.identity.key != keys[0]
     assert changed.dim == 16
