@@ -20,7 +20,8 @@ from retrieval.store import FileState, folder_prefix
 class ScanOptions:
     include_hidden: bool = False
     exclude: tuple[str, ...] = ()
-    """Glob patterns matched against each file's and folder's path relative to its root, and its name."""
+    """Glob patterns (fnmatch: `*` also matches `/`) matched against each file's and folder's absolute
+    path, its path relative to its root, and its name: `*/thumbs/*`, `raw/*`, `*.tmp.jpg`, `thumbs`."""
     follow_symlinks: bool = False
     extensions: frozenset[str] = IMAGE_EXTENSIONS
 
@@ -60,8 +61,12 @@ def check_roots(roots: Iterable[str]) -> list[str]:
     return [r for r in unique if not any(r != p and r.startswith(folder_prefix(p)) for p in unique)]
 
 
-def _excluded(relative: str, name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns)
+def _excluded(path: str, root: str, patterns: tuple[str, ...], *, folder: bool = False) -> bool:
+    """A folder is tried with a trailing separator too, so `*/thumbs/*` prunes the folder itself."""
+    candidates = [path, os.path.relpath(path, root), os.path.basename(path)]
+    if folder:
+        candidates += [candidate + os.sep for candidate in candidates[:2]]
+    return any(fnmatch.fnmatch(candidate, pattern) for candidate in candidates for pattern in patterns)
 
 
 def _is_hidden(name: str) -> bool:
@@ -75,21 +80,20 @@ def scan_root(root: str, options: ScanOptions) -> ScanResult:
         result.unlisted.append((str(error.filename or root), error.strerror or str(error)))
 
     for folder, subfolders, names in os.walk(root, onerror=on_error, followlinks=options.follow_symlinks):
-        relative_folder = os.path.relpath(folder, root)
         subfolders[:] = sorted(
             d
             for d in subfolders
             if (options.include_hidden or not _is_hidden(d))
-            and not _excluded(os.path.normpath(os.path.join(relative_folder, d)), d, options.exclude)
+            and not _excluded(os.path.join(folder, d), root, options.exclude, folder=True)
         )
         for name in sorted(names):
             if not options.include_hidden and _is_hidden(name):
                 continue
             if os.path.splitext(name)[1].lower() not in options.extensions:
                 continue
-            if _excluded(os.path.normpath(os.path.join(relative_folder, name)), name, options.exclude):
-                continue
             path = os.path.join(folder, name)
+            if _excluded(path, root, options.exclude):
+                continue
             try:
                 stat = os.stat(path)
             except OSError as exc:

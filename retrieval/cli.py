@@ -65,6 +65,13 @@ def cli() -> None:
     """
 
 
+def _stacked(func: F, options: Sequence[Callable[[Any], Any]]) -> F:
+    """Apply click option decorators so that they list in `options` order in --help."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def library_options(func: F) -> F:
     func = click.option(
         "--database-url",
@@ -113,9 +120,7 @@ def model_options(func: F) -> F:
         ),
         click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _stacked(func, options)
 
 
 def result_options(func: F) -> F:
@@ -147,9 +152,7 @@ def result_options(func: F) -> F:
             help="Search the FAISS index on a GPU when faiss has one.",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _stacked(func, options)
 
 
 def open_library(library_dir: Path | None, database_url: str | None, *, create: bool = False) -> Library:

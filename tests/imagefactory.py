@@ -35,8 +35,31 @@ EXIF_IFD = 0x8769
 """Pointer tag of the Exif sub-IFD, where capture facts such as DateTimeOriginal live."""
 
 EXIF_SUB_IFD_TAGS = frozenset(
-    {33434, 33437, 34850, 34855, 36864, 36867, 36868, 37377, 37378, 37380, 37383,
-     37385, 37386, 37510, 40961, 40962, 40963, 41987, 42016, 42033, 42034, 42035, 42036}
+    {
+        33434,
+        33437,
+        34850,
+        34855,
+        36864,
+        36867,
+        36868,
+        37377,
+        37378,
+        37380,
+        37383,
+        37385,
+        37386,
+        37510,
+        40961,
+        40962,
+        40963,
+        41987,
+        42016,
+        42033,
+        42034,
+        42035,
+        42036,
+    }
 )
 """Tags `solid_jpeg(exif=...)` writes into the Exif sub-IFD; every other tag goes to IFD0."""
 
@@ -192,9 +215,7 @@ def animated_gif(
     """An animated GIF with one solid frame per colour; the first frame is colors[0]."""
     target = _as_path(path)
     frames = [Image.new("RGB", size, color) for color in colors]
-    frames[0].save(
-        target, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0
-    )
+    frames[0].save(target, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     return target
 
 

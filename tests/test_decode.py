@@ -98,9 +98,7 @@ def test_date_falls_back_to_digitized_then_datetime(tmp_path: Path) -> None:
     assert _decode_file(digitized).info.taken_at == datetime(2019, 1, 2, 3, 4, 5)
     plain = factory.solid_jpeg(tmp_path / "p.jpg", exif={306: "2018:05:06 07:08:09"})
     assert _decode_file(plain).info.taken_at == datetime(2018, 5, 6, 7, 8, 9)
-    both = factory.solid_jpeg(
-        tmp_path / "b.jpg", exif={36867: "garbage", 306: "2017:01:01 00:00:00"}
-    )
+    both = factory.solid_jpeg(tmp_path / "b.jpg", exif={36867: "garbage", 306: "2017:01:01 00:00:00"})
     assert _decode_file(both).info.taken_at == datetime(2017, 1, 1)
 
 
@@ -177,9 +175,7 @@ def test_rgba_transparency_is_composited_on_white(tmp_path: Path) -> None:
     ("mode", "value", "expected"),
     [("1", 1, 255), ("L", 77, 77), ("LA", (77, 255), 77), ("I", 1_000_000, 255), ("F", 0.5, 128)],
 )
-def test_other_modes_become_rgb(
-    tmp_path: Path, mode: str, value: float | tuple[int, int], expected: int
-) -> None:
+def test_other_modes_become_rgb(tmp_path: Path, mode: str, value: float | tuple[int, int], expected: int) -> None:
     path = tmp_path / f"{mode}.tif"
     image = Image.new(mode, (8, 8), value)
     image.save(path, "TIFF")
@@ -295,9 +291,7 @@ def test_read_and_decode_directory(tmp_path: Path) -> None:
     assert caught.value.reason.startswith("cannot read file: ")
 
 
-@pytest.mark.skipif(
-    os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes"
-)
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes")
 def test_read_and_decode_permission_denied(tmp_path: Path) -> None:
     path = factory.solid_jpeg(tmp_path / "locked.jpg")
     path.chmod(0)

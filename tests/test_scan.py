@@ -80,6 +80,17 @@ def test_exclude_globs_on_relative_paths_and_names(tmp_path: Path) -> None:
     assert _scan(tmp_path, exclude=("trip/raw",)) == [p for p in everything if p != "trip/raw/c.png"]
 
 
+def test_path_style_pattern_matches_folders_at_every_depth(tmp_path: Path) -> None:
+    """`*/thumbs/*` (as in the README) skips a thumbs folder right under the root as well as deeper ones,
+    because patterns are also tried on absolute paths; the folder is pruned, not only its files."""
+    for name in ("keep.png", "thumbs/a.png", "trip/thumbs/b.png", "trip/c.png"):
+        _touch(tmp_path / name)
+    (tmp_path / "thumbs" / "loop").symlink_to(tmp_path / "thumbs", target_is_directory=True)
+    result = scan_root(str(tmp_path), ScanOptions(exclude=("*/thumbs/*",), follow_symlinks=True))
+    assert _relative(result, tmp_path) == ["keep.png", "trip/c.png"]
+    assert _scan(tmp_path, exclude=(f"{tmp_path}/trip/*",)) == ["keep.png", "thumbs/a.png"]
+
+
 def test_excluded_folder_is_not_descended(tmp_path: Path) -> None:
     """Files inside an excluded folder are not listed although their own names match no pattern, because
     the folder is never walked: a symlink loop inside it is not entered even with follow_symlinks."""
