@@ -95,9 +95,8 @@ def main() -> None:
         photos = Path(scratch) / "photos"
         make_photos(photos, args.images, (width, height))
         draft, full = time_decode(photos, 64), time_decode(photos, 64, min_side=max(width, height))
-        print(
-            f"\ndecode only, 1 thread: {draft:.1f} images/s with draft mode, {full:.1f} full size ({draft / full:.1f}x)\n"
-        )
+        print(f"\ndecode only, 1 thread: {draft:.1f} images/s with draft mode, {full:.1f} full size", end="")
+        print(f" ({draft / full:.1f}x)\n")
         print(f"{'model':<12} {'stage':<22} {'images/s':>9}")
         for name in args.models.split(","):
             encode_rate = time_encode(name, photos, args.batch_size, min(args.images, 64))
