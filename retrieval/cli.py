@@ -25,10 +25,10 @@ from retrieval.config import (
     DEVICE_CHOICES,
     default_library_dir,
 )
-from retrieval.devices import PRECISION_CHOICES
+from retrieval.devices import PRECISION_CHOICES, resolve_device
 from retrieval.encoder import Encoder, RandomWeightsWarning
 from retrieval.errors import ClipsearchError
-from retrieval.index import GPU_CHOICES
+from retrieval.index import GPU_CHOICES, gpu_count
 from retrieval.library import Library
 from retrieval.models import ModelSpec
 from retrieval.search import Searcher, SearchResult
@@ -273,6 +273,8 @@ def info(as_json: bool, failure_limit: int, library_dir: Path | None, database_u
         "first_taken",
         "last_taken",
         "index_file",
+        "model_device",
+        "faiss_gpus",
     ):
         click.echo(f"{key.replace('_', ' '):>12}: {facts[key] if facts[key] is not None else '-'}")
     for path, reason in facts["failures"]:
@@ -295,5 +297,7 @@ def library_facts(library: Library, failure_limit: int) -> dict[str, Any]:
         "last_taken": stats.last_taken.isoformat() if stats.last_taken else None,
         "generation": stats.generation,
         "index_file": str(index_path) if index_path.exists() else "stale or missing (rebuilt on next search)",
+        "model_device": resolve_device("auto"),
+        "faiss_gpus": gpu_count(),
         "failures": stats.failures,
     }

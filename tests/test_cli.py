@@ -424,3 +424,40 @@ def test_help_shows_the_docstring_example(name: str | None) -> None:
     assert examples and all(line.startswith("clipsearch ") for line in examples)
     for line in examples:
         assert line in result.output
+
+
+def test_info_reports_the_devices(indexed: Indexed) -> None:
+    """`info` says where the model would run and how many GPUs faiss sees (none on a faiss-cpu machine)."""
+    facts = json.loads(invoke("info", "--json", "--library", indexed.library).stdout)
+    assert facts["model_device"] in ("cpu", "cuda", "mps")
+    assert isinstance(facts["faiss_gpus"], int) and facts["faiss_gpus"] >= 0
+
+
+def test_database_url_puts_the_store_elsewhere(tiny_config: Path, tmp_path: Path) -> None:
+    """`--database-url` (any SQLAlchemy URL) holds the rows; the library folder keeps only the FAISS file."""
+    photos = tmp_path / "photos"
+    for seed in range(3):
+        factory.pattern_png(photos / f"p{seed}.png", seed=seed)
+    database = tmp_path / "elsewhere" / "store.db"
+    database.parent.mkdir()
+    url = f"sqlite:///{database}"
+    library = tmp_path / "library"
+    result = invoke("index", photos, "--library", library, "--database-url", url, *model_args(tiny_config))
+    assert result.exit_code == 0, result.output
+    assert database.is_file() and not (library / "library.db").exists()
+    found = invoke(
+        "similar",
+        photos / "p1.png",
+        "--include-self",
+        "-k",
+        "1",
+        "--paths",
+        "--library",
+        library,
+        "--database-url",
+        url,
+        *CPU,
+    )
+    assert found.stdout.strip() == str(photos / "p1.png")
+    facts = json.loads(invoke("info", "--json", "--library", library, "--database-url", url).stdout)
+    assert facts["database"] == url and facts["indexed"] == 3

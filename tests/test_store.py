@@ -644,3 +644,18 @@ def test_writer_lock_is_dropped_when_its_holder_dies(library: Library) -> None:
     assert holder.exitcode == -signal.SIGKILL
     with library.writer_lock():
         assert (library.directory / "index.lock").read_text() == str(os.getpid())
+
+
+def test_readers_see_the_last_commit_while_a_write_is_open(store: Store, db_url: str) -> None:
+    """WAL: a search in another connection runs during an index batch's open transaction, sees the last
+    committed state, and sees the batch only once it commits."""
+    _add(store, "/p/first.jpg")
+    reader = Store(db_url)
+    try:
+        with store.writer() as writer:
+            writer.upsert_image(_meta("/p/second.jpg"), _vector(2), MODEL_KEY)
+            assert reader.count_vectors() == 1
+            assert reader.image_by_path("/p/second.jpg") is None
+        assert reader.count_vectors() == 2
+    finally:
+        reader.close()
