@@ -165,8 +165,10 @@ def chosen_spec(library: Library, model: str | None, pretrained: str | None) -> 
     if model is None and pretrained is None:
         return recorded
     base = recorded or ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED)
+    if model is not None:
+        model = ModelSpec(model, base.pretrained).absolute().model  # ./tiny.json names the recorded /abs/tiny.json
     if pretrained is None:
-        pretrained = base.pretrained if model is None or model == base.model else DEFAULT_PRETRAINED
+        pretrained = base.pretrained if model in (None, base.model) else DEFAULT_PRETRAINED
     return ModelSpec(model or base.model, pretrained)
 
 

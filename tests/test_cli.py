@@ -461,3 +461,15 @@ def test_database_url_puts_the_store_elsewhere(tiny_config: Path, tmp_path: Path
     assert found.stdout.strip() == str(photos / "p1.png")
     facts = json.loads(invoke("info", "--json", "--library", library, "--database-url", url).stdout)
     assert facts["database"] == url and facts["indexed"] == 3
+
+
+def test_model_named_by_a_relative_path_without_pretrained_is_the_library_model(
+    indexed: Indexed, tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--model ./tiny.json` from the config's folder, with no `--pretrained`, is the recorded model: its
+    recorded weights (`none`) are taken, and the output is the same as with no `--model` at all."""
+    monkeypatch.chdir(tiny_config.parent)
+    implicit = invoke("search", "dog", "--json", "--library", indexed.library, *CPU)
+    relative = invoke("search", "dog", "--json", "--library", indexed.library, "--model", f"./{tiny_config.name}", *CPU)
+    assert relative.exit_code == 0, relative.output
+    assert relative.stdout == implicit.stdout
