@@ -104,10 +104,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def _canonical(config: dict[str, Any]) -> str:
+    """One text per config content, whatever its key order or spacing: what names and identities hash."""
+    return json.dumps(config, sort_keys=True)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @cache
 def _register_config(text: str, stem: str) -> str:
     """Register a config with open_clip under a name unique to its content; return that name."""
-    name = f"clipsearch-{stem}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    name = f"clipsearch-{stem}-{_digest(text)[:12]}"
     folder = Path(tempfile.mkdtemp(prefix="clipsearch-configs-"))
     (folder / f"{name}.json").write_text(text)
     open_clip.add_model_config(folder / f"{name}.json")
@@ -118,7 +127,7 @@ def open_clip_name(spec: ModelSpec) -> str:
     """The name open_clip knows the architecture by, registering a config file when needed."""
     if spec.is_config_file:
         config = load_config_file(spec.model)
-        return _register_config(json.dumps(config, sort_keys=True), Path(spec.model).stem)
+        return _register_config(_canonical(config), Path(spec.model).stem)
     if spec.model not in open_clip.list_models():
         close = difflib.get_close_matches(spec.model, open_clip.list_models(), n=5)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `open_clip.list_models()`."
@@ -154,7 +163,7 @@ def identity_of(spec: ModelSpec) -> ModelIdentity:
     architecture, label = spec.model, ""
     if spec.is_config_file:
         config = load_config_file(spec.model)
-        architecture = f"config sha256:{hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]}"
+        architecture = f"config sha256:{_digest(_canonical(config))[:16]}"
         label = Path(spec.model).name
     if spec.random_weights:
         weights = "random weights"

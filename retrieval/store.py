@@ -99,7 +99,6 @@ _STATE_COLUMNS = (
 
 class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
-        self.url = url
         self.engine: Engine = sa.create_engine(url, echo=echo)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
