@@ -46,3 +46,11 @@ class DeviceUnavailableError(ClipsearchError):
 
 class LibraryBusyError(ClipsearchError):
     """Another process is indexing into this library right now."""
+
+
+class DatasetError(ClipsearchError):
+    """A captioned dataset is malformed, incomplete, or cannot be written where asked."""
+
+
+class TrainingError(ClipsearchError):
+    """Training cannot start or resume as asked (bad options, incompatible checkpoint, no data)."""
