@@ -23,6 +23,7 @@ from retrieval.config import RANDOM_WEIGHTS
 from retrieval.errors import ModelUnavailableError
 
 _HASH_CHUNK = 1 << 20
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ def file_sha256(path: str | Path) -> str:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read and check an open_clip model config JSON (the format of open_clip's model_configs/)."""
     config_path = Path(path).expanduser()
+    if config_path.suffix.lower() in _CHECKPOINT_SUFFIXES:
+        raise ModelUnavailableError(
+            f"{config_path} is a checkpoint, not a model config: pass it as --pretrained, and the model's "
+            "name or config JSON as --model"
+        )
     if not config_path.is_file():
         raise ModelUnavailableError(f"model config file not found: {config_path}")
     try:
