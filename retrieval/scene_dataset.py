@@ -32,7 +32,7 @@ from retrieval.scenes import (
 )
 
 MANIFEST = "manifest.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_IMAGE_SIZE = 128
 DEFAULT_CAPTIONS_PER_IMAGE = 3
 JPEG_QUALITY = 90
@@ -45,6 +45,10 @@ HELD_OUT_POLICY: dict[str, bool | None] = {
     "heldout-test": True,
 }
 """Per split: False = no held-out (shape, colour) pair, True = only held-out pairs, None = any pair."""
+
+PARTIAL_CAPTION_SPLITS = frozenset({"train", "heldout-train"})
+"""Splits whose last caption per image names only some attributes (training for short queries); evaluation
+splits keep full captions, so that a caption describes one scene and recall@k stays well defined."""
 
 DEFAULT_SPLIT_SIZES: dict[str, int] = {
     "train": 20_000,
@@ -118,10 +122,12 @@ def _existing(root: Path, params: dict[str, Any]) -> GeneratedDataset | None:
             raise DatasetError(f"{manifest_path} is not valid JSON: {exc}") from exc
         if manifest.get("generator") == _generator_name() and manifest.get("parameters") == params:
             return GeneratedDataset(root, manifest)
-        raise DatasetError(
-            f"{root} holds a dataset generated with other parameters ({manifest.get('parameters')}); "
-            "choose another folder or delete it"
+        what = (
+            f"other parameters ({manifest.get('parameters')})"
+            if manifest.get("generator") == _generator_name()
+            else f"another generator version ({manifest.get('generator')}, now {_generator_name()})"
         )
+        raise DatasetError(f"{root} holds a dataset generated with {what}; choose another folder or delete it")
     if any(root.iterdir()):
         raise DatasetError(f"{root} is not empty and holds no generated dataset; choose an empty or new folder")
     return None
@@ -136,7 +142,7 @@ def _write_split(
     def make(index: int) -> dict[str, Any]:
         rng = random.Random(f"clipsearch-scenes/{params['seed']}/{split}/{index}")
         scene = sample_scene(rng, held_out=HELD_OUT_POLICY[split])
-        captions = captions_of(scene, rng, params["captions_per_image"])
+        captions = captions_of(scene, rng, params["captions_per_image"], partial=split in PARTIAL_CAPTION_SPLITS)
         relative = f"images/{split}/{index:06d}.jpg"
         render(scene, rng, params["image_size"]).save(root / relative, quality=JPEG_QUALITY)
         return {"image": relative, "captions": captions, "scene": scene.to_json()}

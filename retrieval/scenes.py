@@ -129,11 +129,30 @@ def caption_of(scene: Scene, rng: random.Random) -> str:
     return text[0].upper() + text[1:] if rng.random() < 0.5 else text
 
 
-def captions_of(scene: Scene, rng: random.Random, count: int) -> list[str]:
-    """`count` different wordings of one scene (fewer only if the wordings run out)."""
+def partial_caption_of(scene: Scene, rng: random.Random) -> str:
+    """A short caption naming only some attributes, the way people type queries ("three red circles")."""
+    noun = scene.shape if scene.count == 1 else _PLURAL[scene.shape]
+    count = rng.choice(_COUNT_WORDS[scene.count])
+    parts = {
+        "count": f"{count} {scene.colour} {noun}",
+        "size": f"{rng.choice(_SIZE_WORDS[scene.size])} {scene.colour} {noun}",
+        "where": f"{scene.colour} {noun} {rng.choice(_POSITION_WORDS[scene.position])}",
+        "background": f"{scene.colour} {noun} on {scene.background}",
+        "texture": f"{noun} on a {rng.choice(_TEXTURE_WORDS[scene.texture])} {scene.background} background",
+        "scene": f"a {rng.choice(_TEXTURE_WORDS[scene.texture])} {scene.background} background",
+    }
+    return parts[rng.choice(list(parts))]
+
+
+def captions_of(scene: Scene, rng: random.Random, count: int, *, partial: bool = False) -> list[str]:
+    """`count` different wordings of one scene (fewer only if the wordings run out); with `partial`, the
+    last one names only some attributes, so a model trained on them also answers short queries."""
     captions: list[str] = []
-    for _ in range(count * 20):
-        caption = caption_of(scene, rng)
+    for attempt in range(count * 20):
+        last = count > 1 and len(captions) == count - 1  # a lone caption always names everything
+        caption = (
+            partial_caption_of(scene, rng) if partial and last and attempt < count * 10 else caption_of(scene, rng)
+        )
         if caption not in captions:
             captions.append(caption)
         if len(captions) == count:
