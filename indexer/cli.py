@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+import indexer.cli_bench  # noqa: F401  (registers bench and demo; it imports retrieval.cli_train: train, generate-dataset)
 from indexer.pipeline import IndexReport, ProgressCallback, index_folders
 from indexer.scan import ScanOptions, check_roots
 from retrieval.cli import chosen_spec, cli, library_options, make_encoder, model_options, open_library

@@ -39,3 +39,9 @@ def default_library_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "clipsearch" / "default"
+
+REFERENCE_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+REFERENCE_CONFIG = REFERENCE_MODEL_DIR / "reference.json"
+REFERENCE_CHECKPOINT = REFERENCE_MODEL_DIR / "reference.pt"
+"""The project's own small model, trained by `clipsearch train` on generated scenes (see README)."""
+DEFAULT_DEMO_IMAGES = 300

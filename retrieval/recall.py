@@ -8,6 +8,7 @@ deterministic and an independent computation can reproduce them exactly.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,8 +43,25 @@ def rank(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
     the lower index. Scored in chunks of queries, so the full score matrix never has to fit in memory."""
     k = min(k, len(gallery))
     rows = max(1, _CHUNK_CELLS // max(1, len(gallery)))
+    # BLAS may round the score of a gallery vector differently from that of an identical one elsewhere in the
+    # matrix (last bit), which would break their tie at random: give every copy the score of its first copy.
+    first_of: dict[bytes, int] = {}  # keyed by a 128-bit digest of the row's bytes: small keys for big galleries
+    copy_of = np.fromiter(
+        (
+            first_of.setdefault(hashlib.blake2b(row.tobytes(), digest_size=16).digest(), index)
+            for index, row in enumerate(np.ascontiguousarray(gallery))
+        ),
+        dtype=np.int64,
+        count=len(gallery),
+    )
+    same = len(first_of) == len(gallery)
+
+    def scores(chunk: np.ndarray) -> np.ndarray:
+        result = chunk @ gallery.T
+        return result if same else result[:, copy_of]
+
     parts = [
-        np.argsort(-(queries[start : start + rows] @ gallery.T), axis=1, kind="stable")[:, :k]
+        np.argsort(-scores(queries[start : start + rows]), axis=1, kind="stable")[:, :k]
         for start in range(0, len(queries), rows)
     ]
     return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)

@@ -92,6 +92,8 @@ def generate_dataset(
         raise DatasetError(f"unknown split(s) {', '.join(unknown)}; the splits are {', '.join(HELD_OUT_POLICY)}")
     if any(count < 0 for count in wanted.values()) or image_size < 16 or captions_per_image < 1:
         raise DatasetError("split sizes must be >= 0, image size >= 16 and captions per image >= 1")
+    if not any(wanted.values()):
+        raise DatasetError("nothing to generate: every split size is 0; give at least one split a size above 0")
     params: dict[str, Any] = {
         "seed": seed,
         "image_size": image_size,

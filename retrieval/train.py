@@ -374,23 +374,28 @@ class _Run:
 
 
 def evaluate(loaded: LoadedModel, data: CaptionedDataset, device: str, batch_size: int = 256) -> Recall:
-    """Exact recall@k of the model on `data` (unreadable images count as misses via zero vectors)."""
+    """Exact recall@k of the model on `data`. An unreadable image gets an all-zero vector, which scores 0
+    against every caption: it is almost never found, and its captions almost never match it."""
     model = loaded.model
     model.eval()
     image_vectors, text_vectors = [], []
+    unreadable: list[int] = []
     with torch.no_grad():
         for start in range(0, len(data.images), batch_size):
             pixels = []
-            for path in data.images[start : start + batch_size]:
+            for position, path in enumerate(data.images[start : start + batch_size], start=start):
                 try:
                     pixels.append(loaded.eval_transform(read_and_decode(str(path), min_side=64)[1].image))
                 except UnreadableImageError:
+                    unreadable.append(position)
                     pixels.append(torch.zeros(3, *_input_size(model)))
             image_vectors.append(_unit(model.encode_image(torch.stack(pixels).to(device))))
         for start in range(0, len(data.captions), batch_size):
             tokens = loaded.tokenizer(list(data.captions[start : start + batch_size])).to(device)
             text_vectors.append(_unit(model.encode_text(tokens)))
-    return recall_at_k(np.concatenate(image_vectors), np.concatenate(text_vectors), data.caption_image)
+    images = np.concatenate(image_vectors)
+    images[unreadable] = 0.0
+    return recall_at_k(images, np.concatenate(text_vectors), data.caption_image)
 
 
 def _unit(features: torch.Tensor) -> np.ndarray:
