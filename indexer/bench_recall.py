@@ -88,7 +88,8 @@ def bench_recall(
     index_folders(library, encoder, [str(links)], workers=workers, progress=progress)
     clock["index"] = time.perf_counter() - started
 
-    image_ids, image_vectors, unreadable = _dataset_vectors(library, links, data)
+    index = library.load_index()
+    image_ids, image_vectors, unreadable = _dataset_vectors(library, index, links, data)
     kept = data if not unreadable else _without(data, {position for position, _ in unreadable})
     if not kept.captions:
         raise DatasetError(f"no readable image in {data.source}")
@@ -99,7 +100,6 @@ def bench_recall(
     depth = max(ks)
 
     started = time.perf_counter()
-    index = library.load_index()
     ranked_images = _ranked(index, text_vectors, depth, id_to_position={int(i): p for p, i in enumerate(image_ids)})
     caption_index = VectorIndex(text_vectors.shape[1], gpu="never")
     caption_index.add(np.arange(len(text_vectors)), text_vectors)
@@ -158,7 +158,7 @@ def _link_images(folder: Path, data: CaptionedDataset) -> Path:
 
 
 def _dataset_vectors(
-    library: Library, links: Path, data: CaptionedDataset
+    library: Library, index: VectorIndex, links: Path, data: CaptionedDataset
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """Store ids and vectors of the dataset's images in dataset order, and (position, reason) of failures."""
     ids: list[int] = []
@@ -169,7 +169,6 @@ def _dataset_vectors(
             unreadable.append((position, record.error if record and record.error else "not indexed"))
         else:
             ids.append(record.id)
-    index = library.load_index()
     id_array = np.asarray(ids, dtype=np.int64)
     return id_array, index.reconstruct(id_array), unreadable
 

@@ -92,10 +92,7 @@ def print_recall(report: RecallBenchReport) -> None:
         for row in _recall_rows("exact", report.exact):
             click.echo(row)
     if report.ann is not None:
-        ann = Recall(
-            {int(k[2:]): v for k, v in report.ann["recall"]["text_to_image"].items()},
-            {int(k[2:]): v for k, v in report.ann["recall"]["image_to_text"].items()},
-        )
+        ann = Recall.from_json(report.ann["recall"])
         for row in _recall_rows(report.ann["factory"], ann):
             click.echo(row)
         overlap = report.ann["overlap_with_exact"]

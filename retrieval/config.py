@@ -40,6 +40,7 @@ def default_library_dir() -> Path:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "clipsearch" / "default"
 
+
 REFERENCE_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 REFERENCE_CONFIG = REFERENCE_MODEL_DIR / "reference.json"
 REFERENCE_CHECKPOINT = REFERENCE_MODEL_DIR / "reference.pt"

@@ -18,6 +18,7 @@ from retrieval.models import ModelIdentity, ModelSpec, check_pretrained, embeddi
 
 __all__ = ["Encoder", "RandomWeightsWarning"]
 
+
 class Encoder:
     """Turns images and texts into comparable unit vectors with one open_clip model.
 

@@ -31,6 +31,14 @@ class Recall:
         values = [*self.text_to_image.values(), *self.image_to_text.values()]
         return float(np.mean(values)) if values else 0.0
 
+    @classmethod
+    def from_json(cls, data: dict[str, dict[str, float]]) -> Recall:
+        """The inverse of `to_json`."""
+        return cls(
+            {int(k[2:]): float(v) for k, v in data["text_to_image"].items()},
+            {int(k[2:]): float(v) for k, v in data["image_to_text"].items()},
+        )
+
     def to_json(self) -> dict[str, dict[str, float]]:
         return {
             "text_to_image": {f"R@{k}": value for k, value in self.text_to_image.items()},

@@ -353,12 +353,7 @@ class _Run:
 
     def _report(self, seconds: float, resumed_from: int) -> TrainReport:
         best = self.state.best_val
-        best_val = None
-        if best is not None:
-            best_val = Recall(
-                {int(k[2:]): v for k, v in best["text_to_image"].items()},
-                {int(k[2:]): v for k, v in best["image_to_text"].items()},
-            )
+        best_val = Recall.from_json(best) if best is not None else None
         return TrainReport(
             output=self.folder,
             steps=self.state.step,
