@@ -148,7 +148,7 @@ def _link_images(folder: Path, data: CaptionedDataset) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {_link_name(position, path): path.resolve() for position, path in enumerate(data.images)}
     for entry in os.scandir(folder):
-        if entry.name not in wanted or Path(os.readlink(entry.path)) != wanted[entry.name]:
+        if entry.name not in wanted or not entry.is_symlink() or Path(os.readlink(entry.path)) != wanted[entry.name]:
             os.unlink(entry.path)
     for name, target in wanted.items():
         link = folder / name
