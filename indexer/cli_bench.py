@@ -38,7 +38,7 @@ def bench() -> None:
     "library_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Library to index the images into, kept for reruns [default: a temporary one].",
+    help="A library of the benchmark's own, kept so reruns embed nothing [default: a temporary one].",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_DECODE_WORKERS, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
