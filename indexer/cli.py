@@ -15,7 +15,15 @@ import click
 import indexer.cli_bench  # noqa: F401  (registers bench and demo; it imports retrieval.cli_train: train, generate-dataset)
 from indexer.pipeline import IndexReport, ProgressCallback, index_folders
 from indexer.scan import ScanOptions, check_roots
-from retrieval.cli import chosen_spec, cli, library_options, make_encoder, model_options, open_library
+from retrieval.cli import (
+    chosen_spec,
+    cli,
+    library_options,
+    make_encoder,
+    model_options,
+    open_library,
+    stderr_progress_bar,
+)
 from retrieval.config import DEFAULT_DECODE_WORKERS, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from retrieval.models import ModelSpec
 
@@ -89,15 +97,7 @@ class _progress_bar:
 
     def update(self, done: int, total: int) -> None:
         if self.bar is None:
-            self.bar = click.progressbar(
-                length=total,
-                label="embedding",
-                show_pos=True,
-                show_eta=True,
-                file=sys.stderr,
-                item_show_func=lambda rate: rate,
-            )
-            self.bar.__enter__()
+            self.bar = stderr_progress_bar(total, "embedding")
         rate = done / max(time.perf_counter() - self.started, 1e-9)
         self.bar.update(done - self.bar.pos, current_item=f"{rate:.1f} img/s")
 

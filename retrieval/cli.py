@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -153,6 +154,21 @@ def result_options(func: F) -> F:
         ),
     ]
     return _stacked(func, options)
+
+
+def stderr_progress_bar(length: int, label: str) -> Any:
+    """An entered click progress bar on stderr with position, ETA and a free-text note (`current_item`);
+    the caller exits it."""
+    bar = click.progressbar(
+        length=length,
+        label=label,
+        show_pos=True,
+        show_eta=True,
+        file=sys.stderr,
+        item_show_func=lambda note: note,
+    )
+    bar.__enter__()
+    return bar
 
 
 def open_library(library_dir: Path | None, database_url: str | None, *, create: bool = False) -> Library:

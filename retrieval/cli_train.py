@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from retrieval.captions import FORMATS, CaptionedDataset, load_captions
-from retrieval.cli import cli
+from retrieval.cli import cli, stderr_progress_bar
 from retrieval.config import DEFAULT_DEVICE, DEFAULT_PRETRAINED, DEVICE_CHOICES, RANDOM_WEIGHTS
 from retrieval.models import ModelSpec
 from retrieval.scene_dataset import (
@@ -198,15 +198,7 @@ class _TrainBar:
 
     def update(self, progress: TrainProgress) -> None:
         if self.bar is None:
-            self.bar = click.progressbar(
-                length=progress.total_steps,
-                label="training",
-                show_pos=True,
-                show_eta=True,
-                file=sys.stderr,
-                item_show_func=lambda note: note,
-            )
-            self.bar.__enter__()
+            self.bar = stderr_progress_bar(progress.total_steps, "training")
             self.bar.update(progress.step - 1)
         if progress.val is not None:
             self.note = f" val mean recall {progress.val.mean:.1f}"
