@@ -150,9 +150,11 @@ def _write_split(
         return {"image": relative, "captions": captions, "scene": scene.to_json()}
 
     lines: list[str] = []
+    captions = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for done, record in enumerate(pool.map(make, range(count)), start=1):
             lines.append(json.dumps(record))
+            captions += len(record["captions"])
             if progress is not None:
                 progress(done, count)
     text = "\n".join(lines) + "\n"
@@ -163,7 +165,7 @@ def _write_split(
     return {
         "file": captions_file.name,
         "images": count,
-        "captions": sum(len(json.loads(line)["captions"]) for line in lines),
+        "captions": captions,
         "held_out_pairs": {False: "excluded", True: "only", None: "mixed"}[HELD_OUT_POLICY[split]],
         "captions_sha256": hashlib.sha256(text.encode()).hexdigest(),
     }
