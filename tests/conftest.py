@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests import imagefactory, netguard
 
@@ -76,3 +77,13 @@ def photos(tmp_path: Path) -> Path:
         imagefactory.pattern_png(root / "trip" / f"img{seed:02d}.png", seed=seed)
     imagefactory.jpeg_with_exif(root / "trip" / "camera.jpg", orientation=6)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: torch's second intra-op thread only spins against other
+    processes (up to 100x slower forward passes), so a module that asks for this runs torch on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

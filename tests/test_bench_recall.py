@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from indexer.bench_recall import LINKS_FOLDER, RecallBenchReport, _ranked, bench_recall
@@ -34,17 +33,9 @@ from tests import imagefactory
 
 IMAGES = 40
 DUPLICATED = 5  # image copied byte for byte to dup.jpg, listed last with its own caption
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SHARED_CAPTION = "the very same words on two images"  # given verbatim to images 2 and 7
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: torch's second intra-op thread only spins against the other
-    processes (up to 100x slower forward passes), so this module runs torch on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- the independent reference ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import click
 import numpy as np
 import open_clip
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from huggingface_hub import try_to_load_from_cache
 
 from indexer.cli import cli
@@ -28,23 +28,11 @@ from retrieval.encoder import Encoder
 from retrieval.library import Library
 from retrieval.records import ImageRecord
 from tests import imagefactory as factory
+from tests.clirunner import assert_clean_failure, invoke
 from tests.conftest import TINY_CONFIG
 
 CPU = ["--device", "cpu"]
 HUMAN_LINE = re.compile(r"^\s*(\d+)\s+(-?\d+\.\d{4})\s+(\S+)\s+\((\d+x\d+|\?)(?:, (\d{4}-\d\d-\d\d))?\)$")
-
-
-def invoke(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], env=env, prog_name="clipsearch")
-
-
-def assert_clean_failure(result: Result, code: int = 1) -> str:
-    """The command failed with `code` through click (a message, no traceback); returns its output."""
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert "Error:" in result.output
-    return result.output
 
 
 def json_lines(result: Result) -> list[dict[str, Any]]:

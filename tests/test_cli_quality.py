@@ -9,50 +9,27 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 from PIL import Image
 
 from indexer.bench_recall import LINKS_FOLDER
-from indexer.cli import cli
 from retrieval.captions import load_captions
 from retrieval.encoder import Encoder
 from retrieval.library import Library
 from retrieval.recall import Recall, recall_at_k
+from tests.clirunner import assert_clean_failure, invoke
 from tests.conftest import TINY_CONFIG
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CPU = ["--device", "cpu"]
 TRAIN_IMAGES, VAL_IMAGES = 8, 12
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: torch's second intra-op thread only spins against the other
-    processes (up to 100x slower forward passes), so this module runs torch on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="clipsearch")
-
-
-def assert_clean_failure(result: Result, code: int = 1) -> str:
-    """Failed with `code` through click: an `Error:` message, no traceback; returns the output."""
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert "Error:" in result.output
-    return result.output
 
 
 def error_lines(result: Result) -> list[str]:

@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,19 +41,13 @@ from retrieval.train import (
 from retrieval.train_data import epoch_batches, iterate_epoch
 from tests import imagefactory
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 BASE = TrainOptions(epochs=3, batch_size=8, lr=1e-3, warmup_steps=2, device="cpu", eval_every=1000, seed=0)
 """32 images in batches of 8: 4 steps per epoch, 12 in all; one evaluation (and save) at the end only."""
 TOTAL_STEPS = 12
 
 StateDict = dict[str, torch.Tensor]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
