@@ -4,7 +4,7 @@ The dataset's images are indexed by the indexer into a library (through a folder
 dataset position, so exactly the dataset's images are indexed, and nothing else in their folders), the
 captions are encoded by the encoder, and both directions are searched through FAISS:
 text->image in the library's own index, image->text in a `VectorIndex` of the caption vectors. The same
-vectors are also ranked exactly with numpy (`retrieval.recall`); with the exact flat index both agree,
+vectors are also ranked exactly with numpy (`retrieval.quality.recall`); with the exact flat index both agree,
 and `--ann FACTORY` adds an approximate faiss index to measure what approximation costs.
 """
 
@@ -22,12 +22,12 @@ import faiss
 import numpy as np
 
 from indexer.pipeline import ProgressCallback, index_folders
-from retrieval.captions import CaptionedDataset
-from retrieval.encoder import Encoder
 from retrieval.errors import DatasetError
 from retrieval.index import VectorIndex
 from retrieval.library import Library
-from retrieval.recall import DEFAULT_KS, Recall, image_to_text_hits, rank, recall_at_k, text_to_image_hits
+from retrieval.model.encoder import Encoder
+from retrieval.quality.captions import CaptionedDataset
+from retrieval.quality.recall import DEFAULT_KS, Recall, image_to_text_hits, rank, recall_at_k, text_to_image_hits
 
 LINKS_FOLDER = "bench-images"
 

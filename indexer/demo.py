@@ -13,12 +13,12 @@ from pathlib import Path
 
 from indexer.bench_recall import RecallBenchReport, bench_recall
 from indexer.pipeline import IndexReport, ProgressCallback, index_folders
-from retrieval.captions import load_captions
 from retrieval.config import REFERENCE_CHECKPOINT, REFERENCE_CONFIG
 from retrieval.errors import ModelUnavailableError
 from retrieval.library import Library
-from retrieval.models import ModelSpec
-from retrieval.scene_dataset import generate_dataset
+from retrieval.model.specs import ModelSpec
+from retrieval.quality.captions import load_captions
+from retrieval.quality.scene_dataset import generate_dataset
 from retrieval.search import Searcher, SearchResult
 
 DEMO_SPLIT = "test"

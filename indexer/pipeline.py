@@ -21,11 +21,11 @@ from indexer.reuse import Reuse, find_reuse, hash_bytes
 from indexer.scan import DiskFile, Plan, ScanOptions, check_roots, plan_changes, scan_root
 from retrieval.config import DEFAULT_DECODE_WORKERS
 from retrieval.decode import read_and_decode
-from retrieval.encoder import Encoder
 from retrieval.errors import UnreadableImageError
 from retrieval.index import VectorIndex
 from retrieval.library import Library
-from retrieval.records import FileMetadata
+from retrieval.model.encoder import Encoder
+from retrieval.storage.records import FileMetadata
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (files done, files to embed) after each committed batch."""

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from indexer.scan import DiskFile, Plan
-from retrieval.store import FileState, Store
+from retrieval.storage.store import FileState, Store
 
 _HASH_CHUNK = 1 << 20
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from retrieval.decode import IMAGE_EXTENSIONS
 from retrieval.errors import IndexRootError
-from retrieval.store import FileState, folder_prefix
+from retrieval.storage.store import FileState, folder_prefix
 
 
 @dataclass(frozen=True)

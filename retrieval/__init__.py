@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from retrieval.encoder import Encoder, RandomWeightsWarning
 from retrieval.errors import (
     ClipsearchError,
     DeviceUnavailableError,
@@ -17,10 +16,11 @@ from retrieval.errors import (
 )
 from retrieval.index import VectorIndex
 from retrieval.library import Library
-from retrieval.models import ModelIdentity, ModelSpec
-from retrieval.records import FileMetadata, ImageRecord, LibraryStats
+from retrieval.model.encoder import Encoder, RandomWeightsWarning
+from retrieval.model.specs import ModelIdentity, ModelSpec
 from retrieval.search import Searcher, SearchResult
-from retrieval.store import Store
+from retrieval.storage.records import FileMetadata, ImageRecord, LibraryStats
+from retrieval.storage.store import Store
 
 __all__ = [
     "ClipsearchError",

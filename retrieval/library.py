@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from retrieval.config import DATABASE_FILE, INDEX_FILE_PREFIX, INDEX_FILE_SUFFIX
-from retrieval.encoder import Encoder
 from retrieval.errors import LibraryBusyError, LibraryNotFoundError, ModelMismatchError
 from retrieval.index import VectorIndex
-from retrieval.models import ModelSpec
-from retrieval.store import Store
+from retrieval.model.encoder import Encoder
+from retrieval.model.specs import ModelSpec
+from retrieval.storage.store import Store
 
 _META_MODEL, _META_PRETRAINED, _META_DIM = "model", "pretrained", "dim"
 _META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"

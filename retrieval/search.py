@@ -12,10 +12,10 @@ import numpy as np
 
 from retrieval.config import DEFAULT_TOP_K, EXACT_SUBSET_MAX
 from retrieval.decode import read_and_decode
-from retrieval.encoder import Encoder
 from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnreadableImageError
 from retrieval.index import VectorIndex
 from retrieval.library import Library
+from retrieval.model.encoder import Encoder
 
 _WIDEN_FACTOR = 4
 

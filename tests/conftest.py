@@ -45,14 +45,14 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_spec(tiny_config: Path):  # type: ignore[no-untyped-def]
-    from retrieval.models import ModelSpec
+    from retrieval.model.specs import ModelSpec
 
     return ModelSpec(str(tiny_config), "none")
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_spec):  # type: ignore[no-untyped-def]
-    from retrieval.encoder import Encoder
+    from retrieval.model.encoder import Encoder
 
     encoder = Encoder(tiny_spec, device="cpu", batch_size=8)
     encoder.load()

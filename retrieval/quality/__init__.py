@@ -1,0 +1,1 @@
+"""Measuring retrieval quality offline: captioned-data formats, recall@k, generated captioned scenes."""

@@ -1,0 +1,194 @@
+"""Write a generated captioned dataset to disk in the format users bring their own data in.
+
+Layout of a dataset folder:
+    manifest.json                  what was generated, with which seed, and a digest per split
+    <split>.jsonl                  {"image": "images/<split>/000001.jpg", "captions": [...], "scene": {...}}
+    images/<split>/000001.jpg
+Each split loads with `retrieval.quality.captions.load_captions(folder / "<split>.jsonl")`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retrieval.errors import DatasetError
+from retrieval.quality.scenes import (
+    COLOURS,
+    HELD_OUT_PAIRS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    TEXTURES,
+    captions_of,
+    render,
+    sample_scene,
+)
+
+MANIFEST = "manifest.json"
+GENERATOR_VERSION = 2
+DEFAULT_IMAGE_SIZE = 128
+DEFAULT_CAPTIONS_PER_IMAGE = 3
+JPEG_QUALITY = 90
+
+HELD_OUT_POLICY: dict[str, bool | None] = {
+    "train": False,
+    "val": False,
+    "test": None,
+    "heldout-train": True,
+    "heldout-test": True,
+}
+"""Per split: False = no held-out (shape, colour) pair, True = only held-out pairs, None = any pair."""
+
+PARTIAL_CAPTION_SPLITS = frozenset({"train", "heldout-train"})
+"""Splits whose last caption per image names only some attributes (training for short queries); evaluation
+splits keep full captions, so that a caption describes one scene and recall@k stays well defined."""
+
+DEFAULT_SPLIT_SIZES: dict[str, int] = {
+    "train": 20_000,
+    "val": 500,
+    "test": 1_000,
+    "heldout-train": 2_000,
+    "heldout-test": 500,
+}
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class GeneratedDataset:
+    folder: Path
+    manifest: dict[str, Any]
+
+    def split_file(self, split: str) -> Path:
+        return self.folder / self.manifest["splits"][split]["file"]
+
+
+def generate_dataset(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    sizes: Mapping[str, int] | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    captions_per_image: int = DEFAULT_CAPTIONS_PER_IMAGE,
+    workers: int = 2,
+    progress: ProgressCallback | None = None,
+) -> GeneratedDataset:
+    """Generate (or find already generated) the splits into `folder`; deterministic in its arguments.
+
+    A folder that already holds a dataset made with the same arguments is returned as is; any other
+    non-empty folder is refused, so nothing of the user's is overwritten.
+    """
+    root = Path(folder).expanduser()
+    wanted = dict(DEFAULT_SPLIT_SIZES if sizes is None else sizes)
+    unknown = sorted(set(wanted) - set(HELD_OUT_POLICY))
+    if unknown:
+        raise DatasetError(f"unknown split(s) {', '.join(unknown)}; the splits are {', '.join(HELD_OUT_POLICY)}")
+    if any(count < 0 for count in wanted.values()) or image_size < 16 or captions_per_image < 1:
+        raise DatasetError("split sizes must be >= 0, image size >= 16 and captions per image >= 1")
+    if not any(wanted.values()):
+        raise DatasetError("nothing to generate: every split size is 0; give at least one split a size above 0")
+    params: dict[str, Any] = {
+        "seed": seed,
+        "image_size": image_size,
+        "captions_per_image": captions_per_image,
+        "sizes": {split: count for split, count in wanted.items() if count > 0},
+    }
+    existing = _existing(root, params)
+    if existing is not None:
+        return existing
+    splits = {
+        split: _write_split(root, split, count, params, workers, progress) for split, count in params["sizes"].items()
+    }
+    manifest = _manifest(params, splits)
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return GeneratedDataset(root, manifest)
+
+
+def _existing(root: Path, params: dict[str, Any]) -> GeneratedDataset | None:
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        raise DatasetError(f"{root} exists and is not a folder")
+    manifest_path = root / MANIFEST
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError as exc:
+            raise DatasetError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        if manifest.get("generator") == _generator_name() and manifest.get("parameters") == params:
+            return GeneratedDataset(root, manifest)
+        what = (
+            f"other parameters ({manifest.get('parameters')})"
+            if manifest.get("generator") == _generator_name()
+            else f"another generator version ({manifest.get('generator')}, now {_generator_name()})"
+        )
+        raise DatasetError(f"{root} holds a dataset generated with {what}; choose another folder or delete it")
+    if any(root.iterdir()):
+        raise DatasetError(f"{root} is not empty and holds no generated dataset; choose an empty or new folder")
+    return None
+
+
+def _write_split(
+    root: Path, split: str, count: int, params: dict[str, Any], workers: int, progress: ProgressCallback | None
+) -> dict[str, Any]:
+    image_dir = root / "images" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+
+    def make(index: int) -> dict[str, Any]:
+        rng = random.Random(f"clipsearch-scenes/{params['seed']}/{split}/{index}")
+        scene = sample_scene(rng, held_out=HELD_OUT_POLICY[split])
+        captions = captions_of(scene, rng, params["captions_per_image"], partial=split in PARTIAL_CAPTION_SPLITS)
+        relative = f"images/{split}/{index:06d}.jpg"
+        render(scene, rng, params["image_size"]).save(root / relative, quality=JPEG_QUALITY)
+        return {"image": relative, "captions": captions, "scene": scene.to_json()}
+
+    lines: list[str] = []
+    captions = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, record in enumerate(pool.map(make, range(count)), start=1):
+            lines.append(json.dumps(record))
+            captions += len(record["captions"])
+            if progress is not None:
+                progress(done, count)
+    text = "\n".join(lines) + "\n"
+    captions_file = root / f"{split}.jsonl"
+    temporary = captions_file.with_suffix(".jsonl.tmp")
+    temporary.write_text(text)
+    temporary.replace(captions_file)
+    return {
+        "file": captions_file.name,
+        "images": count,
+        "captions": captions,
+        "held_out_pairs": {False: "excluded", True: "only", None: "mixed"}[HELD_OUT_POLICY[split]],
+        "captions_sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
+
+
+def _generator_name() -> str:
+    return f"clipsearch.scenes v{GENERATOR_VERSION}"
+
+
+def _manifest(params: dict[str, Any], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "generator": _generator_name(),
+        "parameters": params,
+        "splits": splits,
+        "held_out_pairs": [list(pair) for pair in HELD_OUT_PAIRS],
+        "vocabulary": {
+            "shapes": list(SHAPES),
+            "colours": list(COLOURS),
+            "sizes": list(SIZES),
+            "counts": [1, 2, 3],
+            "positions": list(POSITIONS),
+            "textures": list(TEXTURES),
+        },
+        "note": "captions_sha256 is exact on every machine; pixels may differ in the last bit across "
+        "Pillow/libjpeg versions.",
+    }

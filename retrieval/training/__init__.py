@@ -1,0 +1,1 @@
+"""Contrastive training of open_clip models on captioned data (what `clipsearch train` runs)."""
