@@ -19,7 +19,7 @@ from retrieval.quality.scene_dataset import (
     DEFAULT_SPLIT_SIZES,
     generate_dataset,
 )
-from retrieval.training.loop import TrainOptions, TrainProgress, TrainReport, train
+from retrieval.training import TrainOptions, TrainProgress, TrainReport, train
 
 _DEFAULTS = TrainOptions()
 
