@@ -21,11 +21,12 @@ from typing import Any
 import faiss
 import numpy as np
 
-from indexer.pipeline import ProgressCallback, index_folders
+from indexer.pipeline import index_folders
 from retrieval.errors import DatasetError
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
+from retrieval.progress import ProgressCallback
 from retrieval.quality.captions import CaptionedDataset
 from retrieval.quality.recall import DEFAULT_KS, Recall, image_to_text_hits, rank, recall_at_k, text_to_image_hits
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -25,10 +25,8 @@ from retrieval.errors import UnreadableImageError
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
+from retrieval.progress import ProgressCallback
 from retrieval.storage.records import FileMetadata
-
-ProgressCallback = Callable[[int, int], None]
-"""Called with (files done, files to embed) after each committed batch."""
 
 
 @dataclass
@@ -75,7 +73,8 @@ def index_folders(
     progress: ProgressCallback | None = None,
 ) -> IndexReport:
     """Bring the library up to date with `roots`: embed new and changed images, keep moved and
-    unchanged ones, forget deleted ones. Unreadable files are recorded, never fatal."""
+    unchanged ones, forget deleted ones. Unreadable files are recorded, never fatal. `progress` is
+    called with (files done, files to embed) after each committed batch."""
     started = time.perf_counter()
     report = IndexReport(roots=check_roots(roots))
     if library.recorded_identity() is None:

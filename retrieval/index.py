@@ -8,13 +8,13 @@ mapped back to ids through the CPU copy's id map.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+
+from retrieval.atomic import atomic_path
 
 GPU_CHOICES = ("auto", "never", "always")
 
@@ -126,18 +126,9 @@ class VectorIndex:
         return distances, ids
 
     def save(self, path: str | Path) -> None:
-        """Write atomically: a temporary file in the same folder, fsynced, then renamed over `path`."""
-        target = Path(path)
-        handle, temporary = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
-        os.close(handle)
-        try:
-            faiss.write_index(self._cpu, temporary)
-            with open(temporary, "rb") as written:
-                os.fsync(written.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        """Write atomically and privately (0600: the library's vectors are private data)."""
+        with atomic_path(path, private=True) as temporary:
+            faiss.write_index(self._cpu, str(temporary))
 
     @classmethod
     def load(cls, path: str | Path, *, gpu: str = "auto") -> VectorIndex:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retrieval.atomic import write_atomic
 from retrieval.errors import DatasetError
+from retrieval.progress import ProgressCallback
 from retrieval.quality.scenes import (
     COLOURS,
     HELD_OUT_PAIRS,
@@ -57,9 +59,6 @@ DEFAULT_SPLIT_SIZES: dict[str, int] = {
     "heldout-train": 2_000,
     "heldout-test": 500,
 }
-
-ProgressCallback = Callable[[int, int], None]
-
 
 @dataclass(frozen=True)
 class GeneratedDataset:
@@ -107,7 +106,7 @@ def generate_dataset(
         split: _write_split(root, split, count, params, workers, progress) for split, count in params["sizes"].items()
     }
     manifest = _manifest(params, splits)
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_atomic(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return GeneratedDataset(root, manifest)
 
 
@@ -159,9 +158,7 @@ def _write_split(
                 progress(done, count)
     text = "\n".join(lines) + "\n"
     captions_file = root / f"{split}.jsonl"
-    temporary = captions_file.with_suffix(".jsonl.tmp")
-    temporary.write_text(text)
-    temporary.replace(captions_file)
+    write_atomic(captions_file, text)
     return {
         "file": captions_file.name,
         "images": count,
