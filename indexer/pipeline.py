@@ -26,7 +26,7 @@ from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.progress import ProgressCallback
-from retrieval.storage.records import FileMetadata
+from retrieval.storage.records import FileMetadata, copy_fields
 
 
 @dataclass
@@ -141,18 +141,8 @@ def _prepare(disk: DiskFile, encoder: Encoder) -> _Prepared | _Failed:
         return _Failed(disk, exc.reason, content_hash)
     except Exception as exc:  # a malformed file must not stop the run, whatever Pillow raises
         return _Failed(disk, f"cannot prepare image: {type(exc).__name__}: {exc}", content_hash)
-    info = decoded.info
-    meta = FileMetadata(
-        path=disk.path,
-        size=disk.size,
-        mtime_ns=disk.mtime_ns,
-        content_hash=content_hash,
-        width=info.width,
-        height=info.height,
-        format=info.format,
-        taken_at=info.taken_at,
-        camera_make=info.camera_make,
-        camera_model=info.camera_model,
+    meta = copy_fields(
+        FileMetadata, decoded.info, path=disk.path, size=disk.size, mtime_ns=disk.mtime_ns, content_hash=content_hash
     )
     return _Prepared(meta, pixels)
 

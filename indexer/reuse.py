@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from indexer.scan import DiskFile, Plan
-from retrieval.storage.store import FileState, Store
+from retrieval.storage.records import ImageRecord
+from retrieval.storage.store import Store
 
 _HASH_CHUNK = 1 << 20
 
@@ -38,19 +39,19 @@ def hash_file(path: str) -> str | None:
 
 @dataclass
 class Reuse:
-    touched: list[tuple[DiskFile, FileState]] = field(default_factory=list)
-    moved: list[tuple[DiskFile, FileState]] = field(default_factory=list)
-    copied: list[tuple[DiskFile, FileState, str]] = field(default_factory=list)
+    touched: list[tuple[DiskFile, ImageRecord]] = field(default_factory=list)
+    moved: list[tuple[DiskFile, ImageRecord]] = field(default_factory=list)
+    copied: list[tuple[DiskFile, ImageRecord, str]] = field(default_factory=list)
     to_embed: list[DiskFile] = field(default_factory=list)
     replaced: set[str] = field(default_factory=set)
     """Paths in `to_embed` whose stored row has a vector that the new one replaces in the index."""
-    gone: list[FileState] = field(default_factory=list)
+    gone: list[ImageRecord] = field(default_factory=list)
 
 
 def find_reuse(plan: Plan, store: Store, workers: int) -> Reuse:
     reuse = Reuse()
     maybe_touched = [(d, s) for d, s in plan.changed if d.size == s.size and s.has_vector and s.content_hash]
-    donors_by_size: dict[int, list[FileState]] = defaultdict(list)
+    donors_by_size: dict[int, list[ImageRecord]] = defaultdict(list)
     for state in store.states_with_sizes({d.size for d in plan.new}):
         if state.has_vector:
             donors_by_size[state.size].append(state)

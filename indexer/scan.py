@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from retrieval.decode import IMAGE_EXTENSIONS
 from retrieval.errors import IndexRootError
-from retrieval.storage.store import FileState, folder_prefix
+from retrieval.storage.records import ImageRecord
+from retrieval.storage.store import folder_prefix
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,9 @@ class ScanResult:
 @dataclass
 class Plan:
     new: list[DiskFile] = field(default_factory=list)
-    changed: list[tuple[DiskFile, FileState]] = field(default_factory=list)
+    changed: list[tuple[DiskFile, ImageRecord]] = field(default_factory=list)
     unchanged: int = 0
-    gone: list[FileState] = field(default_factory=list)
+    gone: list[ImageRecord] = field(default_factory=list)
 
 
 def check_roots(roots: Iterable[str]) -> list[str]:
@@ -103,7 +104,7 @@ def scan_root(root: str, options: ScanOptions) -> ScanResult:
     return result
 
 
-def plan_changes(scan: ScanResult, known: dict[str, FileState], *, retry_errors: bool = False) -> Plan:
+def plan_changes(scan: ScanResult, known: dict[str, ImageRecord], *, retry_errors: bool = False) -> Plan:
     """Sort each file on disk against its stored state. Failed files are retried only when they
     changed, or when `retry_errors` is set."""
     plan = Plan()

@@ -16,12 +16,15 @@ from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnreadableIma
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
+from retrieval.storage.records import ImageRecord, copy_fields
 
 _WIDEN_FACTOR = 4
 
 
 @dataclass(frozen=True)
 class SearchResult:
+    """One hit: its rank and score, and the stored facts a caller is shown (`to_json`)."""
+
     rank: int
     score: float
     id: int
@@ -32,6 +35,11 @@ class SearchResult:
     camera_make: str | None
     camera_model: str | None
     size: int
+
+    @classmethod
+    def from_record(cls, record: ImageRecord, rank: int, score: float) -> SearchResult:
+        """The hit of `record`: each field other than rank and score is the record's field of that name."""
+        return copy_fields(cls, record, rank=rank, score=score)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -126,20 +134,7 @@ class Searcher:
         for score, image_id in zip(scores.tolist(), ids.tolist(), strict=True):
             row = rows.get(image_id)
             if row is not None:
-                results.append(
-                    SearchResult(
-                        rank=len(results) + 1,
-                        score=float(score),
-                        id=row.id,
-                        path=row.path,
-                        width=row.width,
-                        height=row.height,
-                        taken_at=row.taken_at,
-                        camera_make=row.camera_make,
-                        camera_model=row.camera_model,
-                        size=row.size,
-                    )
-                )
+                results.append(SearchResult.from_record(row, len(results) + 1, float(score)))
         return results
 
     def _top(

@@ -60,6 +60,7 @@ DEFAULT_SPLIT_SIZES: dict[str, int] = {
     "heldout-test": 500,
 }
 
+
 @dataclass(frozen=True)
 class GeneratedDataset:
     folder: Path

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.storage.migrations import apply_migrations
-from retrieval.storage.records import FileMetadata, ImageRecord, LibraryStats
+from retrieval.storage.records import FileMetadata, ImageRecord, LibraryStats, copy_fields
 from retrieval.storage.schema import ImageRow, MetaRow, StateRow
 
 _IN_CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
@@ -55,46 +55,8 @@ def _path_under(folder: str) -> sa.ColumnElement[bool]:
     return sa.func.substr(ImageRow.path, 1, len(prefix)) == prefix
 
 
-@dataclass(frozen=True)
-class FileState:
-    """What the scan compares against the disk to decide what changed."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    has_vector: bool
-    error: str | None
-
-
-def _record(row: ImageRow) -> ImageRecord:
-    return ImageRecord(
-        id=row.id,
-        path=row.path,
-        size=row.size,
-        mtime_ns=row.mtime_ns,
-        content_hash=row.content_hash,
-        width=row.width,
-        height=row.height,
-        format=row.format,
-        taken_at=row.taken_at,
-        camera_make=row.camera_make,
-        camera_model=row.camera_model,
-        error=row.error,
-        indexed_at=row.indexed_at,
-    )
-
-
-_STATE_COLUMNS = (
-    ImageRow.id,
-    ImageRow.path,
-    ImageRow.size,
-    ImageRow.mtime_ns,
-    ImageRow.content_hash,
-    ImageRow.vector.is_not(None),
-    ImageRow.error,
-)
+_RECORD_COLUMNS = tuple(getattr(ImageRow, item.name).label(item.name) for item in fields(ImageRecord))
+"""An `ImageRecord`'s columns, by field name; the vector itself stays behind (only whether there is one)."""
 
 
 class Store:
@@ -125,32 +87,29 @@ class Store:
             return _generation(session)
 
     # --- reads ---------------------------------------------------------------------------------
-    def file_states_under(self, folder: str) -> dict[str, FileState]:
-        stmt = sa.select(*_STATE_COLUMNS).where(_path_under(folder))
+    def _records(self, *where: sa.ColumnElement[bool]) -> list[ImageRecord]:
         with self._sessions() as session:
-            return {row[1]: FileState(*row) for row in session.execute(stmt)}
+            return [copy_fields(ImageRecord, row) for row in session.execute(sa.select(*_RECORD_COLUMNS).where(*where))]
 
-    def states_with_sizes(self, sizes: Iterable[int]) -> list[FileState]:
+    def file_states_under(self, folder: str) -> dict[str, ImageRecord]:
+        """The stored state of every file under `folder`, by path: what the scan compares with the disk."""
+        return {record.path: record for record in self._records(_path_under(folder))}
+
+    def states_with_sizes(self, sizes: Iterable[int]) -> list[ImageRecord]:
         """Rows whose file size is one of `sizes`: the candidates a new file may have been moved from."""
-        found: list[FileState] = []
-        with self._sessions() as session:
-            for chunk in _chunks(sorted(set(sizes))):
-                stmt = sa.select(*_STATE_COLUMNS).where(ImageRow.size.in_(chunk), ImageRow.content_hash.is_not(None))
-                found.extend(FileState(*row) for row in session.execute(stmt))
+        found: list[ImageRecord] = []
+        for chunk in _chunks(sorted(set(sizes))):
+            found += self._records(ImageRow.size.in_(chunk), ImageRow.content_hash.is_not(None))
         return found
 
     def image_by_path(self, path: str) -> ImageRecord | None:
-        with self._sessions() as session:
-            row = session.scalars(sa.select(ImageRow).where(ImageRow.path == path)).first()
-            return _record(row) if row else None
+        found = self._records(ImageRow.path == path)
+        return found[0] if found else None
 
     def rows_by_ids(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
-        wanted = [int(i) for i in ids]
         found: dict[int, ImageRecord] = {}
-        with self._sessions() as session:
-            for chunk in _chunks(wanted):
-                for row in session.scalars(sa.select(ImageRow).where(ImageRow.id.in_(chunk))):
-                    found[row.id] = _record(row)
+        for chunk in _chunks([int(i) for i in ids]):
+            found.update((record.id, record) for record in self._records(ImageRow.id.in_(chunk)))
         return found
 
     def ids_under(self, folder: str) -> np.ndarray:
@@ -293,17 +252,8 @@ class StoreWriter:
         source = self.session.get(ImageRow, source_id)
         if source is None or source.vector is None or source.model_key is None:
             raise LookupError(f"image {source_id} has no vector to copy")
-        filled = FileMetadata(
-            path=meta.path,
-            size=meta.size,
-            mtime_ns=meta.mtime_ns,
-            content_hash=meta.content_hash,
-            width=source.width,
-            height=source.height,
-            format=source.format,
-            taken_at=source.taken_at,
-            camera_make=source.camera_make,
-            camera_model=source.camera_model,
+        filled = copy_fields(
+            FileMetadata, source, path=meta.path, size=meta.size, mtime_ns=meta.mtime_ns, content_hash=meta.content_hash
         )
         return self.upsert_image(filled, np.frombuffer(source.vector, dtype=np.float32), source.model_key)
 
@@ -318,6 +268,7 @@ class StoreWriter:
 
 
 def _apply(row: ImageRow, meta: FileMetadata) -> None:
-    row.path, row.size, row.mtime_ns, row.content_hash = meta.path, meta.size, meta.mtime_ns, meta.content_hash
-    row.width, row.height, row.format, row.taken_at = meta.width, meta.height, meta.format, meta.taken_at
-    row.camera_make, row.camera_model, row.indexed_at = meta.camera_make, meta.camera_model, _now()
+    """Write every field of `FileMetadata` (and no more, even from a record) to the row's column of that name."""
+    for item in fields(FileMetadata):
+        setattr(row, item.name, getattr(meta, item.name))
+    row.indexed_at = _now()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import sqlalchemy as sa
 from PIL import Image
 
 from indexer.pipeline import IndexReport, index_folders
+from indexer.reuse import hash_bytes
 from indexer.scan import ScanOptions, ScanResult, plan_changes, scan_root
-from retrieval.decode import read_and_decode
+from retrieval.decode import ImageInfo, read_and_decode
 from retrieval.errors import IndexRootError, ModelMismatchError
 from retrieval.index import VectorIndex
 from retrieval.library import Library
@@ -140,6 +142,19 @@ def test_first_run_embeds_everything_with_metadata_and_exact_vectors(
         np.stack([vectors[p] for p in paths]), reference_vectors(tiny_encoder, paths), rtol=0, atol=1e-5
     )
     assert_index_matches_store(library)
+
+
+def test_stored_facts_are_the_decoders_and_the_files_own(library: Library, tiny_encoder: Encoder, photos: Path) -> None:
+    """Each row carries every fact decoding found (each `ImageInfo` field, by name) and the file's own
+    stat and content hash."""
+    run(library, tiny_encoder, photos)
+    for path in [photos / "trip" / "camera.jpg", photos / "img00.png"]:
+        data, decoded = read_and_decode(str(path))
+        record = library.store.image_by_path(str(path))
+        assert record is not None
+        assert {item.name: getattr(record, item.name) for item in fields(ImageInfo)} == asdict(decoded.info)
+        stat = path.stat()
+        assert (record.size, record.mtime_ns, record.content_hash) == (stat.st_size, stat.st_mtime_ns, hash_bytes(data))
 
 
 def test_second_run_without_changes_embeds_nothing(library: Library, tiny_encoder: Encoder, photos: Path) -> None:

@@ -8,6 +8,7 @@ files it looks at hold chosen bytes of chosen sizes rather than decodable images
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ from indexer.reuse import Reuse, find_reuse, hash_file
 from indexer.scan import DiskFile, ScanOptions, ScanResult, check_roots, plan_changes, scan_root
 from retrieval.errors import IndexRootError
 from retrieval.library import Library
-from retrieval.storage.records import FileMetadata
-from retrieval.storage.store import FileState, Store
+from retrieval.storage.records import FileMetadata, ImageRecord
+from retrieval.storage.store import Store
 from tests import imagefactory
 
 DIM = 4
@@ -172,8 +173,17 @@ def test_roots_are_absolute_unique_and_nested_ones_folded(tmp_path: Path, monkey
 # --- plan_changes ----------------------------------------------------------------------------------
 
 
-def _state(id_: int, path: str, size: int = 10, mtime_ns: int = 100, error: str | None = None) -> FileState:
-    return FileState(id_, path, size, mtime_ns, "h" * 64, error is None, error)
+def _state(id_: int, path: str, size: int = 10, mtime_ns: int = 100, error: str | None = None) -> ImageRecord:
+    return ImageRecord(
+        path=path,
+        size=size,
+        mtime_ns=mtime_ns,
+        content_hash="h" * 64,
+        id=id_,
+        has_vector=error is None,
+        error=error,
+        indexed_at=datetime(2024, 1, 1),
+    )
 
 
 def test_plan_classifies_new_changed_unchanged_gone() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -376,6 +376,33 @@ def test_handmade_results_carry_row_facts(handmade: tuple[Library, dict[str, int
     assert (result.width, result.height, result.size) == (100 + number, 50 + number, 1000 + number)
     assert result.taken_at == datetime(2020, 1, number + 1, 12, 0)
     assert (result.camera_make, result.camera_model) == ("Maker", f"Model {number}")
+
+
+def test_result_is_its_record_under_a_rank_and_score(
+    handmade: tuple[Library, dict[str, int], int], tiny_encoder: Encoder
+) -> None:
+    """Every field a result shows (all of `to_json`, in its order) is its stored record's field of that
+    name; `from_record` is how search makes each result."""
+    library, ids, dim = handmade
+    results = Searcher(library, tiny_encoder, gpu="never").search_vector(_unit(0.1, 1, dim=dim), k=6)
+    records = library.store.rows_by_ids(ids.values())
+    for result in results:
+        record = records[result.id]
+        assert result == SearchResult.from_record(record, result.rank, result.score)
+        assert record.taken_at is not None
+        assert result.to_json() == {
+            "rank": result.rank,
+            "score": result.score,
+            "id": record.id,
+            "path": record.path,
+            "width": record.width,
+            "height": record.height,
+            "taken_at": record.taken_at.isoformat(),
+            "camera_make": record.camera_make,
+            "camera_model": record.camera_model,
+            "size": record.size,
+        }
+        assert list(result.to_json()) == [item.name for item in fields(SearchResult)]
 
 
 def test_query_file_uses_its_stored_vector_until_it_changes(

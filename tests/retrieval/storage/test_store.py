@@ -24,7 +24,7 @@ from retrieval.model.encoder import Encoder
 from retrieval.model.specs import ModelSpec
 from retrieval.storage.migrations import MIGRATIONS, apply_migrations
 from retrieval.storage.records import FileMetadata
-from retrieval.storage.store import FileState, Store, StoreWriter, folder_prefix
+from retrieval.storage.store import Store, StoreWriter, folder_prefix
 
 DIM = 8
 MODEL_KEY = "test-model"
@@ -337,12 +337,15 @@ def test_folder_queries_match_whole_folder_names_literally(folder: str, expected
 
 
 def test_file_state_fields(store: Store) -> None:
-    """A FileState carries id, stat, hash, whether a vector exists, and the error."""
+    """A file's stored state carries id, stat, hash, whether a vector exists, and the error."""
     (good,) = _add(store, "/p/good.jpg")
     bad = _fail(store, "/p/bad.jpg", "truncated")
-    states = store.file_states_under("/p")
-    assert states["/p/good.jpg"] == FileState(good, "/p/good.jpg", 100, 100_000, "hash", True, None)
-    assert states["/p/bad.jpg"] == FileState(bad, "/p/bad.jpg", 7, 7000, None, False, "truncated")
+    states = {
+        path: (s.id, s.path, s.size, s.mtime_ns, s.content_hash, s.has_vector, s.error)
+        for path, s in store.file_states_under("/p").items()
+    }
+    assert states["/p/good.jpg"] == (good, "/p/good.jpg", 100, 100_000, "hash", True, None)
+    assert states["/p/bad.jpg"] == (bad, "/p/bad.jpg", 7, 7000, None, False, "truncated")
 
 
 def test_states_with_sizes(store: Store) -> None:
