@@ -70,13 +70,7 @@ def library(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     """A folder of 12 visually distinct PNGs (two in a subfolder) and one JPEG with EXIF."""
-    root = tmp_path / "photos"
-    for seed in range(10):
-        imagefactory.pattern_png(root / f"img{seed:02d}.png", seed=seed)
-    for seed in (10, 11):
-        imagefactory.pattern_png(root / "trip" / f"img{seed:02d}.png", seed=seed)
-    imagefactory.jpeg_with_exif(root / "trip" / "camera.jpg", orientation=6)
-    return root
+    return imagefactory.photo_folder(tmp_path / "photos")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Deterministic generators of real image files for tests: valid, odd-mode and broken ones.
 
 Each function writes one file with Pillow (or by hand where Pillow would be too costly)
-and returns its path, so tests exercise real decoders instead of mocks.
+and returns its path, so tests exercise real decoders instead of mocks; `photo_folder` writes
+the tests' usual folder of them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "large_jpeg",
     "palette_png_with_transparency",
     "pattern_png",
+    "photo_folder",
     "png_16bit_grey",
     "solid_jpeg",
     "text_as_image",
@@ -154,6 +156,18 @@ def jpeg_with_exif(
         exif.get_ifd(EXIF_IFD)[36867] = taken
     image.save(target, "JPEG", quality=95, exif=exif.tobytes())
     return target
+
+
+def photo_folder(root: str | Path, top: int = 10) -> Path:
+    """`top` distinct PNGs at the top (img00.png, img01.png, ...), two more in trip/ (img10.png and
+    img11.png) and trip/camera.jpg, an upright 40x80 JPEG with EXIF date and camera (orientation 6)."""
+    folder = Path(root)
+    for seed in range(top):
+        pattern_png(folder / f"img{seed:02d}.png", seed=seed)
+    for seed in (10, 11):
+        pattern_png(folder / "trip" / f"img{seed:02d}.png", seed=seed)
+    jpeg_with_exif(folder / "trip" / "camera.jpg", orientation=6)
+    return folder
 
 
 def truncated_jpeg(path: str | Path, size: Size = (256, 256)) -> Path:

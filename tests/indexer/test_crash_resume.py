@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from tests import imagefactory as factory
-from tests.indexer.test_pipeline import assert_index_matches_store, stored_rows, stored_vectors
+from tests.libcheck import assert_index_matches_store, stored_rows, stored_vectors
 
 pytestmark = pytest.mark.slow
 
@@ -81,106 +82,102 @@ def _committed_vectors(database: Path) -> int:
         return 0
 
 
-def _kill_child_once(library_dir: Path, config: Path, root: Path, at_least: int, tmp_path: Path) -> int:
-    """Start an index run in a child process, SIGKILL it as soon as `at_least` vectors are committed, and
-    return how many were committed when it died."""
-    log = tmp_path / f"child-{at_least}.log"
-    database = library_dir / DATABASE_FILE
-    with open(log, "wb") as stderr:
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD_SCRIPT, str(library_dir), str(config), str(root)],
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while _committed_vectors(database) < at_least:
-                assert child.poll() is None, f"child ended before it was killed:\n{log.read_text()}"
-                assert time.monotonic() < deadline, f"child made no progress:\n{log.read_text()}"
-                time.sleep(0.001)  # polling interval: the child gives no other signal
-            os.kill(child.pid, signal.SIGKILL)
-        finally:
-            if child.poll() is None:
-                child.kill()
-            child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL, f"child was not killed:\n{log.read_text()}"
-    committed = _committed_vectors(database)
-    assert at_least <= committed < IMAGE_COUNT, "the kill landed after the run had finished"
-    return committed
+@dataclass(frozen=True)
+class Crash:
+    """A library in a test's tmp_path, into which index runs of `photos` are started in child processes
+    and killed, then resumed in-process with `encoder` and compared with `clean_vectors`."""
+
+    library_dir: Path
+    config: Path
+    photos: Path
+    encoder: Encoder
+    clean_vectors: dict[str, np.ndarray]
+    logs: Path
+
+    def kill_after(self, at_least: int) -> int:
+        """Start an index run in a child process, SIGKILL it as soon as `at_least` vectors are committed, and
+        return how many were committed when it died."""
+        log = self.logs / f"child-{at_least}.log"
+        database = self.library_dir / DATABASE_FILE
+        with open(log, "wb") as stderr:
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD_SCRIPT, str(self.library_dir), str(self.config), str(self.photos)],
+                cwd=REPO_ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while _committed_vectors(database) < at_least:
+                    assert child.poll() is None, f"child ended before it was killed:\n{log.read_text()}"
+                    assert time.monotonic() < deadline, f"child made no progress:\n{log.read_text()}"
+                    time.sleep(0.001)  # polling interval: the child gives no other signal
+                os.kill(child.pid, signal.SIGKILL)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                child.wait(timeout=30)
+        assert child.returncode == -signal.SIGKILL, f"child was not killed:\n{log.read_text()}"
+        committed = _committed_vectors(database)
+        assert at_least <= committed < IMAGE_COUNT, "the kill landed after the run had finished"
+        return committed
+
+    def assert_consistent_after_kill(self, committed: int, *, load_index: bool = True) -> dict[str, int]:
+        """What a killed run leaves: whole batches only, no duplicates, and a FAISS file that is not trusted;
+        with `load_index`, loading rebuilds a correct index from the store (otherwise the next run must).
+        Returns the ids of the committed rows, by path."""
+        with Library(self.library_dir) as library:
+            rows = stored_rows(library)
+            assert len(rows) == committed == library.store.count_vectors()
+            assert all(row["vector"] is not None and row["error"] is None for row in rows.values())
+            current = library.index_path(library.store.generation())
+            assert not current.exists() or len(VectorIndex.load(current, gpu="never")) != committed
+            if load_index:
+                assert_index_matches_store(library, after_completed_run=False)  # load_index rebuilds from the store
+                assert library.index_path(library.store.generation()).exists()
+            return {path: row["id"] for path, row in rows.items()}
+
+    def finish_and_check(self, committed_ids: dict[str, int]) -> None:
+        """Resume in-process: only the missing files are embedded, and the result equals a clean run's."""
+        with Library(self.library_dir) as library:
+            report = index_folders(library, self.encoder, [str(self.photos)], workers=2)
+            assert report.embedded == IMAGE_COUNT - len(committed_ids)
+            assert report.unchanged == len(committed_ids)
+            assert (report.failed, report.moved, report.copied, report.removed) == (0, 0, 0, 0)
+
+            rows = stored_rows(library)
+            assert len(rows) == library.store.count_vectors() == IMAGE_COUNT
+            assert all(rows[path]["id"] == row_id for path, row_id in committed_ids.items())
+            assert_index_matches_store(library)
+            vectors = stored_vectors(library)
+            assert sorted(vectors) == sorted(self.clean_vectors)
+            for path, vector in vectors.items():
+                np.testing.assert_allclose(vector, self.clean_vectors[path], rtol=0, atol=1e-5)
+
+            again = index_folders(library, self.encoder, [str(self.photos)], workers=2)
+            assert (again.embedded, again.unchanged) == (0, IMAGE_COUNT)
 
 
-def _assert_consistent_after_kill(library_dir: Path, committed: int, *, load_index: bool = True) -> dict[str, int]:
-    """What a killed run leaves: whole batches only, no duplicates, and a FAISS file that is not trusted;
-    with `load_index`, loading rebuilds a correct index from the store (otherwise the next run must).
-    Returns the ids of the committed rows, by path."""
-    with Library(library_dir) as library:
-        rows = stored_rows(library)
-        assert len(rows) == committed == library.store.count_vectors()
-        assert all(row["vector"] is not None and row["error"] is None for row in rows.values())
-        current = library.index_path(library.store.generation())
-        assert not current.exists() or len(VectorIndex.load(current, gpu="never")) != committed
-        if load_index:
-            assert_index_matches_store(library, after_completed_run=False)  # load_index rebuilds from the store
-            assert library.index_path(library.store.generation()).exists()
-        return {path: row["id"] for path, row in rows.items()}
+@pytest.fixture
+def crash(
+    many_photos: Path, clean_vectors: dict[str, np.ndarray], tiny_config: Path, tiny_encoder: Encoder, tmp_path: Path
+) -> Crash:
+    return Crash(tmp_path / "library", tiny_config, many_photos, tiny_encoder, clean_vectors, tmp_path)
 
 
-def _finish_and_check(
-    library_dir: Path,
-    encoder: Encoder,
-    root: Path,
-    committed_ids: dict[str, int],
-    clean_vectors: dict[str, np.ndarray],
-) -> None:
-    """Resume in-process: only the missing files are embedded, and the result equals a clean run's."""
-    with Library(library_dir) as library:
-        report = index_folders(library, encoder, [str(root)], workers=2)
-        assert report.embedded == IMAGE_COUNT - len(committed_ids)
-        assert report.unchanged == len(committed_ids)
-        assert (report.failed, report.moved, report.copied, report.removed) == (0, 0, 0, 0)
-
-        rows = stored_rows(library)
-        assert len(rows) == library.store.count_vectors() == IMAGE_COUNT
-        assert all(rows[path]["id"] == row_id for path, row_id in committed_ids.items())
-        assert_index_matches_store(library)
-        vectors = stored_vectors(library)
-        assert sorted(vectors) == sorted(clean_vectors)
-        for path, vector in vectors.items():
-            np.testing.assert_allclose(vector, clean_vectors[path], rtol=0, atol=1e-5)
-
-        again = index_folders(library, encoder, [str(root)], workers=2)
-        assert (again.embedded, again.unchanged) == (0, IMAGE_COUNT)
-
-
-def test_killed_run_resumes_where_it_stopped(
-    many_photos: Path,
-    clean_vectors: dict[str, np.ndarray],
-    tiny_config: Path,
-    tiny_encoder: Encoder,
-    tmp_path: Path,
-) -> None:
+def test_killed_run_resumes_where_it_stopped(crash: Crash) -> None:
     """SIGKILL during a run keeps the committed batches; the rerun embeds exactly the rest."""
-    library_dir = tmp_path / "library"
-    committed = _kill_child_once(library_dir, tiny_config, many_photos, KILL_AFTER, tmp_path)
-    committed_ids = _assert_consistent_after_kill(library_dir, committed)
-    _finish_and_check(library_dir, tiny_encoder, many_photos, committed_ids, clean_vectors)
+    committed = crash.kill_after(KILL_AFTER)
+    crash.finish_and_check(crash.assert_consistent_after_kill(committed))
 
 
-def test_run_killed_twice_still_ends_with_one_row_per_file(
-    many_photos: Path,
-    clean_vectors: dict[str, np.ndarray],
-    tiny_config: Path,
-    tiny_encoder: Encoder,
-    tmp_path: Path,
-) -> None:
+def test_run_killed_twice_still_ends_with_one_row_per_file(crash: Crash) -> None:
     """Two runs killed one after the other, then a complete one: every file exactly once, correct vectors."""
-    library_dir = tmp_path / "library"
-    first = _kill_child_once(library_dir, tiny_config, many_photos, KILL_AFTER, tmp_path)
-    first_ids = _assert_consistent_after_kill(library_dir, first)
-    second = _kill_child_once(library_dir, tiny_config, many_photos, first + KILL_AFTER, tmp_path)
+    first = crash.kill_after(KILL_AFTER)
+    first_ids = crash.assert_consistent_after_kill(first)
+    second = crash.kill_after(first + KILL_AFTER)
     # leave the stale FAISS file in place: the completing run itself must notice and rebuild it
-    second_ids = _assert_consistent_after_kill(library_dir, second, load_index=False)
+    second_ids = crash.assert_consistent_after_kill(second, load_index=False)
     assert second > first
     assert all(second_ids[path] == row_id for path, row_id in first_ids.items())
-    _finish_and_check(library_dir, tiny_encoder, many_photos, second_ids, clean_vectors)
+    crash.finish_and_check(second_ids)

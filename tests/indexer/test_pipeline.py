@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 from PIL import Image
 
 from indexer.pipeline import IndexReport, index_folders
@@ -22,81 +21,17 @@ from indexer.reuse import hash_bytes
 from indexer.scan import ScanOptions, ScanResult, plan_changes, scan_root
 from retrieval.decode import ImageInfo, read_and_decode
 from retrieval.errors import IndexRootError, ModelMismatchError
-from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.model.specs import ModelSpec
-from retrieval.storage.schema import ImageRow
 from tests import imagefactory as factory
 from tests.conftest import TINY_CONFIG
+from tests.libcheck import assert_index_matches_store, reference_vectors, stored_rows, stored_vectors
 
 PHOTO_COUNT = 13  # the `photos` fixture: 12 PNGs and one EXIF JPEG
 
 
-# --- helpers shared with test_crash_resume.py -------------------------------------------------------
-
-
-def stored_rows(library: Library) -> dict[str, dict[str, Any]]:
-    """Every image row, by path, read straight from the store's table."""
-    with library.store.engine.connect() as conn:
-        rows = conn.execute(sa.select(ImageRow.__table__)).mappings().all()
-    return {row["path"]: dict(row) for row in rows}
-
-
-def stored_vectors(library: Library) -> dict[str, np.ndarray]:
-    """The vector of every row that has one, by path."""
-    return {
-        path: np.frombuffer(row["vector"], dtype=np.float32)
-        for path, row in stored_rows(library).items()
-        if row["vector"] is not None
-    }
-
-
-def _snapshot(library: Library) -> tuple[int, np.ndarray, np.ndarray]:
-    """(generation, ids, vectors) of the store, read in one transaction."""
-    dim = library.dim() or 1
-    with library.store.vector_snapshot(dim) as (generation, batches):
-        parts = list(batches)
-    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
-    vectors = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, dim), dtype=np.float32)
-    return generation, ids, vectors
-
-
-def _assert_same_vectors(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray) -> None:
-    index_ids = index.ids()
-    assert len(index_ids) == len(set(index_ids.tolist())), "the FAISS index holds an id twice"
-    assert set(index_ids.tolist()) == set(ids.tolist())
-    if len(ids):
-        np.testing.assert_allclose(index.reconstruct(ids), vectors, rtol=0, atol=1e-6)
-
-
-def assert_index_matches_store(library: Library, *, after_completed_run: bool = True) -> None:
-    """The FAISS index agrees with the store: the same ids, each with the stored vector; no path twice.
-
-    After a completed run the file saved for the current generation must exist and be correct by itself
-    (checked before `load_index` could rebuild it); in any case `load_index` must give a correct index.
-    """
-    with library.store.engine.connect() as conn:
-        duplicated = conn.execute(
-            sa.select(ImageRow.path).group_by(ImageRow.path).having(sa.func.count(ImageRow.id) > 1)
-        ).all()
-    assert duplicated == []
-    generation, ids, vectors = _snapshot(library)
-    assert len(ids) == library.store.count_vectors()
-    saved_path = library.index_path(generation)
-    if after_completed_run:
-        assert saved_path.exists(), f"no index file saved for generation {generation}"
-        _assert_same_vectors(VectorIndex.load(saved_path, gpu="never"), ids, vectors)
-    _assert_same_vectors(library.load_index(gpu="never"), ids, vectors)
-    _assert_same_vectors(library.rebuild_index(gpu="never"), ids, vectors)
-
-
-def reference_vectors(encoder: Encoder, paths: list[str]) -> np.ndarray:
-    """What the encoder makes of each file decoded on its own: the exact reference for stored vectors."""
-    return encoder.encode_images([read_and_decode(path)[1].image for path in paths])
-
-
-# --- local helpers -----------------------------------------------------------------------------------
+# --- helpers -----------------------------------------------------------------------------------------
 
 
 def run(library: Library, encoder: Encoder, *roots: Path, **options: Any) -> IndexReport:

@@ -11,7 +11,6 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from indexer.reuse import Reuse, find_reuse, hash_file
@@ -21,6 +20,7 @@ from retrieval.library import Library
 from retrieval.storage.records import FileMetadata, ImageRecord
 from retrieval.storage.store import Store
 from tests import imagefactory
+from tests.libcheck import unit_vectors
 
 DIM = 4
 
@@ -240,11 +240,6 @@ def test_vanished_root_does_not_empty_the_library(tmp_path: Path) -> None:
 # --- find_reuse against a real store ---------------------------------------------------------------
 
 
-def _unit(seed: int) -> np.ndarray:
-    vector = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-    return vector / np.linalg.norm(vector)
-
-
 def _index(store: Store, *paths: Path) -> dict[str, int]:
     """Store each file as indexed: its real stat and content hash, and a hand-made unit vector."""
     ids = {}
@@ -252,7 +247,7 @@ def _index(store: Store, *paths: Path) -> dict[str, int]:
         for seed, path in enumerate(paths):
             stat = path.stat()
             meta = FileMetadata(str(path), stat.st_size, stat.st_mtime_ns, hash_file(str(path)))
-            ids[path.name] = writer.upsert_image(meta, _unit(seed), "test-model")
+            ids[path.name] = writer.upsert_image(meta, unit_vectors(1, seed, DIM)[0], "test-model")
     return ids
 
 

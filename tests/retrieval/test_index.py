@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import faiss
@@ -9,17 +11,13 @@ import numpy as np
 import pytest
 
 from retrieval.index import VectorIndex, gpu_count
+from tests.libcheck import unit_vectors
 
 DIM = 32
 COUNT = 500
 BASE_ID = 10**12  # far beyond int32, and the ids below are not contiguous
 SCORE_TOL = 1e-5
 FAISS_CPU_BUILD = not hasattr(faiss, "StandardGpuResources")
-
-
-def _unit(rows: int, seed: int, dim: int = DIM) -> np.ndarray:
-    vectors = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _ids(rows: int) -> np.ndarray:
@@ -56,7 +54,7 @@ def _assert_same_neighbours(got: tuple[np.ndarray, np.ndarray], want: tuple[np.n
 
 @pytest.fixture
 def vectors() -> np.ndarray:
-    return _unit(COUNT, seed=1)
+    return unit_vectors(COUNT, 1, DIM)
 
 
 @pytest.fixture
@@ -68,7 +66,7 @@ def index(vectors: np.ndarray) -> VectorIndex:
 
 @pytest.fixture
 def queries() -> np.ndarray:
-    return _unit(7, seed=2)
+    return unit_vectors(7, 2, DIM)
 
 
 def test_search_equals_exact_reference(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
@@ -91,12 +89,12 @@ def test_a_stored_vector_finds_itself_first(index: VectorIndex, vectors: np.ndar
 def test_k_beyond_ntotal_pads_with_minus_one_and_minus_inf(stored: int, queries: np.ndarray) -> None:
     """Missing neighbours come back as id -1 with score -inf (an empty index gives only those)."""
     small = VectorIndex(DIM, gpu="never")
-    small.add(_ids(stored), _unit(stored, seed=3))
+    small.add(_ids(stored), unit_vectors(stored, 3, DIM))
     distances, ids = small.search(queries, 5)
     assert ids.shape == distances.shape == (len(queries), 5)
     assert (ids[:, stored:] == -1).all() and np.isneginf(distances[:, stored:]).all()
     assert (ids[:, :stored] >= 0).all() and np.isfinite(distances[:, :stored]).all()
-    _assert_same_neighbours((distances, ids), _reference(queries, _ids(stored), _unit(stored, seed=3), 5))
+    _assert_same_neighbours((distances, ids), _reference(queries, _ids(stored), unit_vectors(stored, 3, DIM), 5))
 
 
 def test_remove_counts_and_removed_ids_never_return(
@@ -121,7 +119,7 @@ def test_readding_a_removed_id_works(index: VectorIndex) -> None:
     """An id removed and then added again is searchable with its new vector."""
     target = int(_ids(COUNT)[10])
     index.remove([target])
-    fresh = _unit(1, seed=9)
+    fresh = unit_vectors(1, 9, DIM)
     index.add([target], fresh)
     distances, ids = index.search(fresh, 1)
     assert ids[0, 0] == target
@@ -180,7 +178,7 @@ def test_replica_search_maps_positions_to_ids_like_search(
 def test_replica_search_on_an_empty_index() -> None:
     """The replica path on an empty index returns only id -1 / score -inf, as search does."""
     empty = VectorIndex(DIM, gpu="never")
-    queries = _unit(2, seed=5)
+    queries = unit_vectors(2, 5, DIM)
     replica = empty._search_replica(empty._cpu.index, queries, 4)
     np.testing.assert_array_equal(replica[1], np.full((2, 4), -1))
     assert np.isneginf(replica[0]).all()
@@ -203,11 +201,21 @@ def test_save_replaces_an_existing_file_and_leaves_no_temp_files(tmp_path: Path,
     path = tmp_path / "index.faiss"
     index.save(path)
     smaller = VectorIndex(DIM, gpu="never")
-    smaller.add([42], _unit(1, seed=6))
+    smaller.add([42], unit_vectors(1, 6, DIM))
     smaller.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
     reloaded = VectorIndex.load(path, gpu="never")
     np.testing.assert_array_equal(reloaded.ids(), [42])
+
+
+def test_saved_file_is_private_whatever_the_umask(tmp_path: Path, index: VectorIndex) -> None:
+    """The FAISS file holds a library's vectors: it is written 0600 even under a permissive umask."""
+    previous = os.umask(0)
+    try:
+        index.save(tmp_path / "index.faiss")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "index.faiss").stat().st_mode) == 0o600
 
 
 def test_failed_save_removes_its_temp_file(tmp_path: Path, index: VectorIndex) -> None:
@@ -243,7 +251,7 @@ def test_invalid_gpu_choice_raises() -> None:
 @pytest.mark.parametrize("operation", ["add", "search", "search_subset"])
 def test_wrong_dimension_raises(operation: str, index: VectorIndex) -> None:
     """Vectors of another dimension are refused with ValueError, not passed to faiss."""
-    wrong = _unit(2, seed=7, dim=DIM + 1)
+    wrong = unit_vectors(2, 7, DIM + 1)
     with pytest.raises(ValueError, match="dimension"):
         if operation == "add":
             index.add([1, 2], wrong)
@@ -257,5 +265,5 @@ def test_wrong_dimension_raises(operation: str, index: VectorIndex) -> None:
 def test_ids_and_vectors_count_mismatch_raises(index: VectorIndex) -> None:
     """add refuses a different number of ids and vectors."""
     with pytest.raises(ValueError, match="ids for"):
-        index.add([1, 2, 3], _unit(2, seed=8))
+        index.add([1, 2, 3], unit_vectors(2, 8, DIM))
     assert len(index) == COUNT

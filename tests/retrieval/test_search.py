@@ -18,13 +18,13 @@ import pytest
 
 import retrieval.search
 from indexer.pipeline import index_folders
-from retrieval.decode import read_and_decode
 from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnreadableImageError
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.search import Searcher, SearchResult
 from retrieval.storage.records import FileMetadata
 from tests import imagefactory as factory
+from tests.libcheck import reference_vectors, store_vectors
 
 SCORE_ATOL = 1e-5
 
@@ -52,14 +52,6 @@ class Indexed:
         return sorted(pairs, key=lambda pair: -pair[1])
 
 
-def _store_vectors(library: Library) -> tuple[np.ndarray, np.ndarray]:
-    dim = library.dim()
-    assert dim is not None
-    with library.store.vector_snapshot(dim) as (_generation, batches):
-        parts = list(batches)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
 def _assert_matches(results: list[SearchResult], expected: list[tuple[int, float]]) -> None:
     """Results equal the reference ranking: same length, ranks 1..n, same scores in order, and each
     result's score is the reference score of its own id (so equal-score swaps are still accepted)."""
@@ -77,26 +69,22 @@ def indexed(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Encoder) -> 
     """Ten PNGs at the top, three images in trip/, one in trip-extra/ (a name sharing trip's prefix),
     and one unreadable file, indexed once."""
     base = tmp_path_factory.mktemp("search")
-    root = base / "photos"
-    for seed in range(10):
-        factory.pattern_png(root / f"img{seed:02d}.png", seed=seed)
-    for seed in (10, 11):
-        factory.pattern_png(root / "trip" / f"img{seed:02d}.png", seed=seed)
-    factory.jpeg_with_exif(root / "trip" / "camera.jpg", orientation=6)
+    root = factory.photo_folder(base / "photos")
     factory.pattern_png(root / "trip-extra" / "img12.png", seed=12)
     factory.truncated_jpeg(root / "broken.jpg")
     library = Library(base / "library", create=True)
     report = index_folders(library, tiny_encoder, [str(root)], workers=2)
     assert (report.embedded, report.failed) == (14, 1)
-    ids, vectors = _store_vectors(library)
+    dim = library.dim()
+    assert dim is not None
+    _generation, ids, vectors = store_vectors(library.store, dim)
     paths = {i: r.path for i, r in library.store.rows_by_ids(ids.tolist()).items()}
     yield Indexed(root, library, Searcher(library, tiny_encoder, gpu="never"), ids, vectors, paths)
     library.close()
 
 
 def _encode_file(encoder: Encoder, path: Path) -> np.ndarray:
-    _, decoded = read_and_decode(str(path))
-    return encoder.encode_images([decoded.image])[0]
+    return reference_vectors(encoder, [str(path)])[0]
 
 
 # --- image queries -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +345,19 @@ def test_rerun_with_same_arguments_rewrites_nothing(tmp_path: Path) -> None:
     assert again == first
     assert {path: path.stat().st_mtime_ns for path in first.folder.rglob("*")} == before
     assert calls == []
+
+
+def test_dataset_files_are_plain_files_of_the_user(tmp_path: Path) -> None:
+    """The captions and the manifest are the user's outputs: written with the mode the umask gives any new
+    file (not private like a library's), and no temporary file is left beside them."""
+    previous = os.umask(0o027)
+    try:
+        made = _generate(tmp_path / "data", sizes={"train": 2, "val": 1})
+    finally:
+        os.umask(previous)
+    for name in (MANIFEST, "train.jsonl", "val.jsonl"):
+        assert stat.S_IMODE((made.folder / name).stat().st_mode) == 0o640
+    assert sorted(path.name for path in made.folder.iterdir()) == sorted([MANIFEST, "images", "train.jsonl", "val.jsonl"])
 
 
 def test_other_parameters_on_the_same_folder_are_refused(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from retrieval.model.specs import ModelSpec
 from retrieval.storage.migrations import MIGRATIONS, apply_migrations
 from retrieval.storage.records import FileMetadata
 from retrieval.storage.store import Store, StoreWriter, folder_prefix
+from tests.libcheck import assert_same_vectors, store_vectors, unit_vectors
 
 DIM = 8
 MODEL_KEY = "test-model"
@@ -33,8 +34,7 @@ _FORK = multiprocessing.get_context("fork")  # the child inherits the imports: n
 
 
 def _vector(seed: int, dim: int = DIM) -> np.ndarray:
-    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-    return vector / np.linalg.norm(vector)
+    return unit_vectors(1, seed, dim)[0]
 
 
 def _meta(path: str, size: int = 100, content_hash: str | None = "hash", **extra: object) -> FileMetadata:
@@ -43,9 +43,8 @@ def _meta(path: str, size: int = 100, content_hash: str | None = "hash", **extra
 
 def _snapshot(store: Store, dim: int = DIM) -> tuple[int, dict[int, np.ndarray]]:
     """The store's generation and every (id -> vector), read through `vector_snapshot`."""
-    with store.vector_snapshot(dim) as (generation, batches):
-        found = {int(i): v.copy() for ids, vectors in batches for i, v in zip(ids, vectors, strict=True)}
-    return generation, found
+    generation, ids, vectors = store_vectors(store, dim)
+    return generation, dict(zip(ids.tolist(), vectors, strict=True))
 
 
 def _add(store: Store, *paths: str) -> list[int]:
@@ -535,9 +534,8 @@ def _index_files(library: Library) -> list[str]:
 
 
 def _assert_matches_store(index: VectorIndex, library: Library) -> None:
-    _, vectors = _snapshot(library.store, dim=32)
-    assert sorted(index.ids().tolist()) == sorted(vectors)
-    np.testing.assert_array_equal(index.reconstruct(sorted(vectors)), np.stack([vectors[i] for i in sorted(vectors)]))
+    _, ids, vectors = store_vectors(library.store, 32)
+    assert_same_vectors(index, ids, vectors)
 
 
 def test_load_index_without_a_model_is_empty(library: Library) -> None:
