@@ -51,6 +51,16 @@ def tiny_spec(tiny_config: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def other_spec(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Another architecture: the tiny config with a 16-dimensional embedding (another identity and dim)."""
+    from retrieval.model.specs import ModelSpec
+
+    path = tmp_path_factory.mktemp("models") / "tiny-16.json"
+    path.write_text(json.dumps(TINY_CONFIG | {"embed_dim": 16}))
+    return ModelSpec(str(path), "none")
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder(tiny_spec):  # type: ignore[no-untyped-def]
     from retrieval.model.encoder import Encoder
 

@@ -30,6 +30,7 @@ from retrieval.quality.captions import CaptionedDataset, load_captions
 from retrieval.quality.recall import Recall
 from retrieval.quality.scene_dataset import generate_dataset
 from tests import imagefactory
+from tests.jsonlines import write_jsonl
 
 IMAGES = 40
 DUPLICATED = 5  # image copied byte for byte to dup.jpg, listed last with its own caption
@@ -88,11 +89,6 @@ def assert_recall_equal(engine: Recall, reference: Recall) -> None:
 
 
 # --- datasets and helpers -----------------------------------------------------------------------------------
-
-
-def write_jsonl(path: Path, records: list[dict[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    return path
 
 
 def captioned_scenes(folder: Path) -> Path:

@@ -4,7 +4,6 @@ files, scan options, progress, model mismatch and decoding workers."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import asdict, fields
@@ -25,7 +24,6 @@ from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.model.specs import ModelSpec
 from tests import imagefactory as factory
-from tests.conftest import TINY_CONFIG
 from tests.libcheck import assert_index_matches_store, reference_vectors, stored_rows, stored_vectors
 
 PHOTO_COUNT = 13  # the `photos` fixture: 12 PNGs and one EXIF JPEG
@@ -450,15 +448,13 @@ def test_progress_is_reported_per_batch_up_to_the_total(library: Library, tiny_e
 
 
 def test_other_model_is_refused_and_writes_nothing(
-    library: Library, tiny_encoder: Encoder, photos: Path, tmp_path: Path
+    library: Library, tiny_encoder: Encoder, photos: Path, other_spec: ModelSpec
 ) -> None:
     """Indexing into a library built by another model raises ModelMismatchError naming both, and leaves the
     store, the recorded model and the index files exactly as they were."""
     run(library, tiny_encoder, photos)
     factory.pattern_png(photos / "pending.png", seed=90)
-    config = tmp_path / "tiny-16.json"
-    config.write_text(json.dumps({**TINY_CONFIG, "embed_dim": 16}))
-    other = Encoder(ModelSpec(str(config), "none"), device="cpu", batch_size=8)
+    other = Encoder(other_spec, device="cpu", batch_size=8)
     assert other.identity.key != tiny_encoder.identity.key
 
     rows, generation = stored_rows(library), library.store.generation()

@@ -14,6 +14,7 @@ import pytest
 from retrieval.errors import DatasetError
 from retrieval.quality.captions import CaptionedDataset, load_captions
 from tests import imagefactory
+from tests.jsonlines import write_jsonl
 
 
 def _image(path: Path, seed: int = 0) -> Path:
@@ -21,12 +22,6 @@ def _image(path: Path, seed: int = 0) -> Path:
     if path.suffix.lower() in (".jpg", ".jpeg"):
         return imagefactory.solid_jpeg(path, color=(seed * 40 % 256, 90, 200), size=(16, 12))
     return imagefactory.pattern_png(path, seed=seed, size=(16, 16))
-
-
-def _write_jsonl(path: Path, records: list[Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    return path
 
 
 def _pairs(dataset: CaptionedDataset) -> list[tuple[str, str]]:
@@ -162,7 +157,7 @@ def test_jsonl_split_filter(tmp_path: Path) -> None:
     """Only lines whose "split" equals the requested one are kept; no split keeps all of them."""
     for seed, name in enumerate(("a.jpg", "b.jpg", "c.jpg")):
         _image(tmp_path / name, seed)
-    path = _write_jsonl(
+    path = write_jsonl(
         tmp_path / "captions.jsonl",
         [
             {"image": "a.jpg", "caption": "a", "split": "train"},
@@ -185,7 +180,7 @@ def test_relative_paths_resolve_against_the_captions_folder_not_the_cwd(
     """Relative image paths are taken from the captions file's folder, whatever the working directory."""
     data = tmp_path / "data"
     _image(data / "imgs" / "one.jpg")
-    path = _write_jsonl(data / "captions.jsonl", [{"image": "imgs/one.jpg", "caption": "one"}])
+    path = write_jsonl(data / "captions.jsonl", [{"image": "imgs/one.jpg", "caption": "one"}])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -197,7 +192,7 @@ def test_images_root_overrides_the_captions_folder_and_absolute_paths_stay(tmp_p
     root = tmp_path / "pictures"
     _image(root / "rel.png", 1)
     absolute = _image(tmp_path / "other" / "abs.jpg", 2)
-    path = _write_jsonl(
+    path = write_jsonl(
         tmp_path / "meta" / "captions.jsonl",
         [{"image": "rel.png", "caption": "relative"}, {"image": str(absolute), "caption": "absolute"}],
     )
@@ -346,7 +341,7 @@ def test_empty_caption_is_refused_with_its_line(tmp_path: Path) -> None:
     csv_path.write_text("image,caption\na.jpg,fine\na.jpg,   \n")
     message = _error(csv_path)
     assert "line 3: empty caption for a.jpg" in message
-    jsonl_path = _write_jsonl(
+    jsonl_path = write_jsonl(
         tmp_path / "captions.jsonl",
         [{"image": "a.jpg", "captions": []}, {"image": "a.jpg", "captions": ["ok", " "]}, {"image": "a.jpg"}],
     )
@@ -359,7 +354,7 @@ def test_empty_caption_is_refused_with_its_line(tmp_path: Path) -> None:
 def test_empty_caption_is_an_error_even_with_skip_missing(tmp_path: Path) -> None:
     """skip_missing only forgives missing files, never empty captions."""
     _image(tmp_path / "a.jpg")
-    path = _write_jsonl(tmp_path / "captions.jsonl", [{"image": "a.jpg", "caption": ""}])
+    path = write_jsonl(tmp_path / "captions.jsonl", [{"image": "a.jpg", "caption": ""}])
     assert "line 1: empty caption" in _error(path, skip_missing=True)
 
 
@@ -377,7 +372,7 @@ def test_malformed_json_line_is_reported_with_its_line_number(tmp_path: Path) ->
 def test_jsonl_missing_or_mistyped_keys_are_named(tmp_path: Path) -> None:
     """Lines without "image", or with "captions" that is not a list of strings, name the key they need."""
     _image(tmp_path / "a.jpg")
-    path = _write_jsonl(
+    path = write_jsonl(
         tmp_path / "captions.jsonl",
         [
             {"caption": "no image key"},
@@ -549,7 +544,7 @@ def test_skip_missing_drops_missing_images_and_counts_them(tmp_path: Path) -> No
     """Missing images and all their captions are left out, counted once per image; the rest is renumbered."""
     _image(tmp_path / "a.jpg", 1)
     _image(tmp_path / "c.png", 2)
-    path = _write_jsonl(
+    path = write_jsonl(
         tmp_path / "captions.jsonl",
         [
             {"image": "gone1.jpg", "caption": "g1"},
@@ -573,5 +568,5 @@ def test_skip_missing_drops_missing_images_and_counts_them(tmp_path: Path) -> No
 
 def test_skip_missing_with_every_image_missing_is_still_an_error(tmp_path: Path) -> None:
     """When no listed image exists there is nothing to train or measure on: refused."""
-    path = _write_jsonl(tmp_path / "captions.jsonl", [{"image": "gone.jpg", "caption": "g"}])
+    path = write_jsonl(tmp_path / "captions.jsonl", [{"image": "gone.jpg", "caption": "g"}])
     assert "no captioned image found" in _error(path, skip_missing=True)

@@ -357,7 +357,8 @@ def test_dataset_files_are_plain_files_of_the_user(tmp_path: Path) -> None:
         os.umask(previous)
     for name in (MANIFEST, "train.jsonl", "val.jsonl"):
         assert stat.S_IMODE((made.folder / name).stat().st_mode) == 0o640
-    assert sorted(path.name for path in made.folder.iterdir()) == sorted([MANIFEST, "images", "train.jsonl", "val.jsonl"])
+    left = sorted(path.name for path in made.folder.iterdir())
+    assert left == sorted([MANIFEST, "images", "train.jsonl", "val.jsonl"])
 
 
 def test_other_parameters_on_the_same_folder_are_refused(tmp_path: Path) -> None:

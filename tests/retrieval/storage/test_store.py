@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -469,16 +468,6 @@ def test_vector_snapshot_is_isolated_from_a_concurrent_commit(store: Store, db_u
 def encoder(tiny_spec: ModelSpec) -> Encoder:
     """The tiny model's encoder, unloaded: identity and dim need only its config."""
     return Encoder(tiny_spec, device="cpu")
-
-
-@pytest.fixture
-def other_spec(tiny_config: Path, tmp_path: Path) -> ModelSpec:
-    """Another architecture: the tiny config with a different embedding size."""
-    config = json.loads(tiny_config.read_text())
-    config["embed_dim"] = 16
-    path = tmp_path / "tiny-other.json"
-    path.write_text(json.dumps(config))
-    return ModelSpec(str(path), "none")
 
 
 def test_missing_library_is_not_created(tmp_path: Path) -> None:
