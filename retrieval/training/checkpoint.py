@@ -2,7 +2,8 @@
 
 `last.pt` is one flat dict of `CHECKPOINT_KEYS`: the model's and the optimizer's state, where the run stands
 (`RunState`) and what the run learns from (`RunIdentity`, which a resumed run must match). `best.pt` holds
-`{"state_dict": ...}`, the layout open_clip loads with `--pretrained best.pt`.
+`{"state_dict": ...}`, the layout open_clip loads with `--pretrained best.pt`. `open_run` starts a run in a
+folder holding neither, or resumes the one whose `last.pt` is there.
 
 Both are written atomically through an open file, not a path: torch.save names the archive inside after the
 path it is given, and the temporary file's random name would make equal checkpoints differ byte for byte
@@ -111,6 +112,26 @@ def load_checkpoint(path: Path, device: str) -> Checkpoint:
         state=RunState(**{name: saved[name] for name in _names(RunState)}),
         run=RunIdentity(**{name: saved[name] for name in _names(RunIdentity)}),
     )
+
+
+def open_run(setup: RunSetup, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, resume: bool) -> RunState:
+    """A new run in an empty folder, or (`resume`) the saved run's state, loaded into model and optimizer."""
+    folder = setup.folder
+    last = folder / LAST_CHECKPOINT
+    if not resume:
+        if last.exists() or (folder / BEST_CHECKPOINT).exists():
+            raise TrainingError(
+                f"{folder} already holds a training run; pass --resume to continue it, or choose another --output"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        return RunState()
+    if not last.is_file():
+        raise TrainingError(f"nothing to resume: {last} does not exist (drop --resume to start a new run)")
+    saved = load_checkpoint(last, setup.device)
+    saved.run.check_resumable_as(RunIdentity.of(setup))
+    model.load_state_dict(saved.state_dict)
+    optimizer.load_state_dict(saved.optimizer)
+    return saved.state
 
 
 def save_weights(model: torch.nn.Module, path: Path, *, half: bool) -> None:

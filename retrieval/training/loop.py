@@ -31,7 +31,7 @@ from retrieval.training.checkpoint import (
     Checkpoint,
     RunIdentity,
     RunState,
-    load_checkpoint,
+    open_run,
     save_checkpoint,
     save_weights,
 )
@@ -68,28 +68,8 @@ def train(
     loaded = load_model(spec, device=device, warn_random=False)
     lock_towers(loaded.model, options)
     optimizer = make_optimizer(loaded.model, options)
-    state = _start(setup, loaded.model, optimizer, resume)
+    state = open_run(setup, loaded.model, optimizer, resume=resume)
     return Trainer(setup, loaded, optimizer, state, progress).execute()
-
-
-def _start(setup: RunSetup, model: torch.nn.Module, optimizer: torch.optim.Optimizer, resume: bool) -> RunState:
-    """A new run in an empty folder, or (`resume`) the saved run's state, loaded into model and optimizer."""
-    folder = setup.folder
-    last = folder / LAST_CHECKPOINT
-    if not resume:
-        if last.exists() or (folder / BEST_CHECKPOINT).exists():
-            raise TrainingError(
-                f"{folder} already holds a training run; pass --resume to continue it, or choose another --output"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        return RunState()
-    if not last.is_file():
-        raise TrainingError(f"nothing to resume: {last} does not exist (drop --resume to start a new run)")
-    saved = load_checkpoint(last, setup.device)
-    saved.run.check_resumable_as(RunIdentity.of(setup))
-    model.load_state_dict(saved.state_dict)
-    optimizer.load_state_dict(saved.optimizer)
-    return saved.state
 
 
 class Trainer:
