@@ -29,9 +29,8 @@ def model_file(name: str) -> Path:
     resource = files(PACKAGE) / FOLDER / name
     if not isinstance(resource, Path) or not resource.is_file():
         raise ModelUnavailableError(
-            f"the model file {name} is not in clipsearch's package data ({resource}); the installed package "
-            "is incomplete: reinstall it from a clone with pip install . (or pip install -e . to develop), "
-            "into a folder, not a zip"
+            f"the model file {name} is not in clipsearch's package data ({resource}): the installed package is "
+            "incomplete; reinstall it from a clone with pip install . (or pip install -e . to develop)"
         )
     return resource
 
