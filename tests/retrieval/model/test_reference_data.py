@@ -56,10 +56,15 @@ def test_a_missing_model_file_is_a_model_unavailable_error_with_the_fix() -> Non
 
 
 def _copy_of_tree(target: Path) -> Path:
-    ignore = shutil.ignore_patterns(
-        ".git", "*venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "runs", "clipsearch-demo"
-    )
-    return Path(shutil.copytree(ROOT, target, ignore=ignore))
+    """The files a build reads (pyproject, README, licence: the top-level files) and the packages, not the
+    rest of a working clone (virtual environments, generated datasets, runs)."""
+    target.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.is_file():
+            shutil.copy2(entry, target)
+    for package in ("retrieval", "indexer"):  # pyproject's packages.find
+        shutil.copytree(ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
 
 
 def test_the_wheel_carries_the_model_files_where_the_lookup_finds_them(tmp_path: Path) -> None:
