@@ -13,10 +13,8 @@ from pathlib import Path
 
 from indexer.bench_recall import RecallBenchReport, bench_recall
 from indexer.pipeline import IndexReport, ProgressCallback, index_folders
-from retrieval.config import REFERENCE_CHECKPOINT, REFERENCE_CONFIG
-from retrieval.errors import ModelUnavailableError
 from retrieval.library import Library
-from retrieval.model.specs import ModelSpec
+from retrieval.model.reference import reference_spec
 from retrieval.quality.captions import load_captions
 from retrieval.quality.scene_dataset import generate_dataset
 from retrieval.search import Searcher, SearchResult
@@ -47,15 +45,6 @@ class DemoReport:
     text_queries: list[tuple[str, list[Hit]]]
     image_query: tuple[str, str, list[Hit]]
     recall: RecallBenchReport
-
-
-def reference_spec() -> ModelSpec:
-    if not REFERENCE_CONFIG.is_file() or not REFERENCE_CHECKPOINT.is_file():
-        raise ModelUnavailableError(
-            f"the reference model is not at {REFERENCE_CONFIG.parent} (reference.json, reference.pt); "
-            "run clipsearch from a clone of its repository (pip install -e .)"
-        )
-    return ModelSpec(str(REFERENCE_CONFIG), str(REFERENCE_CHECKPOINT))
 
 
 def run_demo(folder: str | Path, *, images: int, k: int = 3, progress: ProgressCallback | None = None) -> DemoReport:

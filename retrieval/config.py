@@ -41,8 +41,8 @@ def default_library_dir() -> Path:
     return base / "clipsearch" / "default"
 
 
-REFERENCE_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
-REFERENCE_CONFIG = REFERENCE_MODEL_DIR / "reference.json"
-REFERENCE_CHECKPOINT = REFERENCE_MODEL_DIR / "reference.pt"
-"""The project's own small model, trained by `clipsearch train` on generated scenes (see README)."""
+REFERENCE_CONFIG_FILE = "reference.json"
+REFERENCE_CHECKPOINT_FILE = "reference.pt"
+"""The project's own small model, trained by `clipsearch train` on generated scenes (see README): package
+data in retrieval/model/data/, found by `retrieval.model.reference`."""
 DEFAULT_DEMO_IMAGES = 300
