@@ -3,8 +3,8 @@ measured alone, side by side in one run.
 
     python benchmarks/index_throughput.py --images 256 --models tiny,ViT-B-32
 
-Models: `tiny` is data/models/tiny.json with random weights; any open_clip name runs with random
-weights too (`--pretrained none`), which costs the same compute as the real weights. Photos are
+Models: `tiny` is the packaged tiny.json (retrieval/model/data/) with random weights; any open_clip name
+runs with random weights too (`--pretrained none`), which costs the same compute as the real weights. Photos are
 generated JPEGs (gradients and shapes, 1600x1200 by default, so draft-mode decoding is exercised).
 """
 
@@ -24,9 +24,9 @@ from PIL import Image, ImageDraw
 from indexer import index_folders
 from retrieval import Encoder, Library, ModelSpec, RandomWeightsWarning
 from retrieval.decode import read_and_decode
+from retrieval.model.reference import model_file
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "data" / "models" / "tiny.json"
+TINY = model_file("tiny.json")
 
 
 def make_photos(folder: Path, count: int, size: tuple[int, int]) -> None:

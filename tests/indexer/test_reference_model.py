@@ -1,4 +1,4 @@
-"""Semantics end to end with the project's reference model (data/models/reference.*), on scenes it never saw.
+"""Semantics end to end with the project's reference model (retrieval/model/data/reference.*), on scenes it never saw.
 
 The scenes come from a seed no training split uses, are indexed by the indexer and searched by the
 Searcher, and what each hit really shows is read from the generator's own record of the scene.
