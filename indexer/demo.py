@@ -13,7 +13,13 @@ from pathlib import Path
 
 from indexer.bench_recall import RecallBenchReport, bench_recall
 from indexer.pipeline import IndexReport, ProgressCallback, index_folders
-from retrieval.config import REFERENCE_CHECKPOINT, REFERENCE_CONFIG
+from retrieval.config import (
+    DEFAULT_DEMO_FOLDER,
+    DEFAULT_DEMO_IMAGES,
+    DEFAULT_DEMO_K,
+    REFERENCE_CHECKPOINT,
+    REFERENCE_CONFIG,
+)
 from retrieval.errors import ModelUnavailableError
 from retrieval.library import Library
 from retrieval.model.specs import ModelSpec
@@ -58,8 +64,16 @@ def reference_spec() -> ModelSpec:
     return ModelSpec(str(REFERENCE_CONFIG), str(REFERENCE_CHECKPOINT))
 
 
-def run_demo(folder: str | Path, *, images: int, k: int = 3, progress: ProgressCallback | None = None) -> DemoReport:
-    root = Path(folder).expanduser()
+def run_demo(
+    folder: str | Path | None = None,
+    *,
+    images: int = DEFAULT_DEMO_IMAGES,
+    k: int = DEFAULT_DEMO_K,
+    progress: ProgressCallback | None = None,
+) -> DemoReport:
+    """Run the demo in `folder` (default: DEFAULT_DEMO_FOLDER under the current folder) on `images` scenes,
+    showing `k` results per query."""
+    root = Path(folder or DEFAULT_DEMO_FOLDER).expanduser()
     spec = reference_spec()
     dataset = generate_dataset(root / "scenes", seed=DEMO_SEED, sizes={DEMO_SPLIT: images})
     captions_file = dataset.split_file(DEMO_SPLIT)
