@@ -10,7 +10,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from retrieval.errors import LibraryBusyError, LibraryNotFoundError, ModelMismat
 from retrieval.index import VectorIndex, gpu_count
 from retrieval.model.devices import probe_device
 from retrieval.model.specs import ModelSpec
+from retrieval.storage.records import LibraryStats
 from retrieval.storage.store import Store
 
 if TYPE_CHECKING:
@@ -51,26 +51,31 @@ class LibraryFacts:
     """The recorded model as people read it; None before the first index run."""
     model_identity: str | None
     dim: int | None
-    indexed: int
-    failed: int
-    total_bytes: int
-    first_taken: datetime | None
-    last_taken: datetime | None
-    generation: int
+    stats: LibraryStats
+    """Counts, bytes, EXIF date range, generation, and the skipped files asked for."""
     index_file: Path | None
     """The FAISS file of the current generation; None when it is stale or missing (the next search rebuilds it)."""
     model_device: str
     """Where a model would run here with `device` auto."""
     faiss_gpus: int
-    failures: list[tuple[str, str]]
-    """Skipped files (path, reason), at most the number asked for."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {
+        """One flat object: the facts, then the stats' own fields, the skipped files last."""
+        stats = asdict(self.stats)
+        failures = stats.pop("failures")
+        return {
             "library": str(self.library),
-            "first_taken": self.first_taken.isoformat() if self.first_taken else None,
-            "last_taken": self.last_taken.isoformat() if self.last_taken else None,
+            "database": self.database,
+            "model": self.model,
+            "model_identity": self.model_identity,
+            "dim": self.dim,
+            **stats,
+            "first_taken": self.stats.first_taken.isoformat() if self.stats.first_taken else None,
+            "last_taken": self.stats.last_taken.isoformat() if self.stats.last_taken else None,
             "index_file": str(self.index_file) if self.index_file else _STALE_INDEX,
+            "model_device": self.model_device,
+            "faiss_gpus": self.faiss_gpus,
+            "failures": failures,
         }
 
 
@@ -191,16 +196,10 @@ class Library:
             model=self.recorded_description(),
             model_identity=self.recorded_identity(),
             dim=self.dim(),
-            indexed=stats.indexed,
-            failed=stats.failed,
-            total_bytes=stats.total_bytes,
-            first_taken=stats.first_taken,
-            last_taken=stats.last_taken,
-            generation=stats.generation,
+            stats=stats,
             index_file=index_path if index_path.exists() else None,
             model_device=probe_device(),
             faiss_gpus=gpu_count(),
-            failures=stats.failures,
         )
 
     # --- the derived FAISS file ----------------------------------------------------------------

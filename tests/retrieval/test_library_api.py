@@ -120,13 +120,14 @@ def test_facts_of_an_indexed_library(indexed: Library, tiny_encoder: Encoder, ph
     assert facts.model_identity == tiny_encoder.identity.key
     assert facts.model == tiny_encoder.identity.description
     assert facts.dim == tiny_encoder.dim
-    assert (facts.indexed, facts.failed) == (13, 1)
+    stats = facts.stats
+    assert (stats.indexed, stats.failed) == (13, 1)
     on_disk = [p for p in photos.rglob("*") if p.is_file() and p.name != "broken.jpg"]
-    assert facts.total_bytes == sum(p.stat().st_size for p in on_disk)
-    assert facts.first_taken is not None and facts.first_taken == facts.last_taken
-    assert facts.generation == indexed.store.generation()
-    assert facts.index_file == indexed.index_path(facts.generation) and facts.index_file.is_file()
-    assert [path for path, _reason in facts.failures] == [str(photos / "broken.jpg")]
+    assert stats.total_bytes == sum(p.stat().st_size for p in on_disk)
+    assert stats.first_taken is not None and stats.first_taken == stats.last_taken
+    assert stats.generation == indexed.store.generation()
+    assert facts.index_file == indexed.index_path(stats.generation) and facts.index_file.is_file()
+    assert [path for path, _reason in stats.failures] == [str(photos / "broken.jpg")]
     assert facts.model_device == resolve_device("auto")
     assert facts.faiss_gpus >= 0
 
@@ -138,9 +139,11 @@ def test_facts_to_json_keys_and_values(indexed: Library) -> None:
     assert list(data) == FACT_KEYS
     assert json.loads(json.dumps(data)) == data
     assert data["library"] == str(indexed.directory)
-    assert facts.first_taken is not None and data["first_taken"] == facts.first_taken.isoformat()
+    first_taken = facts.stats.first_taken
+    assert first_taken is not None and data["first_taken"] == data["last_taken"] == first_taken.isoformat()
+    assert (data["indexed"], data["failed"], data["generation"]) == (13, 1, facts.stats.generation)
     assert data["index_file"] == str(facts.index_file)
-    assert data["failures"] == [] and facts.failed == 1
+    assert data["failures"] == [] and facts.stats.failed == 1
     assert facts.index_file is not None
     facts.index_file.unlink()
     stale = indexed.facts().to_json()
