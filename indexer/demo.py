@@ -13,6 +13,7 @@ from pathlib import Path
 
 from indexer.bench_recall import RecallBenchReport, bench_recall
 from indexer.pipeline import IndexReport, ProgressCallback, index_folders
+from retrieval.config import DEFAULT_DEMO_FOLDER, DEFAULT_DEMO_IMAGES, DEFAULT_DEMO_K
 from retrieval.library import Library
 from retrieval.model.reference import reference_spec
 from retrieval.quality.captions import load_captions
@@ -47,8 +48,16 @@ class DemoReport:
     recall: RecallBenchReport
 
 
-def run_demo(folder: str | Path, *, images: int, k: int = 3, progress: ProgressCallback | None = None) -> DemoReport:
-    root = Path(folder).expanduser()
+def run_demo(
+    folder: str | Path | None = None,
+    *,
+    images: int = DEFAULT_DEMO_IMAGES,
+    k: int = DEFAULT_DEMO_K,
+    progress: ProgressCallback | None = None,
+) -> DemoReport:
+    """Run the demo in `folder` (default: DEFAULT_DEMO_FOLDER under the current folder) on `images` scenes,
+    showing `k` results per query."""
+    root = Path(folder or DEFAULT_DEMO_FOLDER).expanduser()
     spec = reference_spec()
     dataset = generate_dataset(root / "scenes", seed=DEMO_SEED, sizes={DEMO_SPLIT: images})
     captions_file = dataset.split_file(DEMO_SPLIT)

@@ -1,48 +1,83 @@
-"""clipsearch's core library: encode with open_clip, store in SQL, search with FAISS."""
+"""clipsearch's core library: encode with open_clip, store in SQL, search with FAISS.
+
+The public names load from their modules on first use (PEP 562), so that importing `retrieval` or a light
+part of it (`retrieval.config`, `retrieval.errors`) imports neither torch, open_clip, faiss nor SQLAlchemy.
+"""
 
 from __future__ import annotations
 
-from retrieval.errors import (
-    ClipsearchError,
-    DeviceUnavailableError,
-    EmptyLibraryError,
-    IndexRootError,
-    InvalidQueryError,
-    LibraryBusyError,
-    LibraryNotFoundError,
-    ModelMismatchError,
-    ModelUnavailableError,
-    UnreadableImageError,
-)
-from retrieval.index import VectorIndex
-from retrieval.library import Library
-from retrieval.model.encoder import Encoder, RandomWeightsWarning
-from retrieval.model.specs import ModelIdentity, ModelSpec
-from retrieval.search import Searcher, SearchResult
-from retrieval.storage.records import FileMetadata, ImageRecord, LibraryStats
-from retrieval.storage.store import Store
+import importlib
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "ClipsearchError",
-    "DeviceUnavailableError",
-    "EmptyLibraryError",
-    "Encoder",
-    "FileMetadata",
-    "ImageRecord",
-    "IndexRootError",
-    "InvalidQueryError",
-    "Library",
-    "LibraryBusyError",
-    "LibraryNotFoundError",
-    "LibraryStats",
-    "ModelIdentity",
-    "ModelMismatchError",
-    "ModelSpec",
-    "ModelUnavailableError",
-    "RandomWeightsWarning",
-    "SearchResult",
-    "Searcher",
-    "Store",
-    "UnreadableImageError",
-    "VectorIndex",
-]
+if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
+    from retrieval.errors import ClipsearchError as ClipsearchError
+    from retrieval.errors import DeviceUnavailableError as DeviceUnavailableError
+    from retrieval.errors import EmptyLibraryError as EmptyLibraryError
+    from retrieval.errors import IndexRootError as IndexRootError
+    from retrieval.errors import InvalidQueryError as InvalidQueryError
+    from retrieval.errors import LibraryBusyError as LibraryBusyError
+    from retrieval.errors import LibraryNotFoundError as LibraryNotFoundError
+    from retrieval.errors import ModelMismatchError as ModelMismatchError
+    from retrieval.errors import ModelUnavailableError as ModelUnavailableError
+    from retrieval.errors import UnreadableImageError as UnreadableImageError
+    from retrieval.index import VectorIndex as VectorIndex
+    from retrieval.library import Library as Library
+    from retrieval.library import LibraryFacts as LibraryFacts
+    from retrieval.model.encoder import Encoder as Encoder
+    from retrieval.model.encoder import RandomWeightsWarning as RandomWeightsWarning
+    from retrieval.model.specs import ModelIdentity as ModelIdentity
+    from retrieval.model.specs import ModelSpec as ModelSpec
+    from retrieval.search import Searcher as Searcher
+    from retrieval.search import SearchResult as SearchResult
+    from retrieval.storage.records import FileMetadata as FileMetadata
+    from retrieval.storage.records import ImageRecord as ImageRecord
+    from retrieval.storage.records import LibraryStats as LibraryStats
+    from retrieval.storage.store import Store as Store
+
+_EXPORTS = {
+    "retrieval.errors": (
+        "ClipsearchError",
+        "DeviceUnavailableError",
+        "EmptyLibraryError",
+        "IndexRootError",
+        "InvalidQueryError",
+        "LibraryBusyError",
+        "LibraryNotFoundError",
+        "ModelMismatchError",
+        "ModelUnavailableError",
+        "UnreadableImageError",
+    ),
+    "retrieval.index": ("VectorIndex",),
+    "retrieval.library": ("Library", "LibraryFacts"),
+    "retrieval.model.encoder": ("Encoder", "RandomWeightsWarning"),
+    "retrieval.model.specs": ("ModelIdentity", "ModelSpec"),
+    "retrieval.search": ("Searcher", "SearchResult"),
+    "retrieval.storage.records": ("FileMetadata", "ImageRecord", "LibraryStats"),
+    "retrieval.storage.store": ("Store",),
+}
+
+
+def lazy_exports(
+    package: str, exports: Mapping[str, Sequence[str]]
+) -> tuple[list[str], Callable[[str], object], Callable[[], list[str]]]:
+    """`__all__`, `__getattr__` and `__dir__` of a package whose public names, listed per module in
+    `exports`, load from their module on first use (and are then kept in the package)."""
+    module_of = {name: module for module, names in exports.items() for name in names}
+    namespace = vars(sys.modules[package])
+
+    def getattr_(name: str) -> object:
+        if name not in module_of:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module_of[name]), name)
+        namespace[name] = value
+        return value
+
+    def dir_() -> list[str]:
+        return sorted({*namespace, *module_of})
+
+    return sorted(module_of), getattr_, dir_
+
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

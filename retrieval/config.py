@@ -46,3 +46,21 @@ REFERENCE_CHECKPOINT_FILE = "reference.pt"
 """The project's own small model, trained by `clipsearch train` on generated scenes (see README): package
 data in retrieval/model/data/, found by `retrieval.model.reference`."""
 DEFAULT_DEMO_IMAGES = 300
+DEFAULT_DEMO_K = 3
+"""Results the demo shows per query."""
+DEFAULT_DEMO_FOLDER = Path("clipsearch-demo")
+"""Where the demo's scenes and libraries go, under the current folder."""
+DEFAULT_FAILURES_SHOWN = 20
+"""Skipped files that a library's facts (`clipsearch info`) list."""
+GPU_CHOICES = ("auto", "never", "always")
+"""Where FAISS searches: `auto` on a GPU when faiss has one."""
+
+DEFAULT_TRAIN_EPOCHS = 10
+DEFAULT_TRAIN_BATCH_SIZE = 128
+DEFAULT_TRAIN_LR = 5e-4
+DEFAULT_TRAIN_WEIGHT_DECAY = 0.1
+DEFAULT_TRAIN_WARMUP_STEPS = 100
+DEFAULT_TRAIN_GRAD_CLIP = 1.0
+DEFAULT_TRAIN_SEED = 0
+DEFAULT_TRAIN_VAL_IMAGES = 1000
+"""`clipsearch train`'s defaults, named here so that `train --help` needs no torch (`TrainOptions` has the same)."""

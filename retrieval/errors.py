@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class ClipsearchError(Exception):
-    """Base class of every error a user can act on."""
+    """Base class of every error a user can act on.
+
+    A message names the caller's parameters as Python sees them, in backticks (`model`), and lists them in
+    `parameters`; `naming` shows them another way, as the CLI does with its flags (--model).
+    """
+
+    def __init__(self, message: str, *, parameters: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.parameters = parameters
+
+    def naming(self, names: Mapping[str, str]) -> str:
+        """The message with each of its parameters called what `names` says (those it lacks stay as they are)."""
+        message = str(self)
+        for parameter in self.parameters:
+            if parameter in names:
+                message = message.replace(f"`{parameter}`", names[parameter])
+        return message
 
 
 class ModelUnavailableError(ClipsearchError):

@@ -9,27 +9,89 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from retrieval.config import DATABASE_FILE, INDEX_FILE_PREFIX, INDEX_FILE_SUFFIX
+from retrieval.config import (
+    DATABASE_FILE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_FAILURES_SHOWN,
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    INDEX_FILE_PREFIX,
+    INDEX_FILE_SUFFIX,
+    LIBRARY_ENV,
+    default_library_dir,
+)
 from retrieval.errors import LibraryBusyError, LibraryNotFoundError, ModelMismatchError
-from retrieval.index import VectorIndex
-from retrieval.model.encoder import Encoder
+from retrieval.index import VectorIndex, gpu_count
+from retrieval.model.devices import probe_device
 from retrieval.model.specs import ModelSpec
+from retrieval.storage.records import LibraryStats
 from retrieval.storage.store import Store
+
+if TYPE_CHECKING:
+    from retrieval.model.encoder import Encoder
 
 _META_MODEL, _META_PRETRAINED, _META_DIM = "model", "pretrained", "dim"
 _META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"
+_STALE_INDEX = "stale or missing (rebuilt on next search)"
+
+
+@dataclass(frozen=True)
+class LibraryFacts:
+    """What there is to know about a library at a glance (`clipsearch info`)."""
+
+    library: Path
+    database: str
+    """The store's URL, password hidden."""
+    model: str | None
+    """The recorded model as people read it; None before the first index run."""
+    model_identity: str | None
+    dim: int | None
+    stats: LibraryStats
+    """Counts, bytes, EXIF date range, generation, and the skipped files asked for."""
+    index_file: Path | None
+    """The FAISS file of the current generation; None when it is stale or missing (the next search rebuilds it)."""
+    model_device: str
+    """Where a model would run here with `device` auto."""
+    faiss_gpus: int
+
+    def to_json(self) -> dict[str, Any]:
+        """One flat object: the facts, then the stats' own fields, the skipped files last."""
+        stats = asdict(self.stats)
+        failures = stats.pop("failures")
+        return {
+            "library": str(self.library),
+            "database": self.database,
+            "model": self.model,
+            "model_identity": self.model_identity,
+            "dim": self.dim,
+            **stats,
+            "first_taken": self.stats.first_taken.isoformat() if self.stats.first_taken else None,
+            "last_taken": self.stats.last_taken.isoformat() if self.stats.last_taken else None,
+            "index_file": str(self.index_file) if self.index_file else _STALE_INDEX,
+            "model_device": self.model_device,
+            "faiss_gpus": self.faiss_gpus,
+            "failures": failures,
+        }
 
 
 class Library:
-    def __init__(self, directory: str | Path, *, create: bool = False, database_url: str | None = None) -> None:
-        self.directory = Path(directory).expanduser().resolve()
+    """One library folder; `directory` None is the default one (CLIPSEARCH_LIBRARY, else the user data folder)."""
+
+    def __init__(
+        self, directory: str | Path | None = None, *, create: bool = False, database_url: str | None = None
+    ) -> None:
+        self.directory = Path(directory or default_library_dir()).expanduser().resolve()
         database = self.directory / DATABASE_FILE
         if database_url is None and not database.exists() and not create:
             raise LibraryNotFoundError(
                 f"no library at {self.directory}: run `clipsearch index FOLDER` first "
-                "(or point --library / CLIPSEARCH_LIBRARY at an existing one)"
+                f"(or point `directory` / {LIBRARY_ENV} at an existing one)",
+                parameters=("directory",),
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         self.store = Store(database_url or f"sqlite:///{database}")
@@ -55,15 +117,44 @@ class Library:
         """The recorded model as people read it: its label (a config file's name) and identity."""
         return self.store.get_meta(_META_DESCRIPTION) or self.recorded_identity()
 
-    def encoder(self, spec: ModelSpec | None = None, **options: object) -> Encoder:
-        """An encoder for this library: the recorded model unless `spec` names one; a conflict is refused."""
+    def model_for(
+        self, model: str | None = None, pretrained: str | None = None, *, or_default: bool = False
+    ) -> ModelSpec:
+        """The model a run on this library uses: the one named, completed from the record; else the recorded
+        one; else, with `or_default` (a run that may start the library), DEFAULT_MODEL and DEFAULT_PRETRAINED.
+
+        A model named without `pretrained` keeps the recorded weights when it is the recorded model (a
+        relative config path names the recorded absolute one) and takes the default tag otherwise."""
         recorded = self.recorded_model()
-        chosen = spec or recorded
-        if chosen is None:
-            raise LibraryNotFoundError(
-                f"the library at {self.directory} has no model recorded yet: index a folder first"
-            )
-        encoder = Encoder(chosen, **options)  # type: ignore[arg-type]
+        default = ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED)
+        if model is None and pretrained is None:
+            if recorded is None and not or_default:
+                raise LibraryNotFoundError(
+                    f"the library at {self.directory} has no model recorded yet: index a folder first"
+                )
+            return recorded or default
+        base = recorded or default
+        if model is not None:
+            model = ModelSpec(model, base.pretrained).absolute().model
+        if pretrained is None:
+            pretrained = base.pretrained if model in (None, base.model) else DEFAULT_PRETRAINED
+        return ModelSpec(model or base.model, pretrained)
+
+    def encoder(
+        self,
+        spec: ModelSpec | None = None,
+        *,
+        device: str = DEFAULT_DEVICE,
+        precision: str = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        cache_dir: str | None = None,
+    ) -> Encoder:
+        """An encoder for this library: the recorded model unless `spec` names one; a conflict is refused."""
+        from retrieval.model.encoder import Encoder  # model code loads with a model, not with the library
+
+        encoder = Encoder(
+            spec or self.model_for(), device=device, precision=precision, batch_size=batch_size, cache_dir=cache_dir
+        )
         self.check_model(encoder)
         return encoder
 
@@ -72,8 +163,9 @@ class Library:
         if identity is not None and identity != encoder.identity.key:
             raise ModelMismatchError(
                 f"the library at {self.directory} was built with [{self.recorded_description()}] but this run "
-                f"uses [{encoder.identity.description}]. Leave out --model/--pretrained to use the library's model, "
-                "or give another --library for the new model."
+                f"uses [{encoder.identity.description}]. Leave out `model`/`pretrained` to use the library's model, "
+                "or give another `directory` for the new model.",
+                parameters=("model", "pretrained", "directory"),
             )
 
     def bind_model(self, encoder: Encoder) -> None:
@@ -93,6 +185,22 @@ class Library:
     def dim(self) -> int | None:
         value = self.store.get_meta(_META_DIM)
         return int(value) if value else None
+
+    def facts(self, failure_limit: int = DEFAULT_FAILURES_SHOWN) -> LibraryFacts:
+        """The library's facts, with at most `failure_limit` skipped files; imports no model code."""
+        stats = self.store.stats(failure_limit)
+        index_path = self.index_path(stats.generation)
+        return LibraryFacts(
+            library=self.directory,
+            database=self.store.engine.url.render_as_string(hide_password=True),
+            model=self.recorded_description(),
+            model_identity=self.recorded_identity(),
+            dim=self.dim(),
+            stats=stats,
+            index_file=index_path if index_path.exists() else None,
+            model_device=probe_device(),
+            faiss_gpus=gpu_count(),
+        )
 
     # --- the derived FAISS file ----------------------------------------------------------------
     def index_path(self, generation: int) -> Path:

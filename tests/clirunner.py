@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 from click.testing import CliRunner, Result
 
 from indexer.cli import cli
@@ -20,3 +21,14 @@ def assert_clean_failure(result: Result, code: int = 1) -> str:
     assert "Traceback" not in result.output
     assert "Error:" in result.output
     return result.output
+
+
+def leaf_commands(command: click.Command, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], click.Command]:
+    """Every runnable command under `command` (a group's subcommands, recursively), by the words naming it."""
+    if not isinstance(command, click.Group):
+        return {path: command}
+    return {
+        leaf: found
+        for name, sub in command.commands.items()
+        for leaf, found in leaf_commands(sub, (*path, name)).items()
+    }

@@ -1,36 +1,22 @@
-"""`clipsearch index`, added to the `indexer.cli.app` group; this module is the console entry point."""
+"""`clipsearch index`: bring a library up to date with folders of images."""
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-import indexer.cli.bench  # noqa: F401  (registers bench and demo; it imports indexer.cli.train: train, generate-dataset)
-from indexer.cli.app import (
-    chosen_spec,
-    cli,
-    library_options,
-    make_encoder,
-    model_options,
-    open_library,
-    stderr_progress_bar,
-)
-from indexer.pipeline import IndexReport, ProgressCallback, index_folders
-from indexer.scan import ScanOptions, check_roots
-from retrieval.config import DEFAULT_DECODE_WORKERS, DEFAULT_MODEL, DEFAULT_PRETRAINED
-from retrieval.model.specs import ModelSpec
+from indexer.cli.options import library_options, model_options
+from indexer.cli.output import ProgressBar, echo_json
+from retrieval.config import DEFAULT_DECODE_WORKERS
 
-__all__ = ["cli", "main"]
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexReport
 
 
-@cli.command()
+@click.command()
 @click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files or folders matching GLOB (repeatable).")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders (names starting with '.').")
@@ -47,7 +33,23 @@ __all__ = ["cli", "main"]
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @model_options
 @library_options
-def index(roots: tuple[Path, ...], **kwargs: Any) -> None:
+def index(
+    roots: tuple[Path, ...],
+    exclude: tuple[str, ...],
+    include_hidden: bool,
+    follow_symlinks: bool,
+    retry_errors: bool,
+    workers: int,
+    quiet: bool,
+    as_json: bool,
+    model: str | None,
+    pretrained: str | None,
+    device: str,
+    precision: str,
+    batch_size: int,
+    library_dir: Path | None,
+    database_url: str | None,
+) -> None:
     """Index the images under ROOTS (incremental: only new and changed files are embedded).
 
     \b
@@ -56,54 +58,33 @@ def index(roots: tuple[Path, ...], **kwargs: Any) -> None:
       clipsearch index ~/Pictures /mnt/photos --exclude '*/thumbnails/*'
       clipsearch index ./demo --model data/models/tiny.json --pretrained none   # offline test run
     """
-    options = ScanOptions(
-        include_hidden=kwargs["include_hidden"],
-        exclude=tuple(kwargs["exclude"]),
-        follow_symlinks=kwargs["follow_symlinks"],
-    )
+    from indexer.pipeline import index_folders
+    from indexer.scan import ScanOptions, check_roots
+    from retrieval.library import Library
+
+    options = ScanOptions(include_hidden=include_hidden, exclude=exclude, follow_symlinks=follow_symlinks)
     check_roots(str(root) for root in roots)  # before a library is created for nothing
-    with open_library(kwargs["library_dir"], kwargs["database_url"], create=True) as library:
-        spec = chosen_spec(library, kwargs["model"], kwargs["pretrained"]) or ModelSpec(
-            DEFAULT_MODEL, DEFAULT_PRETRAINED
-        )
-        encoder = make_encoder(library, spec, kwargs["device"], kwargs["precision"], kwargs["batch_size"])
-        show_progress = not kwargs["quiet"] and not kwargs["as_json"] and sys.stderr.isatty()
-        with _progress_bar(show_progress) as progress:
+    with Library(library_dir, create=True, database_url=database_url) as library:
+        spec = library.model_for(model, pretrained, or_default=True)
+        encoder = library.encoder(spec, device=device, precision=precision, batch_size=batch_size)
+        with ProgressBar("embedding", quiet=quiet or as_json) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.update(done, total, f"{bar.per_second(done):.1f} img/s")
+
             report = index_folders(
                 library,
                 encoder,
-                [str(r) for r in roots],
+                [str(root) for root in roots],
                 options=options,
-                workers=kwargs["workers"],
-                retry_errors=kwargs["retry_errors"],
-                progress=progress,
+                workers=workers,
+                retry_errors=retry_errors,
+                progress=progress if bar.enabled else None,
             )
-    if kwargs["as_json"]:
-        click.echo(json.dumps(asdict(report) | {"images_per_second": report.images_per_second}))
+    if as_json:
+        echo_json(asdict(report) | {"images_per_second": report.images_per_second})
     else:
         _print_report(report)
-
-
-class _progress_bar:
-    """A click progress bar on stderr (count, rate, ETA), or nothing when not wanted."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> ProgressCallback | None:
-        return self.update if self.enabled else None
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = stderr_progress_bar(total, "embedding")
-        rate = done / max(time.perf_counter() - self.started, 1e-9)
-        self.bar.update(done - self.bar.pos, current_item=f"{rate:.1f} img/s")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 def _print_report(report: IndexReport) -> None:
@@ -119,7 +100,3 @@ def _print_report(report: IndexReport) -> None:
         click.echo(f"  ... and {len(report.failures) - 10} more (see `clipsearch info`)", err=True)
     for path, reason in report.unlisted:
         click.echo(f"  could not list {path}: {reason} (its stored images were kept)", err=True)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(args=list(argv) if argv is not None else sys.argv[1:], prog_name="clipsearch")

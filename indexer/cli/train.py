@@ -1,70 +1,47 @@
-"""`clipsearch train` and `clipsearch generate-dataset`, added to the `indexer.cli.app` group."""
+"""`clipsearch generate-dataset` and `clipsearch train`: make captioned data, train a model on it."""
 
 from __future__ import annotations
 
-import json
-import sys
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from indexer.cli.app import cli, stderr_progress_bar
-from retrieval.config import DEFAULT_DEVICE, DEFAULT_PRETRAINED, DEVICE_CHOICES, RANDOM_WEIGHTS
-from retrieval.model.specs import ModelSpec
-from retrieval.quality.captions import FORMATS, CaptionedDataset, load_captions
-from retrieval.quality.scene_dataset import (
-    DEFAULT_CAPTIONS_PER_IMAGE,
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_SPLIT_SIZES,
-    generate_dataset,
+from indexer.cli.options import captions_options
+from indexer.cli.output import ProgressBar, echo_json
+from retrieval.config import (
+    DEFAULT_DEVICE,
+    DEFAULT_PRETRAINED,
+    DEFAULT_TRAIN_BATCH_SIZE,
+    DEFAULT_TRAIN_EPOCHS,
+    DEFAULT_TRAIN_GRAD_CLIP,
+    DEFAULT_TRAIN_LR,
+    DEFAULT_TRAIN_SEED,
+    DEFAULT_TRAIN_VAL_IMAGES,
+    DEFAULT_TRAIN_WARMUP_STEPS,
+    DEFAULT_TRAIN_WEIGHT_DECAY,
+    DEVICE_CHOICES,
+    RANDOM_WEIGHTS,
 )
-from retrieval.training import TrainOptions, TrainProgress, TrainReport, train
+from retrieval.quality.scene_dataset import DEFAULT_CAPTIONS_PER_IMAGE, DEFAULT_IMAGE_SIZE, DEFAULT_SPLIT_SIZES
 
-_DEFAULTS = TrainOptions()
-
-
-def captions_options(func: Any) -> Any:
-    """How to read a captions file: shared by `train` and `bench recall`."""
-    for option in reversed(
-        [
-            click.option(
-                "--images-root",
-                type=click.Path(file_okay=False, path_type=Path),
-                default=None,
-                help="Folder image paths are relative to [default: the captions file's folder].",
-            ),
-            click.option(
-                "--format",
-                "caption_format",
-                type=click.Choice(FORMATS),
-                default="auto",
-                show_default=True,
-                help="Captions file format.",
-            ),
-            click.option(
-                "--split",
-                default=None,
-                help="Only this split (a CSV/JSONL `split` field; Karpathy JSON: default test).",
-            ),
-            click.option("--skip-missing", is_flag=True, help="Leave out listed images whose file is missing."),
-        ]
-    ):
-        func = option(func)
-    return func
+if TYPE_CHECKING:
+    from retrieval.training import TrainProgress, TrainReport
 
 
-def read_captions(path: Path, kwargs: dict[str, Any], split: str | None = None) -> CaptionedDataset:
-    return load_captions(
-        path,
-        images_root=kwargs["images_root"],
-        format=kwargs["caption_format"],
-        split=split if split is not None else kwargs["split"],
-        skip_missing=kwargs["skip_missing"],
-    )
+def _split_sizes(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, int] | None:
+    """`--size SPLIT=N` (repeatable) as {split: N}; none given = the generator's defaults."""
+    sizes = {}
+    for item in values:
+        split, _, count = item.partition("=")
+        if not split or not count.isdigit():
+            raise click.BadParameter(f"'{item}' is not SPLIT=N", param_hint="--size")
+        sizes[split] = int(count)
+    return sizes or None
 
 
-@cli.command("generate-dataset")
+@click.command("generate-dataset")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -72,12 +49,13 @@ def read_captions(path: Path, kwargs: dict[str, Any], split: str | None = None) 
     "sizes",
     multiple=True,
     metavar="SPLIT=N",
+    callback=_split_sizes,
     help=f"Images in a split (repeatable) [default: {', '.join(f'{s}={n}' for s, n in DEFAULT_SPLIT_SIZES.items())}].",
 )
 @click.option("--image-size", type=click.IntRange(min=16), default=DEFAULT_IMAGE_SIZE, show_default=True)
 @click.option("--captions-per-image", type=click.IntRange(min=1), default=DEFAULT_CAPTIONS_PER_IMAGE, show_default=True)
-def generate_dataset_command(
-    folder: Path, seed: int, sizes: tuple[str, ...], image_size: int, captions_per_image: int
+def generate_dataset(
+    folder: Path, seed: int, sizes: dict[str, int] | None, image_size: int, captions_per_image: int
 ) -> None:
     """Generate a captioned dataset of shapes on textured backgrounds (train/val/test/held-out splits).
 
@@ -88,24 +66,16 @@ def generate_dataset_command(
       clipsearch generate-dataset ./shapes
       clipsearch generate-dataset ./small --size train=2000 --size val=200 --size test=500
     """
-    chosen = dict(DEFAULT_SPLIT_SIZES)
-    if sizes:
-        chosen = {}
-        for item in sizes:
-            split, _, count = item.partition("=")
-            if not split or not count.isdigit():
-                raise click.BadParameter(f"'{item}' is not SPLIT=N", param_hint="--size")
-            chosen[split] = int(count)
-    dataset = generate_dataset(
-        folder, seed=seed, sizes=chosen, image_size=image_size, captions_per_image=captions_per_image
-    )
+    from retrieval.quality.scene_dataset import generate_dataset as generate
+
+    dataset = generate(folder, seed=seed, sizes=sizes, image_size=image_size, captions_per_image=captions_per_image)
     for split, facts in dataset.manifest["splits"].items():
         click.echo(
             f"{split:>14}: {facts['images']} images, {facts['captions']} captions -> {dataset.split_file(split)}"
         )
 
 
-@cli.command("train")
+@click.command("train")
 @click.argument("captions", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--output",
@@ -128,23 +98,23 @@ def generate_dataset_command(
     help=f"Start from: a tag or checkpoint (fine-tune) or 'none' (from scratch) "
     f"[default: none for a config file, {DEFAULT_PRETRAINED} for a name].",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=2), default=_DEFAULTS.batch_size, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.lr, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=_DEFAULTS.weight_decay, show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=_DEFAULTS.warmup_steps, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_TRAIN_EPOCHS, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULT_TRAIN_BATCH_SIZE, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TRAIN_LR, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULT_TRAIN_WEIGHT_DECAY, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=DEFAULT_TRAIN_WARMUP_STEPS, show_default=True)
 @click.option(
-    "--grad-clip", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.grad_clip, show_default=True
+    "--grad-clip", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TRAIN_GRAD_CLIP, show_default=True
 )
 @click.option("--lock-image", is_flag=True, help="Freeze the image tower (train the text side only).")
 @click.option("--lock-text", is_flag=True, help="Freeze the text tower (train the image side only).")
-@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
+@click.option("--seed", type=int, default=DEFAULT_TRAIN_SEED, show_default=True)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
 @click.option("--eval-every", type=click.IntRange(min=0), default=0, help="Validate every N steps [0: each epoch].")
 @click.option(
     "--val-images",
     type=click.IntRange(min=1),
-    default=_DEFAULTS.val_images,
+    default=DEFAULT_TRAIN_VAL_IMAGES,
     show_default=True,
     help="Validate on at most this many images.",
 )
@@ -155,7 +125,35 @@ def generate_dataset_command(
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @captions_options
-def train_command(captions: Path, **kwargs: Any) -> None:
+def train(
+    captions: Path,
+    output: Path,
+    val_captions: Path | None,
+    model: str,
+    pretrained: str | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    grad_clip: float,
+    lock_image: bool,
+    lock_text: bool,
+    seed: int,
+    max_steps: int | None,
+    eval_every: int,
+    val_images: int,
+    fp16_weights: bool,
+    resume: bool,
+    device: str,
+    workers: int,
+    quiet: bool,
+    as_json: bool,
+    images_root: Path | None,
+    caption_format: str,
+    split: str | None,
+    skip_missing: bool,
+) -> None:
     """Train or fine-tune a CLIP model contrastively on a captions file (CSV, JSONL, Karpathy JSON).
 
     The result loads everywhere with --model <same model> --pretrained OUTPUT/best.pt.
@@ -166,47 +164,42 @@ def train_command(captions: Path, **kwargs: Any) -> None:
       clipsearch train captions.csv --model ViT-B-32 --pretrained laion2b_s34b_b79k --lock-image --lr 1e-5 -o ft
       clipsearch train shapes/train.jsonl --model data/models/reference.json -o run --resume   # after a kill
     """
-    model = kwargs["model"]
-    pretrained = kwargs["pretrained"]
+    from retrieval.model.specs import ModelSpec
+    from retrieval.quality.captions import load_captions
+    from retrieval.training import TrainOptions
+    from retrieval.training import train as run_training
+
     if pretrained is None:
         pretrained = RANDOM_WEIGHTS if ModelSpec(model, "").is_config_file else DEFAULT_PRETRAINED
-    options = TrainOptions(**{name: kwargs[name] for name in TrainOptions.__dataclass_fields__ if name in kwargs})
-    train_data = read_captions(captions, kwargs)
-    val_data = read_captions(kwargs["val_captions"], kwargs) if kwargs["val_captions"] else None
-    show = not kwargs["quiet"] and not kwargs["as_json"] and sys.stderr.isatty()
-    with _TrainBar(show) as bar:
-        report = train(
+    options = TrainOptions(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        grad_clip=grad_clip, lock_image=lock_image, lock_text=lock_text, seed=seed, max_steps=max_steps,
+        device=device, workers=workers, eval_every=eval_every, val_images=val_images, fp16_weights=fp16_weights,
+    )  # fmt: skip
+    read = partial(
+        load_captions, images_root=images_root, format=caption_format, split=split, skip_missing=skip_missing
+    )
+    train_data = read(captions)
+    val_data = read(val_captions) if val_captions else None
+    with ProgressBar("training", quiet=quiet or as_json) as bar:
+        val_note = ""
+
+        def progress(event: TrainProgress) -> None:
+            nonlocal val_note
+            if event.val is not None:
+                val_note = f" val mean recall {event.val.mean:.1f}"
+            bar.update(event.step, event.total_steps, f"loss {event.loss:.3f}{val_note}")
+
+        report = run_training(
             ModelSpec(model, pretrained),
             train_data,
-            kwargs["output"],
+            output,
             options,
             val_data=val_data,
-            resume=kwargs["resume"],
-            progress=bar.update if show else None,
+            resume=resume,
+            progress=progress if bar.enabled else None,
         )
-    _print_report(report, model, as_json=kwargs["as_json"])
-
-
-class _TrainBar:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-        self.note = ""
-
-    def __enter__(self) -> _TrainBar:
-        return self
-
-    def update(self, progress: TrainProgress) -> None:
-        if self.bar is None:
-            self.bar = stderr_progress_bar(progress.total_steps, "training")
-            self.bar.update(progress.step - 1)
-        if progress.val is not None:
-            self.note = f" val mean recall {progress.val.mean:.1f}"
-        self.bar.update(1, current_item=f"loss {progress.loss:.3f}{self.note}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+    _print_report(report, model, as_json=as_json)
 
 
 def _print_report(report: TrainReport, model: str, *, as_json: bool) -> None:
@@ -223,7 +216,7 @@ def _print_report(report: TrainReport, model: str, *, as_json: bool) -> None:
         "use_with": f"--model {model} --pretrained {report.best_checkpoint}",
     }
     if as_json:
-        click.echo(json.dumps(summary))
+        echo_json(summary)
         return
     click.echo(
         f"trained {report.steps - report.resumed_from} steps (now {report.steps}/{report.total_steps}) "

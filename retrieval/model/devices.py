@@ -1,16 +1,26 @@
-"""Choosing the compute device and precision; the rest of the code only sees the result."""
+"""Choosing the compute device and precision; the rest of the code only sees the result.
+
+`resolve_device` asks torch, which the encoder loads anyway. `probe_device` gives the same answer for
+`auto` without importing torch, for callers that only report where a model would run (`info`).
+"""
 
 from __future__ import annotations
 
-import torch
+import importlib.util
+import platform
+import sys
+from pathlib import Path
 
 from retrieval.config import DEVICE_CHOICES
 from retrieval.errors import DeviceUnavailableError
 
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
+_CUDA_DRIVER = {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}
 
 
 def mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -19,15 +29,59 @@ def resolve_device(device: str) -> str:
     """`auto` picks CUDA, then Apple MPS, then CPU; an explicit device that is absent is an error."""
     if device not in DEVICE_CHOICES:
         raise DeviceUnavailableError(f"unknown device '{device}'; choose one of {', '.join(DEVICE_CHOICES)}")
+    import torch
+
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
         return "mps" if mps_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+        raise DeviceUnavailableError(
+            "`device` cuda asked for, but torch sees no CUDA GPU; use `device` cpu", parameters=("device",)
+        )
     if device == "mps" and not mps_available():
-        raise DeviceUnavailableError("--device mps asked for, but this torch has no MPS; use --device cpu")
+        raise DeviceUnavailableError(
+            "`device` mps asked for, but this torch has no MPS; use `device` cpu", parameters=("device",)
+        )
     return device
+
+
+def probe_device() -> str:
+    """What `resolve_device("auto")` picks, found without importing torch: CUDA when the installed torch is
+    built with it and the driver reports a GPU, then MPS on an Apple-silicon Mac (macOS 12.3+), else the CPU."""
+    if _torch_built_with_cuda() and cuda_device_count() > 0:
+        return "cuda"
+    if sys.platform == "darwin" and platform.machine() == "arm64" and _macos_version() >= (12, 3):
+        return "mps"
+    return "cpu"
+
+
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver reports (0 without a driver), asked through the driver library itself."""
+    import ctypes
+
+    name = _CUDA_DRIVER.get(sys.platform)
+    if name is None:
+        return 0
+    try:
+        driver = ctypes.CDLL(name)
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def _torch_built_with_cuda() -> bool:
+    spec = importlib.util.find_spec("torch")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        return False
+    return any((Path(spec.origin).parent / "lib").glob("*torch_cuda*"))
+
+
+def _macos_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in platform.mac_ver()[0].split(".")[:2] if part.isdigit())
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -37,5 +91,7 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "auto":
         return "fp16" if device in ("cuda", "mps") else "fp32"
     if precision == "fp16" and device == "cpu":
-        raise DeviceUnavailableError("fp16 is not supported on the CPU; use --precision fp32 or bf16")
+        raise DeviceUnavailableError(
+            "fp16 is not supported on the CPU; use `precision` fp32 or bf16", parameters=("precision",)
+        )
     return precision

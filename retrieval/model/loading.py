@@ -6,13 +6,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import open_clip
-import torch
-
 from retrieval.config import RANDOM_WEIGHTS_SEED
 from retrieval.errors import ModelUnavailableError
 from retrieval.model.specs import ModelSpec, check_pretrained, open_clip_name
-from retrieval.model.weights import locate_pretrained
 
 
 class RandomWeightsWarning(UserWarning):
@@ -39,6 +35,10 @@ def load_model(
 ) -> LoadedModel:
     """The model `spec` names, on `device`. Random weights are seeded, so every load is the same model;
     pretrained tags are looked up in the local caches first and fail with the fix when offline."""
+    import torch
+
+    from retrieval.model.weights import locate_pretrained
+
     name = open_clip_name(spec)
     check_pretrained(spec)
     if spec.random_weights:
@@ -71,6 +71,8 @@ def _create(
     cache_dir: str | None,
     **preprocess: Any,
 ) -> LoadedModel:
+    import open_clip
+
     quick_gelu = bool(preprocess.pop("quick_gelu", False))
     overrides = {f"image_{key}": value for key, value in preprocess.items()}
     try:

@@ -17,8 +17,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import open_clip
-
 from retrieval.config import RANDOM_WEIGHTS
 from retrieval.errors import ModelUnavailableError
 
@@ -122,6 +120,8 @@ def _digest(text: str) -> str:
 @cache
 def _register_config(text: str, stem: str) -> str:
     """Register a config with open_clip under a name unique to its content; return that name."""
+    import open_clip
+
     name = f"clipsearch-{stem}-{_digest(text)[:12]}"
     folder = Path(tempfile.mkdtemp(prefix="clipsearch-configs-"))
     (folder / f"{name}.json").write_text(text)
@@ -131,6 +131,8 @@ def _register_config(text: str, stem: str) -> str:
 
 def open_clip_name(spec: ModelSpec) -> str:
     """The name open_clip knows the architecture by, registering a config file when needed."""
+    import open_clip
+
     if spec.is_config_file:
         config = load_config_file(spec.model)
         return _register_config(_canonical(config), Path(spec.model).stem)
@@ -142,6 +144,8 @@ def open_clip_name(spec: ModelSpec) -> str:
 
 
 def embedding_dim(spec: ModelSpec) -> int:
+    import open_clip
+
     config = open_clip.get_model_config(open_clip_name(spec))
     if config is None:
         raise ModelUnavailableError(f"no open_clip config for model '{spec.model}'")
@@ -157,6 +161,8 @@ def check_pretrained(spec: ModelSpec) -> None:
             f"'{spec.pretrained}' is neither a checkpoint file nor 'none'; a model given as a config file "
             "needs --pretrained PATH (a checkpoint) or --pretrained none."
         )
+    import open_clip
+
     tags = open_clip.list_pretrained_tags_by_model(spec.model)
     if spec.pretrained not in tags:
         raise ModelUnavailableError(

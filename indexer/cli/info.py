@@ -1,0 +1,58 @@
+"""`clipsearch info`: the library's facts (`Library.facts`), as lines or one JSON object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from indexer.cli.options import library_options
+from indexer.cli.output import echo_json
+from retrieval.config import DEFAULT_FAILURES_SHOWN
+
+_SHOWN = (
+    "library",
+    "database",
+    "model",
+    "dim",
+    "indexed",
+    "failed",
+    "total_bytes",
+    "first_taken",
+    "last_taken",
+    "index_file",
+    "model_device",
+    "faiss_gpus",
+)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object.")
+@click.option(
+    "--failures",
+    "failure_limit",
+    type=click.IntRange(min=0),
+    default=DEFAULT_FAILURES_SHOWN,
+    show_default=True,
+    help="How many skipped files to list.",
+)
+@library_options
+def info(as_json: bool, failure_limit: int, library_dir: Path | None, database_url: str | None) -> None:
+    """Show what is in the library: model, counts, index file, skipped files.
+
+    \b
+    Example:
+      clipsearch info
+      clipsearch info --json --failures 100
+    """
+    from retrieval.library import Library
+
+    with Library(library_dir, database_url=database_url) as library:
+        facts = library.facts(failure_limit).to_json()
+    if as_json:
+        echo_json(facts)
+        return
+    for key in _SHOWN:
+        click.echo(f"{key.replace('_', ' '):>12}: {facts[key] if facts[key] is not None else '-'}")
+    for path, reason in facts["failures"]:
+        click.echo(f"     skipped: {path}: {reason}")

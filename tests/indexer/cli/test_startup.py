@@ -1,0 +1,63 @@
+"""Starting is cheap: help, version and `info` on a real library import neither torch nor open_clip.
+
+Each case runs `clipsearch` in a fresh interpreter (the modules a test process already holds say nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from indexer.cli import cli
+from indexer.pipeline import index_folders
+from retrieval.library import Library
+from retrieval.model.devices import resolve_device
+from retrieval.model.encoder import Encoder
+from tests.clirunner import leaf_commands
+from tests.fresh import run_python
+
+HEAVY = ("torch", "open_clip")
+RUN_CLI = f"""
+import json, sys
+from indexer.cli import main
+code = None
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}), file=sys.stderr)
+"""
+
+
+def run_cli(*args: str) -> tuple[str, list[str]]:
+    """`clipsearch ARGS` in a fresh interpreter: its stdout, and the heavy modules it imported."""
+    result = run_python(RUN_CLI, *args)
+    outcome = json.loads(result.stderr.splitlines()[-1])
+    assert outcome["code"] in (0, None), result.stdout + result.stderr
+    return result.stdout, outcome["heavy"]
+
+
+HELP_CASES = [["--help"], ["--version"]] + [[*path, "--help"] for path in leaf_commands(cli)]
+
+
+@pytest.mark.parametrize("args", HELP_CASES, ids=" ".join)
+def test_help_and_version_import_no_model_code(args: list[str]) -> None:
+    """`--help`, `--version` and every `COMMAND --help` print without importing torch or open_clip."""
+    output, heavy = run_cli(*args)
+    assert output.strip()
+    assert heavy == []
+
+
+def test_info_on_a_real_library_imports_no_model_code(library: Library, tiny_encoder: Encoder, photos: Path) -> None:
+    """`info` and `info --json` on an indexed library report its facts without importing torch or open_clip."""
+    index_folders(library, tiny_encoder, [str(photos)], workers=1)
+    text, heavy = run_cli("info", "--library", str(library.directory))
+    assert heavy == []
+    assert "     indexed: 13\n" in text
+    data, heavy = run_cli("info", "--json", "--library", str(library.directory))
+    assert heavy == []
+    facts = json.loads(data)
+    assert (facts["indexed"], facts["model_identity"]) == (13, tiny_encoder.identity.key)
+    assert facts["model_device"] == resolve_device("auto")

@@ -1,0 +1,158 @@
+"""The library's answers to what every caller asks, CLI or Python: which model a run uses (`model_for`),
+what the library holds (`facts`), and where a library is when none is named.
+
+Real libraries on disk, indexed by the real pipeline with the tiny random-weight model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from indexer.pipeline import index_folders
+from retrieval.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, LIBRARY_ENV, RANDOM_WEIGHTS
+from retrieval.errors import LibraryNotFoundError, ModelMismatchError
+from retrieval.library import Library
+from retrieval.model.devices import resolve_device
+from retrieval.model.encoder import Encoder
+from retrieval.model.specs import ModelSpec
+from tests import imagefactory
+
+FACT_KEYS = [
+    "library", "database", "model", "model_identity", "dim", "indexed", "failed", "total_bytes", "first_taken",
+    "last_taken", "generation", "index_file", "model_device", "faiss_gpus", "failures",
+]  # fmt: skip
+
+
+@pytest.fixture
+def indexed(library: Library, tiny_encoder: Encoder, photos: Path) -> Library:
+    """The `photos` folder (12 PNGs and an EXIF JPEG) plus one truncated JPEG, indexed with the tiny model."""
+    imagefactory.truncated_jpeg(photos / "broken.jpg")
+    index_folders(library, tiny_encoder, [str(photos)], workers=1)
+    return library
+
+
+# --- which model ---------------------------------------------------------------------------------------------
+
+
+def test_model_for_a_new_library_is_the_default_only_when_asked(library: Library) -> None:
+    """Nothing named, nothing recorded: a run that may start the library gets the default model; a run that
+    needs the library's own model is told to index first."""
+    assert library.model_for(or_default=True) == ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED)
+    with pytest.raises(LibraryNotFoundError, match="no model recorded yet"):
+        library.model_for()
+    with pytest.raises(LibraryNotFoundError, match="no model recorded yet"):
+        library.encoder()
+
+
+def test_model_for_names_on_a_new_library_are_completed_with_defaults(library: Library, tiny_config: Path) -> None:
+    """A model named without weights gets the default tag; weights named alone go with the default model."""
+    assert library.model_for("ViT-B-16") == ModelSpec("ViT-B-16", DEFAULT_PRETRAINED)
+    assert library.model_for(pretrained="none") == ModelSpec(DEFAULT_MODEL, "none")
+    assert library.model_for(str(tiny_config), "none", or_default=True) == ModelSpec(str(tiny_config), "none")
+
+
+def test_model_for_a_bound_library_is_the_recorded_model(indexed: Library, tiny_spec: ModelSpec) -> None:
+    """Nothing named: the recorded model, with or without `or_default`; naming it again changes nothing."""
+    recorded = tiny_spec.absolute()
+    assert indexed.model_for() == indexed.model_for(or_default=True) == recorded
+    assert indexed.model_for(recorded.model) == recorded
+    assert indexed.model_for(recorded.model, RANDOM_WEIGHTS) == recorded
+
+
+def test_model_for_a_relative_config_path_is_the_recorded_model(
+    indexed: Library, tiny_spec: ModelSpec, tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`./tiny.json` from its folder names the recorded absolute path, so the recorded weights are kept."""
+    monkeypatch.chdir(tiny_config.parent)
+    assert indexed.model_for(f"./{tiny_config.name}") == tiny_spec.absolute()
+
+
+def test_model_for_another_model_takes_the_default_weights(indexed: Library, tmp_path: Path) -> None:
+    """Another model named without weights: the default tag, not the recorded model's weights; the
+    recorded model with other weights keeps its architecture."""
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    assert indexed.model_for(str(other)) == ModelSpec(str(other.resolve()), DEFAULT_PRETRAINED)
+    recorded = indexed.recorded_model()
+    assert recorded is not None
+    assert indexed.model_for(pretrained="/w.pt") == ModelSpec(recorded.model, "/w.pt")
+
+
+def test_encoder_refuses_another_model_naming_the_parameters(indexed: Library, tmp_path: Path) -> None:
+    """The mismatch names both models and the Python parameters to change (the CLI shows them as flags)."""
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(json.loads(Path(indexed.model_for().model).read_text()) | {"embed_dim": 16}))
+    with pytest.raises(ModelMismatchError) as caught:
+        indexed.encoder(indexed.model_for(str(other), "none"), device="cpu")
+    message = str(caught.value)
+    assert "Leave out `model`/`pretrained` to use the library's model, or give another `directory`" in message
+    assert "--" not in message
+    assert caught.value.parameters == ("model", "pretrained", "directory")
+
+
+# --- where a library is ----------------------------------------------------------------------------------------
+
+
+def test_no_directory_is_the_default_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Library()` opens the default library (CLIPSEARCH_LIBRARY here); a missing one names the parameter."""
+    where = tmp_path / "default-library"
+    monkeypatch.setenv(LIBRARY_ENV, str(where))
+    with pytest.raises(LibraryNotFoundError) as caught:
+        Library()
+    assert f"point `directory` / {LIBRARY_ENV} at an existing one" in str(caught.value)
+    assert caught.value.parameters == ("directory",)
+    assert not where.exists()
+    with Library(create=True) as created:
+        assert created.directory == where.resolve()
+
+
+# --- facts -----------------------------------------------------------------------------------------------------
+
+
+def test_facts_of_an_indexed_library(indexed: Library, tiny_encoder: Encoder, photos: Path) -> None:
+    """Counts, model, dimension, dates, the index file and the skipped file, as the store and disk say."""
+    facts = indexed.facts()
+    assert facts.library == indexed.directory
+    assert facts.database == f"sqlite:///{indexed.directory / 'library.db'}"
+    assert facts.model_identity == tiny_encoder.identity.key
+    assert facts.model == tiny_encoder.identity.description
+    assert facts.dim == tiny_encoder.dim
+    stats = facts.stats
+    assert (stats.indexed, stats.failed) == (13, 1)
+    on_disk = [p for p in photos.rglob("*") if p.is_file() and p.name != "broken.jpg"]
+    assert stats.total_bytes == sum(p.stat().st_size for p in on_disk)
+    assert stats.first_taken is not None and stats.first_taken == stats.last_taken
+    assert stats.generation == indexed.store.generation()
+    assert facts.index_file == indexed.index_path(stats.generation) and facts.index_file.is_file()
+    assert [path for path, _reason in stats.failures] == [str(photos / "broken.jpg")]
+    assert facts.model_device == resolve_device("auto")
+    assert facts.faiss_gpus >= 0
+
+
+def test_facts_to_json_keys_and_values(indexed: Library) -> None:
+    """`to_json` has `info --json`'s keys in its order, JSON values only, and says when the index is stale."""
+    facts = indexed.facts(failure_limit=0)
+    data = facts.to_json()
+    assert list(data) == FACT_KEYS
+    assert json.loads(json.dumps(data)) == data
+    assert data["library"] == str(indexed.directory)
+    first_taken = facts.stats.first_taken
+    assert first_taken is not None and data["first_taken"] == data["last_taken"] == first_taken.isoformat()
+    assert (data["indexed"], data["failed"], data["generation"]) == (13, 1, facts.stats.generation)
+    assert data["index_file"] == str(facts.index_file)
+    assert data["failures"] == [] and facts.stats.failed == 1
+    assert facts.index_file is not None
+    facts.index_file.unlink()
+    stale = indexed.facts().to_json()
+    assert stale["index_file"] == "stale or missing (rebuilt on next search)"
+
+
+def test_facts_of_a_new_library(library: Library) -> None:
+    """Before the first index run: no model, no dimension, nothing counted, no index file."""
+    data = library.facts().to_json()
+    assert (data["model"], data["model_identity"], data["dim"]) == (None, None, None)
+    assert (data["indexed"], data["failed"], data["total_bytes"], data["generation"]) == (0, 0, 0, 0)
+    assert (data["first_taken"], data["last_taken"], data["failures"]) == (None, None, [])
