@@ -132,7 +132,8 @@ def _check_own_library(library: Library, links: Path) -> None:
     if others > 0:
         raise DatasetError(
             f"the library at {library.directory} holds {others} image(s) that are not from a recall benchmark; "
-            "give the benchmark a library of its own (a new --library folder)"
+            "give the benchmark a library of its own (a new `library` folder)",
+            parameters=("library",),
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 
 class ClipsearchError(Exception):
@@ -18,11 +18,16 @@ class ClipsearchError(Exception):
 
     def naming(self, names: Mapping[str, str]) -> str:
         """The message with each of its parameters called what `names` says (those it lacks stay as they are)."""
-        message = str(self)
-        for parameter in self.parameters:
-            if parameter in names:
-                message = message.replace(f"`{parameter}`", names[parameter])
-        return message
+        return renamed(str(self), names, self.parameters)
+
+
+def renamed(message: str, names: Mapping[str, str], parameters: Iterable[str]) -> str:
+    """`message` with each `parameter` in backticks called what `names` says: how the CLI shows library
+    errors and warnings with its flags."""
+    for parameter in parameters:
+        if parameter in names:
+            message = message.replace(f"`{parameter}`", names[parameter])
+    return message
 
 
 class ModelUnavailableError(ClipsearchError):

@@ -15,8 +15,7 @@ import faiss
 import numpy as np
 
 from retrieval.atomic import atomic_path
-
-GPU_CHOICES = ("auto", "never", "always")
+from retrieval.config import GPU_CHOICES
 
 
 def gpu_count() -> int:

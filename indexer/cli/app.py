@@ -10,14 +10,19 @@ from typing import Any, TextIO
 
 import click
 
-from retrieval.errors import ClipsearchError
+from retrieval.errors import ClipsearchError, renamed
 
 FLAGS = {
     "model": "--model",
     "pretrained": "--pretrained",
     "directory": "--library",
+    "library": "--library",
     "device": "--device",
     "precision": "--precision",
+    "format": "--format",
+    "output": "--output",
+    "resume": "--resume",
+    "lr": "--lr",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 
@@ -30,7 +35,7 @@ def _show_warning(
     file: TextIO | None = None,
     line: str | None = None,
 ) -> None:
-    click.secho(f"warning: {message}", err=True, fg="yellow")
+    click.secho(f"warning: {renamed(str(message), FLAGS, FLAGS)}", err=True, fg="yellow")
 
 
 class ClipsearchGroup(click.Group):

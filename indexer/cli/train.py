@@ -22,7 +22,6 @@ from retrieval.config import (
     DEFAULT_TRAIN_WARMUP_STEPS,
     DEFAULT_TRAIN_WEIGHT_DECAY,
     DEVICE_CHOICES,
-    RANDOM_WEIGHTS,
 )
 from retrieval.quality.scene_dataset import DEFAULT_CAPTIONS_PER_IMAGE, DEFAULT_IMAGE_SIZE, DEFAULT_SPLIT_SIZES
 
@@ -169,8 +168,6 @@ def train(
     from retrieval.training import TrainOptions
     from retrieval.training import train as run_training
 
-    if pretrained is None:
-        pretrained = RANDOM_WEIGHTS if ModelSpec(model, "").is_config_file else DEFAULT_PRETRAINED
     options = TrainOptions(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         grad_clip=grad_clip, lock_image=lock_image, lock_text=lock_text, seed=seed, max_steps=max_steps,
@@ -191,7 +188,7 @@ def train(
             bar.update(event.step, event.total_steps, f"loss {event.loss:.3f}{val_note}")
 
         report = run_training(
-            ModelSpec(model, pretrained),
+            ModelSpec.for_training(model, pretrained),
             train_data,
             output,
             options,

@@ -44,7 +44,7 @@ def load_model(
     if spec.random_weights:
         if warn_random:
             warnings.warn(
-                f"{spec.model} has RANDOM weights (--pretrained none): results are meaningless "
+                f"{spec.model} has RANDOM weights (`pretrained` none): results are meaningless "
                 "beyond finding the same image again; use it for tests only.",
                 RandomWeightsWarning,
                 stacklevel=4,
@@ -86,7 +86,7 @@ def _create(
             **overrides,
         )
     except Exception as exc:  # open_clip raises RuntimeError/FileNotFoundError/HTTP errors alike
-        raise ModelUnavailableError(_weights_help(spec, exc)) from exc
+        raise ModelUnavailableError(_weights_help(spec, exc), parameters=("model", "pretrained")) from exc
     try:
         tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     except Exception as exc:
@@ -104,6 +104,6 @@ def _weights_help(spec: ModelSpec, exc: Exception) -> str:
         f"cannot get pretrained weights '{spec.pretrained}' for {spec.model}: {reason}\n"
         f"Tried open_clip's download (Hugging Face Hub, cache {constants.HF_HUB_CACHE}). If this machine is "
         "offline: download the checkpoint on a connected machine and pass its path with "
-        "--pretrained /path/to/open_clip_model.safetensors (keep --model), or copy the Hugging Face cache "
-        "folder to the path above. For a test run without weights, use --pretrained none."
+        "`pretrained` /path/to/open_clip_model.safetensors (keep `model`), or copy the Hugging Face cache "
+        "folder to the path above. For a test run without weights, use `pretrained` none."
     )

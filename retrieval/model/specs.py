@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from retrieval.config import RANDOM_WEIGHTS
+from retrieval.config import DEFAULT_PRETRAINED, RANDOM_WEIGHTS
 from retrieval.errors import ModelUnavailableError
 
 _HASH_CHUNK = 1 << 20
@@ -43,6 +43,14 @@ class ModelSpec:
     @property
     def is_checkpoint_file(self) -> bool:
         return not self.random_weights and Path(self.pretrained).expanduser().is_file()
+
+    @classmethod
+    def for_training(cls, model: str, pretrained: str | None = None) -> ModelSpec:
+        """The spec a training run starts from: with no `pretrained` named, a config file trains from
+        scratch (random weights) and an open_clip name fine-tunes its default pretrained tag."""
+        if pretrained is None:
+            pretrained = RANDOM_WEIGHTS if cls(model, "").is_config_file else DEFAULT_PRETRAINED
+        return cls(model, pretrained)
 
     def absolute(self) -> ModelSpec:
         """The same spec with file paths made absolute, so it can be stored and reused from any cwd."""
@@ -89,8 +97,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     config_path = Path(path).expanduser()
     if config_path.suffix.lower() in _CHECKPOINT_SUFFIXES:
         raise ModelUnavailableError(
-            f"{config_path} is a checkpoint, not a model config: pass it as --pretrained, and the model's "
-            "name or config JSON as --model"
+            f"{config_path} is a checkpoint, not a model config: pass it as `pretrained`, and the model's "
+            "name or config JSON as `model`",
+            parameters=("model", "pretrained"),
         )
     if not config_path.is_file():
         raise ModelUnavailableError(f"model config file not found: {config_path}")
@@ -159,7 +168,8 @@ def check_pretrained(spec: ModelSpec) -> None:
     if spec.is_config_file:
         raise ModelUnavailableError(
             f"'{spec.pretrained}' is neither a checkpoint file nor 'none'; a model given as a config file "
-            "needs --pretrained PATH (a checkpoint) or --pretrained none."
+            "needs `pretrained` PATH (a checkpoint) or `pretrained` none.",
+            parameters=("pretrained",),
         )
     import open_clip
 
@@ -167,7 +177,8 @@ def check_pretrained(spec: ModelSpec) -> None:
     if spec.pretrained not in tags:
         raise ModelUnavailableError(
             f"'{spec.pretrained}' is neither a checkpoint file nor a pretrained tag of {spec.model}. "
-            f"Known tags: {', '.join(tags) or 'none'}; or pass --pretrained PATH or --pretrained none."
+            f"Known tags: {', '.join(tags) or 'none'}; or pass `pretrained` PATH or `pretrained` none.",
+            parameters=("pretrained",),
         )
 
 

@@ -20,6 +20,8 @@ from huggingface_hub import constants, try_to_load_from_cache
 
 from retrieval.errors import ModelUnavailableError
 
+_WEIGHTS_PARAMETERS = ("model", "pretrained")  # what the fix in the messages below names
+
 PROBE_TIMEOUT_S = 3.0
 HF_DEFAULT_FILENAME = "open_clip_pytorch_model.bin"
 HF_SAFE_FILENAME = "open_clip_model.safetensors"
@@ -91,17 +93,19 @@ def locate_pretrained(model_name: str, tag: str, cache_dir: str | None = None) -
     fix = (
         f"Fix: on a machine with internet run any clipsearch command once with this model (it caches the "
         f"weights under {cache}) and copy that cache here, or download the checkpoint file and pass "
-        f"--pretrained /path/to/checkpoint (keeping --model {model_name}). "
-        "For a test run without weights use --pretrained none."
+        f"`pretrained` /path/to/checkpoint (keeping `model` {model_name}). "
+        "For a test run without weights use `pretrained` none."
     )
     if constants.HF_HUB_OFFLINE:
         raise ModelUnavailableError(
-            f"weights '{tag}' for {model_name} are not in the cache ({cache}) and HF_HUB_OFFLINE is set. {fix}"
+            f"weights '{tag}' for {model_name} are not in the cache ({cache}) and HF_HUB_OFFLINE is set. {fix}",
+            parameters=_WEIGHTS_PARAMETERS,
         )
     probe = constants.ENDPOINT if cfg.get("hf_hub") else cfg.get("url", constants.ENDPOINT)
     if not hub_reachable(probe):
         raise ModelUnavailableError(
             f"weights '{tag}' for {model_name} are not cached ({cache}) and {urlparse(probe).hostname} "
-            f"cannot be reached to download them from {where}: this machine looks offline. {fix}"
+            f"cannot be reached to download them from {where}: this machine looks offline. {fix}",
+            parameters=_WEIGHTS_PARAMETERS,
         )
     return PretrainedSource(None, preprocess)

@@ -112,7 +112,8 @@ def _detect_format(source: Path) -> str:
             return "flickr30k-karpathy"
         return "coco-karpathy"
     raise DatasetError(
-        f"cannot tell the format of {source.name} from its suffix; pass --format with one of {', '.join(FORMATS[1:])}"
+        f"cannot tell the format of {source.name} from its suffix; pass `format` with one of {', '.join(FORMATS[1:])}",
+        parameters=("format",),
     )
 
 

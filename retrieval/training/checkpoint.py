@@ -67,7 +67,8 @@ class RunIdentity:
             raise TrainingError(
                 "cannot resume: the run in this folder was started with "
                 + "; ".join(differences)
-                + ". Resume with the same options and data, or start a new --output."
+                + ". Resume with the same options and data, or start a new `output`.",
+                parameters=("output",),
             )
 
 
@@ -121,12 +122,15 @@ def open_run(setup: RunSetup, model: torch.nn.Module, optimizer: torch.optim.Opt
     if not resume:
         if last.exists() or (folder / BEST_CHECKPOINT).exists():
             raise TrainingError(
-                f"{folder} already holds a training run; pass --resume to continue it, or choose another --output"
+                f"{folder} already holds a training run; pass `resume` to continue it, or choose another `output`",
+                parameters=("resume", "output"),
             )
         folder.mkdir(parents=True, exist_ok=True)
         return RunState()
     if not last.is_file():
-        raise TrainingError(f"nothing to resume: {last} does not exist (drop --resume to start a new run)")
+        raise TrainingError(
+            f"nothing to resume: {last} does not exist (drop `resume` to start a new run)", parameters=("resume",)
+        )
     saved = load_checkpoint(last, setup.device)
     saved.run.check_resumable_as(RunIdentity.of(setup))
     model.load_state_dict(saved.state_dict)

@@ -152,7 +152,9 @@ class Trainer:
             image_features, text_features, logit_scale = self.model(pixels, tokens)[:3]
             loss = self.loss_fn(image_features, text_features, logit_scale)
         if not torch.isfinite(loss):
-            raise TrainingError(f"the loss became {loss.item()} at step {self.state.step}; lower --lr")
+            raise TrainingError(
+                f"the loss became {loss.item()} at step {self.state.step}; lower `lr`", parameters=("lr",)
+            )
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)

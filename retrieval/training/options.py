@@ -5,28 +5,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrieval.config import (
+    DEFAULT_DEVICE,
+    DEFAULT_TRAIN_BATCH_SIZE,
+    DEFAULT_TRAIN_EPOCHS,
+    DEFAULT_TRAIN_GRAD_CLIP,
+    DEFAULT_TRAIN_LR,
+    DEFAULT_TRAIN_SEED,
+    DEFAULT_TRAIN_VAL_IMAGES,
+    DEFAULT_TRAIN_WARMUP_STEPS,
+    DEFAULT_TRAIN_WEIGHT_DECAY,
+)
 from retrieval.model.specs import ModelSpec
 from retrieval.quality.captions import CaptionedDataset
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 5e-4
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
+    """How to train; the defaults live in `retrieval.config` so that `train --help` shows them without torch."""
+
+    epochs: int = DEFAULT_TRAIN_EPOCHS
+    batch_size: int = DEFAULT_TRAIN_BATCH_SIZE
+    lr: float = DEFAULT_TRAIN_LR
+    weight_decay: float = DEFAULT_TRAIN_WEIGHT_DECAY
+    warmup_steps: int = DEFAULT_TRAIN_WARMUP_STEPS
+    grad_clip: float = DEFAULT_TRAIN_GRAD_CLIP
     lock_image: bool = False
     lock_text: bool = False
-    seed: int = 0
+    seed: int = DEFAULT_TRAIN_SEED
     max_steps: int | None = None
     """Stop after this many steps in total (the schedule still spans `epochs`)."""
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     workers: int = 0
     eval_every: int = 0
     """Evaluate every this many steps; 0 = at the end of every epoch."""
-    val_images: int = 1000
+    val_images: int = DEFAULT_TRAIN_VAL_IMAGES
     fp16_weights: bool = False
     """Store best.pt in half precision (half the size; it loads into a float32 model unchanged)."""
 

@@ -105,7 +105,7 @@ def test_index_summary_counts_and_skipped_file(indexed: Indexed) -> None:
     assert f"indexed {indexed.root}: 10 images found, 9 embedded" in summary
     assert "1 skipped as unreadable" in summary
     assert f"skipped {indexed.root / 'broken.jpg'}: " in indexed.first.stderr
-    assert "RANDOM weights" in indexed.first.stderr
+    assert "RANDOM weights (--pretrained none)" in indexed.first.stderr  # the edge names the flag
 
 
 def test_index_rerun_embeds_nothing(indexed: Indexed) -> None:

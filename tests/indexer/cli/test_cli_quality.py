@@ -214,7 +214,7 @@ def test_train_resume_with_nothing_to_resume(scenes: Scenes, tiny_config: Path, 
     run = tmp_path / "empty"
     result = invoke("train", scenes.train, *tiny_args(tiny_config), "--batch-size", "4", "--resume", "-o", run)
     output = assert_clean_failure(result)
-    assert "nothing to resume" in output and "last.pt" in output
+    assert "nothing to resume" in output and "last.pt" in output and "drop --resume" in output
 
 
 # --- bench recall -------------------------------------------------------------------------------------------

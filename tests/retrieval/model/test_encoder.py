@@ -225,8 +225,8 @@ def test_bad_config_file(tmp_path: Path, content: str, expected: str) -> None:
 def test_config_model_with_a_tag_asks_for_a_checkpoint(tiny_config: Path) -> None:
     """A config-file model has no pretrained tags: the error says to pass a checkpoint path or none."""
     message = _unavailable_message(ModelSpec(str(tiny_config), "laion2b_s34b_b79k"))
-    assert "--pretrained PATH" in message
-    assert "--pretrained none" in message
+    assert "`pretrained` PATH" in message
+    assert "`pretrained` none" in message
 
 
 def test_unknown_tag_lists_known_tags() -> None:
@@ -243,7 +243,7 @@ def test_unknown_tag_lists_known_tags() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_cuda_without_a_gpu_is_refused(tiny_spec: ModelSpec) -> None:
     """Asking for CUDA where torch sees none fails at construction with the fix."""
-    with pytest.raises(DeviceUnavailableError, match="--device cpu"):
+    with pytest.raises(DeviceUnavailableError, match="`device` cpu"):
         Encoder(tiny_spec, device="cuda")
 
 
@@ -296,7 +296,7 @@ def test_uncached_pretrained_weights_fail_fast_offline(expect_network_attempt: l
     message = str(caught.value)
     assert "not cached" in message
     assert "cannot be reached" in message
-    assert "--pretrained" in message
+    assert "`pretrained`" in message and "pretrained" in caught.value.parameters
     assert encoder._model is None
 
 

@@ -429,7 +429,7 @@ def test_unknown_suffix_asks_for_format(tmp_path: Path) -> None:
     path.write_text("image,caption\n")
     message = _error(path)
     assert "captions.txt" in message
-    assert "--format" in message
+    assert "`format`" in message
     assert "jsonl" in message
 
 

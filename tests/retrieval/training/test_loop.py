@@ -88,7 +88,7 @@ def test_existing_run_without_resume_is_refused(tiny_spec: ModelSpec, scenes: An
     """A folder holding a run is never overwritten: the message says to pass --resume."""
     before = (full_run.output / LAST_CHECKPOINT).read_bytes()
     message = training_error(tiny_spec, scenes[0], full_run.output, BASE)
-    assert "--resume" in message and str(full_run.output) in message
+    assert "`resume`" in message and str(full_run.output) in message
     assert (full_run.output / LAST_CHECKPOINT).read_bytes() == before
 
 
