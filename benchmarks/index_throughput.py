@@ -22,9 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from indexer import index_folders
-from retrieval import Encoder, Library, ModelSpec, RandomWeightsWarning
-from retrieval.decode import read_and_decode
-from retrieval.model.reference import model_file
+from retrieval import Encoder, Library, ModelSpec, RandomWeightsWarning, model_file, read_and_decode
 
 TINY = model_file("tiny.json")
 

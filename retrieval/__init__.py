@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
+    from retrieval.decode import read_and_decode as read_and_decode
     from retrieval.errors import ClipsearchError as ClipsearchError
     from retrieval.errors import DeviceUnavailableError as DeviceUnavailableError
     from retrieval.errors import EmptyLibraryError as EmptyLibraryError
@@ -27,6 +28,8 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.library import LibraryFacts as LibraryFacts
     from retrieval.model.encoder import Encoder as Encoder
     from retrieval.model.encoder import RandomWeightsWarning as RandomWeightsWarning
+    from retrieval.model.reference import model_file as model_file
+    from retrieval.model.reference import reference_spec as reference_spec
     from retrieval.model.specs import ModelIdentity as ModelIdentity
     from retrieval.model.specs import ModelSpec as ModelSpec
     from retrieval.search import Searcher as Searcher
@@ -37,6 +40,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.storage.store import Store as Store
 
 _EXPORTS = {
+    "retrieval.decode": ("read_and_decode",),
     "retrieval.errors": (
         "ClipsearchError",
         "DeviceUnavailableError",
@@ -52,6 +56,7 @@ _EXPORTS = {
     "retrieval.index": ("VectorIndex",),
     "retrieval.library": ("Library", "LibraryFacts"),
     "retrieval.model.encoder": ("Encoder", "RandomWeightsWarning"),
+    "retrieval.model.reference": ("model_file", "reference_spec"),
     "retrieval.model.specs": ("ModelIdentity", "ModelSpec"),
     "retrieval.search": ("Searcher", "SearchResult"),
     "retrieval.storage.records": ("FileMetadata", "ImageRecord", "LibraryStats"),

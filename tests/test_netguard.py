@@ -33,6 +33,7 @@ def test_loopback_still_works() -> None:
     assert netguard.attempts == []
 
 
+@pytest.mark.slow
 def test_a_test_that_touches_the_network_fails(tmp_path: Path) -> None:
     """Run a tiny suite in a child pytest: its only test tries to connect, and the run must fail."""
     (tmp_path / "test_offender.py").write_text(

@@ -62,8 +62,8 @@ def recall(
 
     \b
     Example:
-      clipsearch bench recall shapes/test.jsonl --model data/models/reference.json \\
-          --pretrained data/models/reference.pt
+      clipsearch bench recall shapes/test.jsonl --model retrieval/model/data/reference.json \\
+          --pretrained retrieval/model/data/reference.pt
       clipsearch bench recall dataset_coco.json --images-root ~/coco --split test --ann HNSW32 --json
     """
     from indexer.bench_recall import bench_recall

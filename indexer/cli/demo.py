@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def demo(folder: Path | None, images: int, k: int) -> None:
     """Show the main job end to end, offline: generate scenes, index them, search by text and image.
 
-    Uses the project's own small reference model (data/models/), so it needs no download.
+    Uses the project's own small reference model (shipped in the package), so it needs no download.
 
     \b
     Example:

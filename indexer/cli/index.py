@@ -56,7 +56,7 @@ def index(
     Example:
       clipsearch index ~/Pictures
       clipsearch index ~/Pictures /mnt/photos --exclude '*/thumbnails/*'
-      clipsearch index ./demo --model data/models/tiny.json --pretrained none   # offline test run
+      clipsearch index ./demo --model retrieval/model/data/tiny.json --pretrained none   # offline test run
     """
     from indexer.pipeline import index_folders
     from indexer.scan import ScanOptions, check_roots

@@ -159,9 +159,9 @@ def train(
 
     \b
     Example:
-      clipsearch train shapes/train.jsonl --val shapes/val.jsonl --model data/models/reference.json -o run
+      clipsearch train shapes/train.jsonl --val shapes/val.jsonl --model retrieval/model/data/reference.json -o run
       clipsearch train captions.csv --model ViT-B-32 --pretrained laion2b_s34b_b79k --lock-image --lr 1e-5 -o ft
-      clipsearch train shapes/train.jsonl --model data/models/reference.json -o run --resume   # after a kill
+      clipsearch train shapes/train.jsonl --model retrieval/model/data/reference.json -o run --resume   # after a kill
     """
     from retrieval.model.specs import ModelSpec
     from retrieval.quality.captions import load_captions

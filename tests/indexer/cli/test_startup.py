@@ -18,6 +18,8 @@ from retrieval.model.encoder import Encoder
 from tests.clirunner import leaf_commands
 from tests.fresh import run_python
 
+pytestmark = pytest.mark.slow  # each test starts a fresh Python process
+
 HEAVY = ("torch", "open_clip")
 RUN_CLI = f"""
 import json, sys

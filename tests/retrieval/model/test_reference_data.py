@@ -67,6 +67,7 @@ def _copy_of_tree(target: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_model_files_where_the_lookup_finds_them(tmp_path: Path) -> None:
     source = _copy_of_tree(tmp_path / "source")
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
