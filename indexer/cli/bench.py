@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from indexer.cli.options import captions_options, model_options
+from indexer.cli.options import CaptionsChoice, ModelChoice, captions_options, model_options
 from indexer.cli.output import echo_json, print_recall
 from retrieval.config import DEFAULT_DECODE_WORKERS
 
@@ -45,15 +45,8 @@ def recall(
     library_dir: Path | None,
     workers: int,
     as_json: bool,
-    model: str | None,
-    pretrained: str | None,
-    device: str,
-    precision: str,
-    batch_size: int,
-    images_root: Path | None,
-    caption_format: str,
-    split: str | None,
-    skip_missing: bool,
+    model: ModelChoice,
+    reader: CaptionsChoice,
 ) -> None:
     """Recall@k, text->image and image->text, of the engine on a captioned dataset.
 
@@ -68,17 +61,13 @@ def recall(
     """
     from indexer.bench_recall import bench_recall
     from retrieval.library import Library
-    from retrieval.quality.captions import load_captions
     from retrieval.quality.recall import DEFAULT_KS
 
-    data = load_captions(
-        captions, images_root=images_root, format=caption_format, split=split, skip_missing=skip_missing
-    )
+    data = reader.load(captions)
     with ExitStack() as stack:
         folder = library_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clipsearch-")))
         library = stack.enter_context(Library(folder, create=True))
-        spec = library.model_for(model, pretrained, or_default=True)
-        encoder = library.encoder(spec, device=device, precision=precision, batch_size=batch_size)
+        encoder = model.encoder_for(library, or_default=True)
         report = bench_recall(library, encoder, data, ks=ks or DEFAULT_KS, ann=ann, workers=workers)
     if as_json:
         echo_json(report.to_json())

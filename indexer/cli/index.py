@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from indexer.cli.options import library_options, model_options
+from indexer.cli.options import LibraryChoice, ModelChoice, library_options, model_options
 from indexer.cli.output import ProgressBar, echo_json
 from retrieval.config import DEFAULT_DECODE_WORKERS
 
@@ -42,13 +42,8 @@ def index(
     workers: int,
     quiet: bool,
     as_json: bool,
-    model: str | None,
-    pretrained: str | None,
-    device: str,
-    precision: str,
-    batch_size: int,
-    library_dir: Path | None,
-    database_url: str | None,
+    model: ModelChoice,
+    library: LibraryChoice,
 ) -> None:
     """Index the images under ROOTS (incremental: only new and changed files are embedded).
 
@@ -60,20 +55,18 @@ def index(
     """
     from indexer.pipeline import index_folders
     from indexer.scan import ScanOptions, check_roots
-    from retrieval.library import Library
 
     options = ScanOptions(include_hidden=include_hidden, exclude=exclude, follow_symlinks=follow_symlinks)
     check_roots(str(root) for root in roots)  # before a library is created for nothing
-    with Library(library_dir, create=True, database_url=database_url) as library:
-        spec = library.model_for(model, pretrained, or_default=True)
-        encoder = library.encoder(spec, device=device, precision=precision, batch_size=batch_size)
+    with library.open(create=True) as opened:
+        encoder = model.encoder_for(opened, or_default=True)
         with ProgressBar("embedding", quiet=quiet or as_json) as bar:
 
             def progress(done: int, total: int) -> None:
                 bar.update(done, total, f"{bar.per_second(done):.1f} img/s")
 
             report = index_folders(
-                library,
+                opened,
                 encoder,
                 [str(root) for root in roots],
                 options=options,

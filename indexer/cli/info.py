@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from indexer.cli.options import library_options
+from indexer.cli.options import LibraryChoice, library_options
 from indexer.cli.output import echo_json
 from retrieval.config import DEFAULT_FAILURES_SHOWN
 
@@ -37,7 +35,7 @@ _SHOWN = (
     help="How many skipped files to list.",
 )
 @library_options
-def info(as_json: bool, failure_limit: int, library_dir: Path | None, database_url: str | None) -> None:
+def info(as_json: bool, failure_limit: int, library: LibraryChoice) -> None:
     """Show what is in the library: model, counts, index file, skipped files.
 
     \b
@@ -45,10 +43,8 @@ def info(as_json: bool, failure_limit: int, library_dir: Path | None, database_u
       clipsearch info
       clipsearch info --json --failures 100
     """
-    from retrieval.library import Library
-
-    with Library(library_dir, database_url=database_url) as library:
-        facts = library.facts(failure_limit).to_json()
+    with library.open() as opened:
+        facts = opened.facts(failure_limit).to_json()
     if as_json:
         echo_json(facts)
         return

@@ -1,10 +1,13 @@
-"""The option groups commands share, each built the one way: `option_group` stacks a list of click options."""
+"""The option groups commands share, each built the one way: `option_group` stacks a list of click options
+and hands the command what they say as ONE frozen dataclass (a "choice"), so a command names a group once."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,13 +24,25 @@ from retrieval.config import (
 from retrieval.model.devices import PRECISION_CHOICES
 from retrieval.quality.captions import FORMATS
 
+if TYPE_CHECKING:
+    from retrieval.library import Library
+    from retrieval.model.encoder import Encoder
+    from retrieval.quality.captions import CaptionedDataset
+
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def option_group(*options: Decorator) -> Decorator:
-    """One decorator applying `options` so that they list in this order in --help."""
+def option_group(choice: type[Any], keyword: str, *options: Decorator) -> Decorator:
+    """One decorator applying `options` (listed in this order in --help) and passing the command, instead of
+    their values, `keyword=choice(...)`: each option's parameter name is a field of the dataclass `choice`."""
+    names = [field.name for field in fields(choice)]
 
-    def apply(func: Callable[..., Any]) -> Callable[..., Any]:
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        def collect(**values: Any) -> Any:
+            chosen = choice(**{name: values.pop(name) for name in names})
+            return command(**values, **{keyword: chosen})
+
+        func: Callable[..., Any] = functools.update_wrapper(collect, command)  # name, docstring, click params
         for option in reversed(options):
             func = option(func)
         return func
@@ -35,10 +50,74 @@ def option_group(*options: Decorator) -> Decorator:
     return apply
 
 
+@dataclass(frozen=True)
+class LibraryChoice:
+    """Which library: `--library` and `--database-url`."""
+
+    directory: Path | None
+    database_url: str | None
+
+    def open(self, *, create: bool = False) -> Library:
+        from retrieval.library import Library
+
+        return Library(self.directory, create=create, database_url=self.database_url)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model and how it runs: `--model`, `--pretrained`, `--device`, `--precision`, `--batch-size`."""
+
+    model: str | None
+    pretrained: str | None
+    device: str
+    precision: str
+    batch_size: int
+
+    def encoder_for(self, library: Library, *, or_default: bool = False) -> Encoder:
+        """The encoder of the model chosen for `library` (`Library.model_for`: named, recorded or default)."""
+        spec = library.model_for(self.model, self.pretrained, or_default=or_default)
+        return library.encoder(spec, device=self.device, precision=self.precision, batch_size=self.batch_size)
+
+
+@dataclass(frozen=True)
+class ResultChoice:
+    """Which results and how they print: `-k`, `--in`, `--min-score`, `--json`, `--paths`, `--gpu-index`."""
+
+    k: int
+    within: Path | None
+    min_score: float | None
+    as_json: bool
+    paths_only: bool
+    gpu_index: str
+
+
+@dataclass(frozen=True)
+class CaptionsChoice:
+    """How to read a captions file: `--images-root`, `--format`, `--split`, `--skip-missing`."""
+
+    images_root: Path | None
+    caption_format: str
+    split: str | None
+    skip_missing: bool
+
+    def load(self, path: Path) -> CaptionedDataset:
+        from retrieval.quality.captions import load_captions
+
+        return load_captions(
+            path,
+            images_root=self.images_root,
+            format=self.caption_format,
+            split=self.split,
+            skip_missing=self.skip_missing,
+        )
+
+
 library_options = option_group(
+    LibraryChoice,
+    "library",
     click.option(
         "--library",
-        "library_dir",
+        "directory",
         envvar=LIBRARY_ENV,
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
@@ -53,6 +132,8 @@ library_options = option_group(
 )
 
 model_options = option_group(
+    ModelChoice,
+    "model",
     click.option(
         "--model",
         default=None,
@@ -83,6 +164,8 @@ model_options = option_group(
 )
 
 result_options = option_group(
+    ResultChoice,
+    "results",
     click.option(
         "-k",
         "--top-k",
@@ -112,6 +195,8 @@ result_options = option_group(
 )
 
 captions_options = option_group(
+    CaptionsChoice,
+    "reader",
     click.option(
         "--images-root",
         type=click.Path(file_okay=False, path_type=Path),
@@ -131,4 +216,3 @@ captions_options = option_group(
     ),
     click.option("--skip-missing", is_flag=True, help="Leave out listed images whose file is missing."),
 )
-"""How to read a captions file: `train` and `bench recall`."""

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from indexer.cli.options import library_options, model_options, result_options
+from indexer.cli.options import (
+    LibraryChoice,
+    ModelChoice,
+    ResultChoice,
+    library_options,
+    model_options,
+    result_options,
+)
 from indexer.cli.output import echo_json
 
 if TYPE_CHECKING:
@@ -23,21 +30,7 @@ if TYPE_CHECKING:
 @model_options
 @library_options
 def search(
-    query: tuple[str, ...],
-    template: str | None,
-    k: int,
-    within: Path | None,
-    min_score: float | None,
-    as_json: bool,
-    paths_only: bool,
-    gpu_index: str,
-    model: str | None,
-    pretrained: str | None,
-    device: str,
-    precision: str,
-    batch_size: int,
-    library_dir: Path | None,
-    database_url: str | None,
+    query: tuple[str, ...], template: str | None, results: ResultChoice, model: ModelChoice, library: LibraryChoice
 ) -> None:
     """Find the images that best match a text QUERY.
 
@@ -46,9 +39,11 @@ def search(
       clipsearch search "a dog on the beach at sunset" -k 20
       clipsearch search red car --in ~/Pictures/2021 --json
     """
-    with _searcher(library_dir, database_url, model, pretrained, device, precision, batch_size, gpu_index) as searcher:
-        results = searcher.search_text(" ".join(query), k, template=template, within=within, min_score=min_score)
-    print_results(results, as_json=as_json, paths_only=paths_only)
+    with _searcher(library, model, results) as searcher:
+        found = searcher.search_text(
+            " ".join(query), results.k, template=template, within=results.within, min_score=results.min_score
+        )
+    print_results(found, results)
 
 
 @click.command()
@@ -57,23 +52,7 @@ def search(
 @result_options
 @model_options
 @library_options
-def similar(
-    image: Path,
-    include_self: bool,
-    k: int,
-    within: Path | None,
-    min_score: float | None,
-    as_json: bool,
-    paths_only: bool,
-    gpu_index: str,
-    model: str | None,
-    pretrained: str | None,
-    device: str,
-    precision: str,
-    batch_size: int,
-    library_dir: Path | None,
-    database_url: str | None,
-) -> None:
+def similar(image: Path, include_self: bool, results: ResultChoice, model: ModelChoice, library: LibraryChoice) -> None:
     """Find images that look like IMAGE (an indexed photo or any image file).
 
     \b
@@ -81,40 +60,31 @@ def similar(
       clipsearch similar ~/Pictures/IMG_0042.jpg -k 10
       clipsearch similar query.png --min-score 0.95 --paths   # near-duplicates
     """
-    with _searcher(library_dir, database_url, model, pretrained, device, precision, batch_size, gpu_index) as searcher:
-        results = searcher.search_image(image, k, include_self=include_self, within=within, min_score=min_score)
-    print_results(results, as_json=as_json, paths_only=paths_only)
+    with _searcher(library, model, results) as searcher:
+        found = searcher.search_image(
+            image, results.k, include_self=include_self, within=results.within, min_score=results.min_score
+        )
+    print_results(found, results)
 
 
 @contextmanager
-def _searcher(
-    library_dir: Path | None,
-    database_url: str | None,
-    model: str | None,
-    pretrained: str | None,
-    device: str,
-    precision: str,
-    batch_size: int,
-    gpu_index: str,
-) -> Iterator[Searcher]:
-    from retrieval.library import Library
+def _searcher(library: LibraryChoice, model: ModelChoice, results: ResultChoice) -> Iterator[Searcher]:
     from retrieval.search import Searcher
 
-    with Library(library_dir, database_url=database_url) as library:
-        spec = library.model_for(model, pretrained)
-        encoder = library.encoder(spec, device=device, precision=precision, batch_size=batch_size)
-        yield Searcher(library, encoder, gpu=gpu_index)
+    with library.open() as opened:
+        yield Searcher(opened, model.encoder_for(opened), gpu=results.gpu_index)
 
 
-def print_results(results: Sequence[SearchResult], *, as_json: bool, paths_only: bool) -> None:
-    for result in results:
-        if as_json:
+def print_results(found: Sequence[SearchResult], shown: ResultChoice) -> None:
+    """Each result as a line, a JSON object or a path, as `--json` and `--paths` say."""
+    for result in found:
+        if shown.as_json:
             echo_json(result.to_json())
-        elif paths_only:
+        elif shown.paths_only:
             click.echo(result.path)
         else:
             size = f"{result.width}x{result.height}" if result.width else "?"
             taken = f", {result.taken_at:%Y-%m-%d}" if result.taken_at else ""
             click.echo(f"{result.rank:>3}  {result.score:.4f}  {result.path}  ({size}{taken})")
-    if not results and not (as_json or paths_only):
+    if not found and not (shown.as_json or shown.paths_only):
         click.echo("no results", err=True)

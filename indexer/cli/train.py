@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from indexer.cli.options import captions_options
+from indexer.cli.options import CaptionsChoice, captions_options
 from indexer.cli.output import ProgressBar, echo_json
 from retrieval.config import (
     DEFAULT_DEVICE,
@@ -148,10 +147,7 @@ def train(
     workers: int,
     quiet: bool,
     as_json: bool,
-    images_root: Path | None,
-    caption_format: str,
-    split: str | None,
-    skip_missing: bool,
+    reader: CaptionsChoice,
 ) -> None:
     """Train or fine-tune a CLIP model contrastively on a captions file (CSV, JSONL, Karpathy JSON).
 
@@ -164,7 +160,6 @@ def train(
       clipsearch train shapes/train.jsonl --model retrieval/model/data/reference.json -o run --resume   # after a kill
     """
     from retrieval.model.specs import ModelSpec
-    from retrieval.quality.captions import load_captions
     from retrieval.training import TrainOptions
     from retrieval.training import train as run_training
 
@@ -173,11 +168,8 @@ def train(
         grad_clip=grad_clip, lock_image=lock_image, lock_text=lock_text, seed=seed, max_steps=max_steps,
         device=device, workers=workers, eval_every=eval_every, val_images=val_images, fp16_weights=fp16_weights,
     )  # fmt: skip
-    read = partial(
-        load_captions, images_root=images_root, format=caption_format, split=split, skip_missing=skip_missing
-    )
-    train_data = read(captions)
-    val_data = read(val_captions) if val_captions else None
+    train_data = reader.load(captions)
+    val_data = reader.load(val_captions) if val_captions else None
     with ProgressBar("training", quiet=quiet or as_json) as bar:
         val_note = ""
 
