@@ -9,19 +9,7 @@ import click
 
 from indexer.cli.options import CaptionsChoice, captions_options
 from indexer.cli.output import ProgressBar, echo_json
-from retrieval.config import (
-    DEFAULT_DEVICE,
-    DEFAULT_PRETRAINED,
-    DEFAULT_TRAIN_BATCH_SIZE,
-    DEFAULT_TRAIN_EPOCHS,
-    DEFAULT_TRAIN_GRAD_CLIP,
-    DEFAULT_TRAIN_LR,
-    DEFAULT_TRAIN_SEED,
-    DEFAULT_TRAIN_VAL_IMAGES,
-    DEFAULT_TRAIN_WARMUP_STEPS,
-    DEFAULT_TRAIN_WEIGHT_DECAY,
-    DEVICE_CHOICES,
-)
+from retrieval import config
 from retrieval.quality.scene_dataset import DEFAULT_CAPTIONS_PER_IMAGE, DEFAULT_IMAGE_SIZE, DEFAULT_SPLIT_SIZES
 
 if TYPE_CHECKING:
@@ -94,31 +82,38 @@ def generate_dataset(
     "--pretrained",
     default=None,
     help=f"Start from: a tag or checkpoint (fine-tune) or 'none' (from scratch) "
-    f"[default: none for a config file, {DEFAULT_PRETRAINED} for a name].",
+    f"[default: none for a config file, {config.DEFAULT_PRETRAINED} for a name].",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_TRAIN_EPOCHS, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULT_TRAIN_BATCH_SIZE, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TRAIN_LR, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULT_TRAIN_WEIGHT_DECAY, show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=DEFAULT_TRAIN_WARMUP_STEPS, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=config.DEFAULT_TRAIN_EPOCHS, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=config.DEFAULT_TRAIN_BATCH_SIZE, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=config.DEFAULT_TRAIN_LR, show_default=True)
 @click.option(
-    "--grad-clip", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TRAIN_GRAD_CLIP, show_default=True
+    "--weight-decay", type=click.FloatRange(min=0), default=config.DEFAULT_TRAIN_WEIGHT_DECAY, show_default=True
+)
+@click.option(
+    "--warmup-steps", type=click.IntRange(min=0), default=config.DEFAULT_TRAIN_WARMUP_STEPS, show_default=True
+)
+@click.option(
+    "--grad-clip",
+    type=click.FloatRange(min=0, min_open=True),
+    default=config.DEFAULT_TRAIN_GRAD_CLIP,
+    show_default=True,
 )
 @click.option("--lock-image", is_flag=True, help="Freeze the image tower (train the text side only).")
 @click.option("--lock-text", is_flag=True, help="Freeze the text tower (train the image side only).")
-@click.option("--seed", type=int, default=DEFAULT_TRAIN_SEED, show_default=True)
+@click.option("--seed", type=int, default=config.DEFAULT_TRAIN_SEED, show_default=True)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps in all.")
 @click.option("--eval-every", type=click.IntRange(min=0), default=0, help="Validate every N steps [0: each epoch].")
 @click.option(
     "--val-images",
     type=click.IntRange(min=1),
-    default=DEFAULT_TRAIN_VAL_IMAGES,
+    default=config.DEFAULT_TRAIN_VAL_IMAGES,
     show_default=True,
     help="Validate on at most this many images.",
 )
 @click.option("--fp16-weights", is_flag=True, help="Store best.pt in half precision (half the size).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=DEFAULT_DEVICE, show_default=True)
+@click.option("--device", type=click.Choice(config.DEVICE_CHOICES), default=config.DEFAULT_DEVICE, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loading processes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
