@@ -22,12 +22,11 @@ from retrieval.config import (
     LIBRARY_ENV,
 )
 from retrieval.model.devices import PRECISION_CHOICES
-from retrieval.quality.captions import FORMATS
+from retrieval.quality.captions import FORMATS, CaptionedDataset, load_captions
 
 if TYPE_CHECKING:
     from retrieval.library import Library
     from retrieval.model.encoder import Encoder
-    from retrieval.quality.captions import CaptionedDataset
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -58,7 +57,7 @@ class LibraryChoice:
     database_url: str | None
 
     def open(self, *, create: bool = False) -> Library:
-        from retrieval.library import Library
+        from retrieval.library import Library  # the store's code loads when a command runs, not for --help
 
         return Library(self.directory, create=create, database_url=self.database_url)
 
@@ -101,8 +100,6 @@ class CaptionsChoice:
     skip_missing: bool
 
     def load(self, path: Path) -> CaptionedDataset:
-        from retrieval.quality.captions import load_captions
-
         return load_captions(
             path,
             images_root=self.images_root,
