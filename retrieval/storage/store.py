@@ -59,6 +59,10 @@ _RECORD_COLUMNS = tuple(getattr(ImageRow, item.name).label(item.name) for item i
 """An `ImageRecord`'s columns, by field name; the vector itself stays behind (only whether there is one)."""
 
 
+def _records(session: Session, *where: sa.ColumnElement[bool]) -> list[ImageRecord]:
+    return [copy_fields(ImageRecord, row) for row in session.execute(sa.select(*_RECORD_COLUMNS).where(*where))]
+
+
 class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.engine: Engine = sa.create_engine(url, echo=echo)
@@ -87,29 +91,29 @@ class Store:
             return _generation(session)
 
     # --- reads ---------------------------------------------------------------------------------
-    def _records(self, *where: sa.ColumnElement[bool]) -> list[ImageRecord]:
-        with self._sessions() as session:
-            return [copy_fields(ImageRecord, row) for row in session.execute(sa.select(*_RECORD_COLUMNS).where(*where))]
-
     def file_states_under(self, folder: str) -> dict[str, ImageRecord]:
         """The stored state of every file under `folder`, by path: what the scan compares with the disk."""
-        return {record.path: record for record in self._records(_path_under(folder))}
+        with self._sessions() as session:
+            return {record.path: record for record in _records(session, _path_under(folder))}
 
     def states_with_sizes(self, sizes: Iterable[int]) -> list[ImageRecord]:
         """Rows whose file size is one of `sizes`: the candidates a new file may have been moved from."""
         found: list[ImageRecord] = []
-        for chunk in _chunks(sorted(set(sizes))):
-            found += self._records(ImageRow.size.in_(chunk), ImageRow.content_hash.is_not(None))
+        with self._sessions() as session:  # one read transaction for every chunk
+            for chunk in _chunks(sorted(set(sizes))):
+                found += _records(session, ImageRow.size.in_(chunk), ImageRow.content_hash.is_not(None))
         return found
 
     def image_by_path(self, path: str) -> ImageRecord | None:
-        found = self._records(ImageRow.path == path)
+        with self._sessions() as session:
+            found = _records(session, ImageRow.path == path)
         return found[0] if found else None
 
     def rows_by_ids(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         found: dict[int, ImageRecord] = {}
-        for chunk in _chunks([int(i) for i in ids]):
-            found.update((record.id, record) for record in self._records(ImageRow.id.in_(chunk)))
+        with self._sessions() as session:  # one read transaction for every chunk
+            for chunk in _chunks([int(i) for i in ids]):
+                found.update((record.id, record) for record in _records(session, ImageRow.id.in_(chunk)))
         return found
 
     def ids_under(self, folder: str) -> np.ndarray:
