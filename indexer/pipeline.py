@@ -27,6 +27,7 @@ from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.progress import ProgressCallback
 from retrieval.storage.records import FileMetadata, copy_fields
+from retrieval.storage.vectors import as_stored
 
 
 @dataclass
@@ -204,7 +205,8 @@ class _BatchCommitter:
     def commit(self, batch: list[_Prepared | _Failed]) -> int:
         good = [item for item in batch if isinstance(item, _Prepared)]
         failed = [item for item in batch if isinstance(item, _Failed)]
-        vectors = self.encoder.encode_image_tensors(torch.stack([g.pixels for g in good])) if good else None
+        # as the store keeps them (float16), so that the index always holds exactly the stored vectors
+        vectors = as_stored(self.encoder.encode_image_tensors(torch.stack([g.pixels for g in good]))) if good else None
         written: list[tuple[str, int]] = []
         with self.library.store.writer() as writer:
             for position, item in enumerate(good):

@@ -77,3 +77,18 @@ class DatasetError(ClipsearchError):
 
 class TrainingError(ClipsearchError):
     """Training cannot start or resume as asked (bad options, incompatible checkpoint, no data)."""
+
+
+# --- storage branch: the store's file and the disk under it ---------------------------------------------------
+
+
+class DamagedLibraryError(ClipsearchError):
+    """The library's database is not a clipsearch store that can be read: empty, garbled, or another program's."""
+
+
+class LibraryReadOnlyError(ClipsearchError):
+    """The library cannot be written here (read-only mount or no write permission); searching it still works."""
+
+
+class DiskFullError(ClipsearchError):
+    """The disk (or a quota or file-size limit) ran out while writing; what was committed before is kept."""

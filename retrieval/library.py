@@ -6,6 +6,7 @@ it with no model named uses the recorded one, so `search` needs no `--model` aft
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,10 +26,11 @@ from retrieval.config import (
     LIBRARY_ENV,
     default_library_dir,
 )
-from retrieval.errors import LibraryBusyError, LibraryNotFoundError, ModelMismatchError
+from retrieval.errors import LibraryBusyError, LibraryNotFoundError, LibraryReadOnlyError, ModelMismatchError
 from retrieval.index import VectorIndex, gpu_count
 from retrieval.model.devices import probe_device
 from retrieval.model.specs import ModelSpec
+from retrieval.storage.opening import PRIVATE_FILE, private_folder
 from retrieval.storage.records import LibraryStats
 from retrieval.storage.store import Store
 
@@ -93,8 +95,16 @@ class Library:
                 f"(or point `directory` / {LIBRARY_ENV} at an existing one)",
                 parameters=("directory",),
             )
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.store = Store(database_url or f"sqlite:///{database}")
+        if database_url is not None:
+            private_folder(self.directory)  # the FAISS file and the lock live here, the rows elsewhere
+        # A new SQLite library (folder included) appears on its first write: a run that fails before
+        # (a model that cannot load) leaves nothing behind.
+        self.store = Store(database_url or f"sqlite:///{database}", create=create)
+
+    def create(self) -> None:
+        """Create the library's folder and database now if they are not there yet. A library opened with
+        `create` appears by itself on its first write; this is for a caller that wants it before."""
+        self.store.ensure_created()
 
     def close(self) -> None:
         self.store.close()
@@ -192,7 +202,7 @@ class Library:
         index_path = self.index_path(stats.generation)
         return LibraryFacts(
             library=self.directory,
-            database=self.store.engine.url.render_as_string(hide_password=True),
+            database=self.store.url.render_as_string(hide_password=True),
             model=self.recorded_description(),
             model_identity=self.recorded_identity(),
             dim=self.dim(),
@@ -241,9 +251,17 @@ class Library:
     # --- one writer at a time ------------------------------------------------------------------
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
-        """An exclusive lock on the library for an index run; the OS drops it if the process dies."""
+        """An exclusive lock on the library for an index run; the OS drops it if the process dies. A library
+        that cannot be written is refused here (`LibraryReadOnlyError`); a new one is created now."""
+        self.store.ensure_writable()
         lock_path = self.directory / "index.lock"
-        with open(lock_path, "a+") as handle:
+        try:
+            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise LibraryReadOnlyError(f"the library at {self.directory} is read-only: {exc.strerror}") from exc
+        with open(descriptor, "r+") as handle:
             try:
                 import fcntl
             except ImportError:  # Windows: no advisory lock, rely on SQLite's own locking

@@ -15,6 +15,11 @@ from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.storage.schema import ImageRow
 from retrieval.storage.store import Store
+from retrieval.storage.vectors import from_blob
+
+STORED_ATOL = 2**-11
+"""How far a stored vector's components may be from the encoder's: the store keeps float16, 11 significant
+bits, so at most 2**-12 off for components below 1, plus the encoder's batch-to-batch noise."""
 
 
 def unit_vectors(rows: int, seed: int, dim: int) -> np.ndarray:
@@ -41,11 +46,7 @@ def stored_rows(library: Library) -> dict[str, dict[str, Any]]:
 
 def stored_vectors(library: Library) -> dict[str, np.ndarray]:
     """The vector of every row that has one, by path."""
-    return {
-        path: np.frombuffer(row["vector"], dtype=np.float32)
-        for path, row in stored_rows(library).items()
-        if row["vector"] is not None
-    }
+    return {path: from_blob(row["vector"]) for path, row in stored_rows(library).items() if row["vector"] is not None}
 
 
 def reference_vectors(encoder: Encoder, paths: list[str]) -> np.ndarray:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+from retrieval.storage.schema import HAS_VECTOR_CHECK, FsPath
 
 Migration = tuple[str, Callable[[Connection], None]]
 
@@ -54,25 +57,145 @@ def _0001_initial(conn: Connection) -> None:
     conn.execute(state.insert().values(id=1, generation=0))
 
 
+_COPY_CHUNK = 2000
+_IMAGES_0001 = sa.table(
+    "images",
+    *(sa.column(name, sa.Integer) for name in ("id", "width", "height")),
+    *(sa.column(name, sa.BigInteger) for name in ("size", "mtime_ns")),
+    *(sa.column(name, sa.Text) for name in ("path", "content_hash", "format", "camera_make", "camera_model")),
+    *(sa.column(name, sa.Text) for name in ("model_key", "error")),
+    *(sa.column(name, sa.DateTime) for name in ("taken_at", "indexed_at")),
+    sa.column("vector", sa.LargeBinary),
+)
+"""The images table as 0001 made it, as far as 0002 reads it."""
+
+
+def _images_0002(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("path", FsPath, nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+        sa.Column("content_hash", sa.String(64)),
+        sa.Column("width", sa.Integer),
+        sa.Column("height", sa.Integer),
+        sa.Column("format", sa.String(16)),
+        sa.Column("taken_at", sa.DateTime),
+        sa.Column("camera_make", sa.String(128)),
+        sa.Column("camera_model", sa.String(128)),
+        sa.Column("vector", sa.LargeBinary),
+        sa.Column("has_vector", sa.Boolean, nullable=False),
+        sa.Column("model_key", sa.String(64)),
+        sa.Column("error", sa.Text),
+        sa.Column("indexed_at", sa.DateTime, nullable=False),
+        sa.CheckConstraint(HAS_VECTOR_CHECK, name="ck_images_has_vector"),
+        sqlite_autoincrement=True,
+    )
+
+
+def _indexes_0002(images: sa.Table) -> list[sa.Index]:
+    return [
+        sa.Index("ix_images_path", images.c.path, unique=True),
+        sa.Index("ix_images_size", images.c.size),
+        sa.Index("ix_images_content_hash", images.c.content_hash),
+        sa.Index("ix_images_taken_at", images.c.taken_at),
+        sa.Index("ix_images_vector_size", images.c.has_vector, images.c.size),
+        sa.Index("ix_images_vector_taken_at", images.c.has_vector, images.c.taken_at),
+    ]
+
+
+def _0002_byte_paths_half_vectors(conn: Connection) -> None:
+    """Paths become the OS's bytes (a name that is not UTF-8 could not be stored), vectors float16 (half the
+    bytes), and `has_vector` a stored column indexed with size and taken_at, so counts never read the blobs.
+
+    No backend changes a column's type in place portably (SQLite not at all): the table is rebuilt, rows
+    copied in id order, and the id counter carried over, so that an id deleted before is never given again."""
+    high = _id_high_water(conn)
+    staged = _images_0002("images_0002")
+    staged.create(conn)
+    last = 0
+    while True:
+        rows = conn.execute(
+            sa.select(_IMAGES_0001).where(_IMAGES_0001.c.id > last).order_by(_IMAGES_0001.c.id).limit(_COPY_CHUNK)
+        ).all()
+        if not rows:
+            break
+        conn.execute(staged.insert(), [_row_0002(row._asdict()) for row in rows])
+        last = rows[-1].id
+    conn.exec_driver_sql("DROP TABLE images")
+    conn.exec_driver_sql("ALTER TABLE images_0002 RENAME TO images")
+    for index in _indexes_0002(_images_0002("images")):
+        index.create(conn)
+    _set_id_high_water(conn, high)
+
+
+def _row_0002(row: dict[str, object]) -> dict[str, object]:
+    vector = row["vector"]
+    if vector is not None:
+        row["vector"] = np.frombuffer(bytes(vector), dtype="<f4").astype("<f2").tobytes()  # type: ignore[arg-type]
+    row["has_vector"] = vector is not None
+    return row
+
+
+def _id_high_water(conn: Connection) -> int:
+    """The highest id the images table ever gave (deleted ones included, where the backend keeps it)."""
+    if conn.dialect.name == "sqlite":
+        seq = conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'images'").scalar()
+    elif conn.dialect.name == "postgresql":
+        seq = conn.exec_driver_sql("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM images_id_seq").scalar()
+    else:
+        seq = None
+    return max(int(seq or 0), int(conn.scalar(sa.select(sa.func.max(_IMAGES_0001.c.id))) or 0))
+
+
+def _set_id_high_water(conn: Connection, high: int) -> None:
+    if high <= 0:
+        return
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = 'images'")
+        conn.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES ('images', ?)", (high,))
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('images', 'id'), %(high)s)", {"high": high})
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _0001_initial),
+    ("0002_byte_paths_half_vectors", _0002_byte_paths_half_vectors),
 ]
 
 
+_RECORDED = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("applied_at", sa.DateTime, nullable=False),
+)
+
+
+def is_ours(conn: Connection) -> bool:
+    """Whether the database holds a clipsearch store: our `schema_migrations`, with our first step in it."""
+    if not sa.inspect(conn).has_table(_RECORDED.name):
+        return False
+    first = MIGRATIONS[0][0]
+    return conn.scalar(sa.select(sa.func.count()).where(_RECORDED.c.name == first)) == 1
+
+
+def pending_migrations(conn: Connection) -> list[str]:
+    """The migrations a store of ours still needs, in order."""
+    done = set(conn.execute(sa.select(_RECORDED.c.name)).scalars())
+    return [name for name, _ in MIGRATIONS if name not in done]
+
+
 def apply_migrations(conn: Connection) -> list[str]:
-    """Apply every migration not yet recorded, in order, inside the caller's transaction."""
-    recorded = sa.Table(
-        "schema_migrations",
-        sa.MetaData(),
-        sa.Column("name", sa.String(128), primary_key=True),
-        sa.Column("applied_at", sa.DateTime, nullable=False),
-    )
-    recorded.create(conn, checkfirst=True)
-    done = set(conn.execute(sa.select(recorded.c.name)).scalars())
+    """Apply every migration not yet recorded, in order, inside the caller's transaction (which must hold
+    the write lock from its start, so that two processes never run the same step)."""
+    _RECORDED.create(conn, checkfirst=True)
     applied = []
-    for name, step in MIGRATIONS:
-        if name not in done:
-            step(conn)
-            conn.execute(recorded.insert().values(name=name, applied_at=datetime.now(timezone.utc)))
-            applied.append(name)
+    steps = dict(MIGRATIONS)
+    for name in pending_migrations(conn):
+        steps[name](conn)
+        conn.execute(_RECORDED.insert().values(name=name, applied_at=datetime.now(timezone.utc)))
+        applied.append(name)
     return applied

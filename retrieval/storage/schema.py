@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+HAS_VECTOR_CHECK = "(vector IS NOT NULL) = has_vector"
+"""`has_vector` says whether the row has a vector, always: counts read it from an index, not the blobs."""
+
+
+class FsPath(TypeDecorator[str]):
+    """A file path kept as the bytes the OS uses (`os.fsencode`) and given back as the same `str`
+    (`os.fsdecode`): names that are not valid UTF-8 survive, and paths compare bytewise on every backend."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else os.fsdecode(bytes(value))
 
 
 class Base(DeclarativeBase):
@@ -16,11 +37,15 @@ class ImageRow(Base):
     """One file under an indexed root: what we learned about it, and its vector unless it failed."""
 
     __tablename__ = "images"
-    # ids are FAISS ids: never reuse a deleted one
-    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
+    __table_args__ = (
+        CheckConstraint(HAS_VECTOR_CHECK, name="ck_images_has_vector"),
+        Index("ix_images_vector_size", "has_vector", "size"),
+        Index("ix_images_vector_taken_at", "has_vector", "taken_at"),
+        {"sqlite_autoincrement": True},  # ids are FAISS ids: never reuse a deleted one
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True, index=True)
     size: Mapped[int] = mapped_column(BigInteger, index=True)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -31,10 +56,11 @@ class ImageRow(Base):
     camera_make: Mapped[str | None] = mapped_column(String(128))
     camera_model: Mapped[str | None] = mapped_column(String(128))
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """float16 little-endian (`retrieval.storage.vectors`)."""
+    has_vector: Mapped[bool] = mapped_column(Boolean, default=False)
     model_key: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime)
-    has_vector: Mapped[bool] = column_property(vector.is_not(None))  # read, never stored
 
 
 class MetaRow(Base):

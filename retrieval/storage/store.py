@@ -7,41 +7,38 @@ also bumps the library's generation whenever vectors change so a stale FAISS fil
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
-from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from retrieval.storage.migrations import apply_migrations
-from retrieval.storage.records import FileMetadata, ImageRecord, LibraryStats, copy_fields
+from retrieval.errors import DamagedLibraryError, DiskFullError, LibraryNotFoundError, LibraryReadOnlyError
+from retrieval.storage.migrations import apply_migrations, is_ours, pending_migrations
+from retrieval.storage.opening import (
+    check_header,
+    create_file,
+    damaged,
+    file_engine,
+    immediate,
+    memory_engine,
+    sqlite_file,
+    writable,
+)
+from retrieval.storage.records import ImageRecord, LibraryStats, copy_fields
 from retrieval.storage.schema import ImageRow, MetaRow, StateRow
+from retrieval.storage.vectors import from_blobs
+from retrieval.storage.writer import StoreWriter, in_chunks
 
-_IN_CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-def _chunks(values: list[Any], size: int = _IN_CHUNK) -> Iterator[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_PG_DISK_FULL = "53100"
+_PG_MIGRATION_LOCK = 0x636C6970  # pg_advisory_xact_lock key serialising migrations ("clip")
 
 
 def folder_prefix(folder: str) -> str:
@@ -49,12 +46,23 @@ def folder_prefix(folder: str) -> str:
     return folder if folder.endswith(os.sep) else folder + os.sep
 
 
+def _successor(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string that starts with `prefix` (None: there is none)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
+
+
 def _path_under(folder: str) -> sa.ColumnElement[bool]:
-    """Paths under `folder`, compared exactly: LIKE would ignore ASCII case in SQLite, and paths do not."""
-    prefix = folder_prefix(folder)
-    return sa.func.substr(ImageRow.path, 1, len(prefix)) == prefix
+    """Paths under `folder` as a range of the unique path index, compared bytewise (so case-sensitive,
+    and `%` or `_` are plain characters): `prefix <= path < successor(prefix)`."""
+    prefix = os.fsencode(folder_prefix(folder))
+    lower = ImageRow.path >= sa.literal(prefix, sa.LargeBinary)
+    upper = _successor(prefix)
+    return lower if upper is None else sa.and_(lower, ImageRow.path < sa.literal(upper, sa.LargeBinary))
 
 
+_HAS_VECTOR = ImageRow.has_vector == sa.true()
+_FAILED = sa.and_(ImageRow.has_vector == sa.false(), ImageRow.error.is_not(None))
 _RECORD_COLUMNS = tuple(getattr(ImageRow, item.name).label(item.name) for item in fields(ImageRecord))
 """An `ImageRecord`'s columns, by field name; the vector itself stays behind (only whether there is one)."""
 
@@ -63,17 +71,133 @@ def _records(session: Session, *where: sa.ColumnElement[bool]) -> list[ImageReco
     return [copy_fields(ImageRecord, row) for row in session.execute(sa.select(*_RECORD_COLUMNS).where(*where))]
 
 
+def _sqlite_code(exc: sa.exc.DBAPIError) -> int | None:
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
 class Store:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
-        self.engine: Engine = sa.create_engine(url, echo=echo)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        with self.engine.begin() as conn:
-            apply_migrations(conn)
+    """The store at `url`. A SQLite file must exist and be ours, unless `create`: then a missing file is
+    created on the first write (until then the store reads as empty), so a failed first run leaves nothing."""
+
+    def __init__(self, url: str, *, create: bool = False, echo: bool = False) -> None:
+        self.url = sa.make_url(url)
+        self.read_only = False
+        self._echo = echo
+        self._file = sqlite_file(self.url)
+        self._pending = self._file is not None and not self._file.exists()
+        if self._pending:
+            if not create:
+                raise LibraryNotFoundError(f"no library database at {self._file}")
+            self._use(memory_engine())
+            with self.engine.begin() as conn:
+                apply_migrations(conn)
+        else:
+            self._open(create=create)
+
+    @property
+    def location(self) -> str:
+        """Where the library's data is, as people read it: the SQLite file's folder, or the URL."""
+        return str(self._file.parent) if self._file else self.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _use(self, engine: Engine) -> None:
+        self.engine: Engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(immediate(engine), expire_on_commit=False)
+
+    def _open(self, *, create: bool) -> None:
+        if self._file is not None:
+            check_header(self._file)
+            self.read_only = not writable(self._file)
+            self._use(file_engine(self._file, read_only=self.read_only, echo=self._echo))
+        else:
+            self._use(sa.create_engine(self.url, echo=self._echo))
+        try:
+            self._prepare(create=create and self._file is None)
+        except sa.exc.DBAPIError as exc:
+            self.engine.dispose()
+            if self._file is not None and _sqlite_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise damaged(self._file, f"SQLite says: {exc.orig}") from exc
+            raise
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def _prepare(self, *, create: bool) -> None:
+        """Refuse a database that is not ours; bring ours up to date. Only a new one gets our schema."""
+        with self.engine.connect() as conn:
+            ours = is_ours(conn)
+            empty = not ours and not sa.inspect(conn).get_table_names()
+            pending = pending_migrations(conn) if ours else []
+        if not ours and not (create and empty):
+            if self._file is not None:
+                raise damaged(self._file, "it holds no clipsearch schema")
+            if empty:
+                raise LibraryNotFoundError(f"no library in the database at {self.location}")
+            raise DamagedLibraryError(
+                f"the database at {self.location} holds other tables and no clipsearch library: nothing was "
+                "written to it; give an empty database or one that clipsearch made"
+            )
+        if pending and self.read_only:
+            raise LibraryReadOnlyError(
+                f"the library at {self.location} is read-only and was made by an older clipsearch: its database "
+                f"needs these upgrades first: {', '.join(pending)}. Open it once with write access."
+            )
+        if pending or not ours:
+            self._migrate(self.engine)
+
+    @staticmethod
+    def _migrate(engine: Engine) -> None:
+        """Apply pending migrations holding the write lock from the start (SQLite BEGIN IMMEDIATE, a
+        PostgreSQL advisory lock): processes opening the same old or new library migrate it once."""
+        with immediate(engine).begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+            apply_migrations(conn)
+
+    def ensure_created(self) -> None:
+        """Create the library's database (and its folder) now if it does not exist yet; writes do this first."""
+        if not self._pending:
+            return
+        assert self._file is not None
+        create_file(self._file, self._migrate)  # False: another process created it first, which is as good
+        self.engine.dispose()
+        self._pending = False
+        self._open(create=False)
+
+    def ensure_writable(self) -> None:
+        """Raise `LibraryReadOnlyError` if the store cannot be written; create a new one's database now."""
+        if self.read_only:
+            raise LibraryReadOnlyError(
+                f"the library at {self.location} is read-only (a read-only mount, or no permission to write "
+                f"{self._file}): searching it works, indexing it needs write access"
+            )
+        self.ensure_created()
+
+    @contextmanager
+    def _typed_disk_errors(self) -> Iterator[None]:
+        """A full disk (or quota, or file-size limit) while writing becomes `DiskFullError`."""
+        try:
+            yield
+        except sa.exc.OperationalError as exc:
+            full = _sqlite_code(exc) == _SQLITE_FULL or getattr(exc.orig, "pgcode", None) == _PG_DISK_FULL
+            if not full:
+                raise
+            raise self._disk_full(str(exc.orig)) from exc
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            raise self._disk_full(str(exc)) from exc
+
+    def _disk_full(self, reason: str) -> DiskFullError:
+        return DiskFullError(
+            f"the disk is full while writing the library at {self.location} ({reason}). The library is intact: "
+            "everything committed before is kept and only the batch being written was dropped. Free some space "
+            "and run the index again to finish."
+        )
 
     # --- library facts -------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -82,7 +206,8 @@ class Store:
             return row.value if row else None
 
     def set_meta(self, values: dict[str, str]) -> None:
-        with self._sessions.begin() as session:
+        self.ensure_writable()
+        with self._typed_disk_errors(), self._write_sessions.begin() as session:
             for key, value in values.items():
                 session.merge(MetaRow(key=key, value=value))
 
@@ -100,7 +225,7 @@ class Store:
         """Rows whose file size is one of `sizes`: the candidates a new file may have been moved from."""
         found: list[ImageRecord] = []
         with self._sessions() as session:  # one read transaction for every chunk
-            for chunk in _chunks(sorted(set(sizes))):
+            for chunk in in_chunks(sorted(set(sizes))):
                 found += _records(session, ImageRow.size.in_(chunk), ImageRow.content_hash.is_not(None))
         return found
 
@@ -112,12 +237,12 @@ class Store:
     def rows_by_ids(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         found: dict[int, ImageRecord] = {}
         with self._sessions() as session:  # one read transaction for every chunk
-            for chunk in _chunks([int(i) for i in ids]):
+            for chunk in in_chunks([int(i) for i in ids]):
                 found.update((record.id, record) for record in _records(session, ImageRow.id.in_(chunk)))
         return found
 
     def ids_under(self, folder: str) -> np.ndarray:
-        stmt = sa.select(ImageRow.id).where(_path_under(folder), ImageRow.vector.is_not(None)).order_by(ImageRow.id)
+        stmt = sa.select(ImageRow.id).where(_path_under(folder), _HAS_VECTOR).order_by(ImageRow.id)
         with self._sessions() as session:
             return np.fromiter(session.scalars(stmt), dtype=np.int64)
 
@@ -131,7 +256,7 @@ class Store:
             generation = int(conn.scalar(sa.select(StateRow.generation).where(StateRow.id == 1)) or 0)
             stmt = (
                 sa.select(ImageRow.id, ImageRow.vector)
-                .where(ImageRow.vector.is_not(None))
+                .where(_HAS_VECTOR)
                 .order_by(ImageRow.id)
                 .execution_options(yield_per=batch)
             )
@@ -139,8 +264,7 @@ class Store:
             def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
                 for part in conn.execute(stmt).partitions(batch):
                     ids = np.fromiter((row[0] for row in part), dtype=np.int64, count=len(part))
-                    blob = b"".join(bytes(row[1] or b"") for row in part)
-                    yield ids, np.frombuffer(blob, dtype=np.float32).reshape(len(part), dim)
+                    yield ids, from_blobs([row[1] for row in part], dim)
 
             yield generation, batches()
 
@@ -148,38 +272,31 @@ class Store:
     def _snapshot(self) -> Iterator[sa.Connection]:
         """A read-only connection whose statements all see one snapshot of the database.
 
-        pysqlite opens a transaction only before writes, so each SELECT would see the latest commit;
-        an explicit BEGIN pins the WAL snapshot at the first read. Other backends get REPEATABLE READ."""
-        if self.engine.dialect.name == "sqlite":
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("BEGIN")
-                yield conn
-                conn.rollback()
-        else:
-            with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-                yield conn
-                conn.rollback()
+        On SQLite every transaction starts with an explicit BEGIN (`opening`), which pins the WAL snapshot at
+        the first read. Other backends get REPEATABLE READ."""
+        options = {} if self.engine.dialect.name == "sqlite" else {"isolation_level": "REPEATABLE READ"}
+        with self.engine.connect().execution_options(**options) as conn:
+            yield conn
+            conn.rollback()
 
     def count_vectors(self) -> int:
+        """Rows with a vector, counted on the (has_vector, size) index: the blobs are never read."""
         with self._sessions() as session:
-            return int(session.scalar(sa.select(sa.func.count(ImageRow.id)).where(ImageRow.vector.is_not(None))) or 0)
+            return int(session.scalar(sa.select(sa.func.count()).select_from(ImageRow).where(_HAS_VECTOR)) or 0)
 
     def stats(self, failure_limit: int = 20) -> LibraryStats:
-        with self._sessions() as session:
-            indexed, total_bytes, first, last = session.execute(
-                sa.select(
-                    sa.func.count(ImageRow.id),
-                    sa.func.coalesce(sa.func.sum(ImageRow.size), 0),
-                    sa.func.min(ImageRow.taken_at),
-                    sa.func.max(ImageRow.taken_at),
-                ).where(ImageRow.vector.is_not(None))
+        """Counts and sums from the (has_vector, size) index, dates from (has_vector, taken_at), failures
+        from the rows without a vector: no query reads the vectors."""
+        with self._sessions() as session:  # one read transaction: the numbers agree with each other
+            indexed, total_bytes = session.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(ImageRow.size), 0)).where(_HAS_VECTOR)
             ).one()
-            failed = session.scalar(sa.select(sa.func.count(ImageRow.id)).where(ImageRow.error.is_not(None)))
+            dated = sa.select(ImageRow.taken_at).where(_HAS_VECTOR, ImageRow.taken_at.is_not(None)).limit(1)
+            first = session.scalar(dated.order_by(ImageRow.taken_at))
+            last = session.scalar(dated.order_by(ImageRow.taken_at.desc()))
+            failed = session.scalar(sa.select(sa.func.count()).select_from(ImageRow).where(_FAILED))
             failures = session.execute(
-                sa.select(ImageRow.path, ImageRow.error)
-                .where(ImageRow.error.is_not(None))
-                .order_by(ImageRow.path)
-                .limit(failure_limit)
+                sa.select(ImageRow.path, ImageRow.error).where(_FAILED).order_by(ImageRow.path).limit(failure_limit)
             ).all()
             return LibraryStats(
                 indexed=int(indexed),
@@ -194,8 +311,10 @@ class Store:
     # --- writes --------------------------------------------------------------------------------
     @contextmanager
     def writer(self) -> Iterator[StoreWriter]:
-        """One transaction: everything written inside commits together or not at all."""
-        with self._sessions.begin() as session:
+        """One transaction: everything written inside commits together or not at all. It holds the write
+        lock from its start; a full disk raises `DiskFullError` and leaves the earlier commits as they are."""
+        self.ensure_writable()
+        with self._typed_disk_errors(), self._write_sessions.begin() as session:
             writer = StoreWriter(session)
             yield writer
             if writer.vectors_changed:
@@ -204,75 +323,3 @@ class Store:
 
 def _generation(session: Session) -> int:
     return int(session.scalar(sa.select(StateRow.generation).where(StateRow.id == 1)) or 0)
-
-
-class StoreWriter:
-    """Intent-named writes inside one transaction; `vectors_changed` tells the store to bump the generation."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.vectors_changed = False
-
-    def _row_for(self, path: str) -> ImageRow:
-        row = self.session.scalars(sa.select(ImageRow).where(ImageRow.path == path)).first()
-        if row is None:
-            row = ImageRow(path=path)
-            self.session.add(row)
-        return row
-
-    def upsert_image(self, meta: FileMetadata, vector: np.ndarray, model_key: str) -> int:
-        """Insert or replace the row at `meta.path` with a freshly computed vector; returns its id."""
-        row = self._row_for(meta.path)
-        _apply(row, meta)
-        row.vector = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-        row.model_key = model_key
-        row.error = None
-        self.session.flush()
-        self.vectors_changed = True
-        return row.id
-
-    def record_failure(self, path: str, size: int, mtime_ns: int, reason: str, content_hash: str | None) -> int:
-        """Remember an unreadable file (so it is skipped until it changes) and drop any old vector."""
-        row = self._row_for(path)
-        if row.vector is not None:
-            self.vectors_changed = True
-        row.size, row.mtime_ns, row.content_hash = size, mtime_ns, content_hash
-        row.vector, row.model_key, row.error, row.indexed_at = None, None, reason, _now()
-        self.session.flush()
-        return row.id
-
-    def move_image(self, image_id: int, new_path: str, size: int, mtime_ns: int) -> None:
-        """The same content under a new path: keep the id and the vector, so the FAISS index is unchanged."""
-        self.session.execute(
-            sa.update(ImageRow).where(ImageRow.id == image_id).values(path=new_path, size=size, mtime_ns=mtime_ns)
-        )
-
-    def touch_image(self, image_id: int, size: int, mtime_ns: int) -> None:
-        """The file's stat changed but not its content: record the new stat, keep the vector."""
-        self.session.execute(sa.update(ImageRow).where(ImageRow.id == image_id).values(size=size, mtime_ns=mtime_ns))
-
-    def copy_vector(self, meta: FileMetadata, source_id: int) -> int:
-        """A new file whose content is already indexed elsewhere: reuse that vector and metadata."""
-        source = self.session.get(ImageRow, source_id)
-        if source is None or source.vector is None or source.model_key is None:
-            raise LookupError(f"image {source_id} has no vector to copy")
-        filled = copy_fields(
-            FileMetadata, source, path=meta.path, size=meta.size, mtime_ns=meta.mtime_ns, content_hash=meta.content_hash
-        )
-        return self.upsert_image(filled, np.frombuffer(source.vector, dtype=np.float32), source.model_key)
-
-    def delete_images(self, ids: Iterable[int]) -> int:
-        deleted = 0
-        for chunk in _chunks([int(i) for i in ids]):
-            result = self.session.execute(sa.delete(ImageRow).where(ImageRow.id.in_(chunk)))
-            deleted += int(getattr(result, "rowcount", 0) or 0)
-        if deleted:
-            self.vectors_changed = True
-        return deleted
-
-
-def _apply(row: ImageRow, meta: FileMetadata) -> None:
-    """Write every field of `FileMetadata` (and no more, even from a record) to the row's column of that name."""
-    for item in fields(FileMetadata):
-        setattr(row, item.name, getattr(meta, item.name))
-    row.indexed_at = _now()

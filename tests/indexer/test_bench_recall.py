@@ -31,6 +31,7 @@ from retrieval.quality.recall import Recall
 from retrieval.quality.scene_dataset import generate_dataset
 from tests import imagefactory
 from tests.jsonlines import write_jsonl
+from tests.libcheck import STORED_ATOL
 
 IMAGES = 40
 DUPLICATED = 5  # image copied byte for byte to dup.jpg, listed last with its own caption
@@ -176,7 +177,7 @@ def test_stored_vectors_are_the_encoders_vectors_of_the_images(benched: Benched,
     """The indexer's decode path gives the same vectors as encoding the opened files directly."""
     _, vectors = stored_vectors(benched.library, benched.data.images)
     direct = exact_encoder.encode_images([Image.open(path).convert("RGB") for path in benched.data.images])
-    np.testing.assert_allclose(vectors, direct, atol=1e-6)
+    np.testing.assert_allclose(vectors, direct, atol=STORED_ATOL)
     assert np.array_equal(vectors[DUPLICATED], vectors[IMAGES]), "the duplicate files must tie exactly"
 
 
@@ -366,7 +367,7 @@ def test_reordered_dataset_of_same_size_same_mtime_files_gets_the_right_vectors(
         bench_recall(library, tiny_encoder, backward, ks=(1,))
         _, vectors = stored_vectors(library, backward.images)
         assert library.store.count_vectors() == 2
-    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    np.testing.assert_allclose(vectors, expected, atol=STORED_ATOL)
 
 
 def test_library_holding_other_images_is_refused(tmp_path: Path, tiny_encoder: Encoder, photos: Path) -> None:

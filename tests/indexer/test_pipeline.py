@@ -23,8 +23,9 @@ from retrieval.errors import IndexRootError, ModelMismatchError
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.model.specs import ModelSpec
+from retrieval.storage.vectors import from_blob
 from tests import imagefactory as factory
-from tests.libcheck import assert_index_matches_store, reference_vectors, stored_rows, stored_vectors
+from tests.libcheck import STORED_ATOL, assert_index_matches_store, reference_vectors, stored_rows, stored_vectors
 
 PHOTO_COUNT = 13  # the `photos` fixture: 12 PNGs and one EXIF JPEG
 
@@ -72,7 +73,7 @@ def test_first_run_embeds_everything_with_metadata_and_exact_vectors(
     vectors = stored_vectors(library)
     paths = sorted(vectors)
     np.testing.assert_allclose(
-        np.stack([vectors[p] for p in paths]), reference_vectors(tiny_encoder, paths), rtol=0, atol=1e-5
+        np.stack([vectors[p] for p in paths]), reference_vectors(tiny_encoder, paths), rtol=0, atol=STORED_ATOL
     )
     assert_index_matches_store(library)
 
@@ -111,7 +112,7 @@ def test_added_file_is_the_only_one_embedded(library: Library, tiny_encoder: Enc
     report = run(library, tiny_encoder, photos)
     assert (report.embedded, report.unchanged, report.scanned) == (1, PHOTO_COUNT, PHOTO_COUNT + 1)
     np.testing.assert_allclose(
-        stored_vectors(library)[str(added)], reference_vectors(tiny_encoder, [str(added)])[0], atol=1e-5
+        stored_vectors(library)[str(added)], reference_vectors(tiny_encoder, [str(added)])[0], atol=STORED_ATOL
     )
     assert_index_matches_store(library)
 
@@ -122,9 +123,9 @@ def _assert_reembedded(library: Library, encoder: Encoder, path: Path, before: d
     after = _row(library, path)
     assert after["id"] == before["id"]
     assert after["content_hash"] != before["content_hash"]
-    new_vector = np.frombuffer(after["vector"], dtype=np.float32)
-    assert not np.allclose(new_vector, np.frombuffer(before["vector"], dtype=np.float32), atol=1e-3)
-    np.testing.assert_allclose(new_vector, reference_vectors(encoder, [str(path)])[0], atol=1e-5)
+    new_vector = from_blob(after["vector"])
+    assert not np.allclose(new_vector, from_blob(before["vector"]), atol=1e-3)
+    np.testing.assert_allclose(new_vector, reference_vectors(encoder, [str(path)])[0], atol=STORED_ATOL)
     assert_index_matches_store(library)
 
 
@@ -303,7 +304,7 @@ def test_broken_files_are_retried_only_when_asked_or_changed(
     row = _row(library, repaired)
     assert row["error"] is None and row["vector"] is not None and (row["width"], row["height"]) == (64, 48)
     np.testing.assert_allclose(
-        np.frombuffer(row["vector"], dtype=np.float32), reference_vectors(tiny_encoder, [str(repaired)])[0], atol=1e-5
+        from_blob(row["vector"]), reference_vectors(tiny_encoder, [str(repaired)])[0], atol=STORED_ATOL
     )
     assert library.store.stats().failed == len(BROKEN) - 1
     assert_index_matches_store(library)
@@ -339,7 +340,7 @@ def test_tricky_but_valid_files_are_embedded(library: Library, tiny_encoder: Enc
     paths = sorted(str(p) for p in made)
     assert sorted(vectors) == paths
     np.testing.assert_allclose(
-        np.stack([vectors[p] for p in paths]), reference_vectors(tiny_encoder, paths), rtol=0, atol=1e-5
+        np.stack([vectors[p] for p in paths]), reference_vectors(tiny_encoder, paths), rtol=0, atol=STORED_ATOL
     )
     assert_index_matches_store(library)
 

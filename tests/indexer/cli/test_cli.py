@@ -278,7 +278,7 @@ def test_similar_leaves_itself_out_unless_asked(indexed: Indexed) -> None:
         invoke("similar", query, "--include-self", "--json", "-k", "2", "--library", indexed.library, *CPU)
     )
     assert with_self[0]["path"] == query
-    assert with_self[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert with_self[0]["score"] == pytest.approx(1.0, abs=1e-3)  # its float16-stored vector with itself
     assert with_self[1]["path"] == expected[0][0]
 
 
@@ -368,7 +368,7 @@ def test_pretrained_tag_offline_fails_fast(
     tiny_config: Path, tmp_path: Path, expect_network_attempt: list[str]
 ) -> None:
     """ViT-B-32 with a pretrained tag and no cached weights: exit 1 within seconds, saying the weights
-    are not cached and how to fix it; the failed run does not bind the library to that model."""
+    are not cached and how to fix it; the failed run creates no library (so binds it to no model)."""
     if _default_weights_cached():
         pytest.skip("the ViT-B-32 laion2b_s34b_b79k weights are cached on this machine")
     factory.pattern_png(tmp_path / "photos" / "a.png", seed=1)
@@ -380,8 +380,7 @@ def test_pretrained_tag_offline_fails_fast(
     assert "not cached" in output or "not in the cache" in output
     assert "--pretrained /path/to/checkpoint" in output
     assert expect_network_attempt or "offline" in output.lower() or "HF_HUB_OFFLINE" in output
-    facts = json.loads(invoke("info", "--json", "--library", library).stdout)
-    assert (facts["model"], facts["indexed"]) == (None, 0)
+    assert not library.exists()  # nothing is created before the model has loaded
     retried = invoke("index", tmp_path / "photos", "--library", library, *model_args(tiny_config))
     assert retried.exit_code == 0, retried.output
 

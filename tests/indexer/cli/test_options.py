@@ -90,6 +90,7 @@ def test_library_choice_opens_the_store_its_database_url_names(tmp_path: Path) -
     with choice.open(create=True) as library:
         assert library.directory == (tmp_path / "lib").resolve()
         assert library.facts(0).database == f"sqlite:///{store}"
+        library.create()  # a new library's store appears on its first write
     assert store.is_file()
     assert not any((tmp_path / "lib").glob("*.db"))
     with choice.open() as reopened:  # no create: the URL alone says where the library is

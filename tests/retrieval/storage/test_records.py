@@ -37,7 +37,7 @@ EVERY_FIELD = FileMetadata(
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    opened = Store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
     yield opened
     opened.close()
 

@@ -24,6 +24,7 @@ from retrieval.model.specs import ModelSpec
 from retrieval.storage.migrations import MIGRATIONS, apply_migrations
 from retrieval.storage.records import FileMetadata
 from retrieval.storage.store import Store, StoreWriter, folder_prefix
+from retrieval.storage.vectors import as_stored
 from tests.libcheck import assert_same_vectors, store_vectors, unit_vectors
 
 DIM = 8
@@ -33,7 +34,8 @@ _FORK = multiprocessing.get_context("fork")  # the child inherits the imports: n
 
 
 def _vector(seed: int, dim: int = DIM) -> np.ndarray:
-    return unit_vectors(1, seed, dim)[0]
+    """A unit vector whose float32 values float16 holds exactly, so the store gives it back bit for bit."""
+    return as_stored(unit_vectors(1, seed, dim)[0])
 
 
 def _meta(path: str, size: int = 100, content_hash: str | None = "hash", **extra: object) -> FileMetadata:
@@ -63,7 +65,8 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
-    opened = Store(db_url)
+    opened = Store(db_url, create=True)
+    opened.ensure_created()
     yield opened
     opened.close()
 
@@ -78,7 +81,8 @@ def _migration_rows(store: Store) -> list[tuple[str, object]]:
 
 def test_fresh_store_records_migrations_once(db_url: str) -> None:
     """A new database records every migration (0001_initial first); reopening it applies nothing."""
-    first = Store(db_url)
+    first = Store(db_url, create=True)
+    first.ensure_created()
     rows = _migration_rows(first)
     assert [name for name, _ in rows] == [name for name, _ in MIGRATIONS]
     assert rows[0][0] == "0001_initial"
@@ -431,8 +435,8 @@ def test_vector_snapshot_agrees_with_writes(store: Store) -> None:
     written = {}
     with store.writer() as writer:
         for n in range(10):
-            vector = np.random.default_rng(n).standard_normal(DIM)  # float64 in, float32 stored
-            written[writer.upsert_image(_meta(f"/p/{n}.jpg"), vector, MODEL_KEY)] = vector.astype(np.float32)
+            vector = np.random.default_rng(n).standard_normal(DIM)  # float64 in, float16 stored, float32 out
+            written[writer.upsert_image(_meta(f"/p/{n}.jpg"), vector, MODEL_KEY)] = as_stored(vector)
         writer.record_failure("/p/3.jpg", 1, 1, "bad", None)
     (failed_id,) = [i for i, record in store.rows_by_ids(written).items() if record.error]
     del written[failed_id]
@@ -476,8 +480,11 @@ def test_missing_library_is_not_created(tmp_path: Path) -> None:
     with pytest.raises(LibraryNotFoundError, match="no library at"):
         Library(missing)
     assert not missing.exists()
-    with Library(missing, create=True):
-        pass
+    with Library(missing, create=True) as created:
+        assert created.store.count_vectors() == 0 and created.recorded_identity() is None  # reads as empty
+    assert not missing.exists()  # created on the first write, not on opening
+    with Library(missing, create=True) as created:
+        created.create()
     with Library(missing) as reopened:
         assert reopened.store.generation() == 0
 
@@ -612,6 +619,7 @@ def _run_child(target: Callable[..., None], *args: object) -> int | None:
 
 def test_writer_lock_refuses_a_second_process(library: Library) -> None:
     """While this process holds the lock another process gets LibraryBusyError; after release it succeeds."""
+    library.create()
     directory = str(library.directory)
     with library.writer_lock():
         assert (library.directory / "index.lock").read_text() == str(os.getpid())
@@ -621,6 +629,7 @@ def test_writer_lock_refuses_a_second_process(library: Library) -> None:
 
 def test_writer_lock_is_dropped_when_its_holder_dies(library: Library) -> None:
     """A lock held by a process that is killed is released by the OS: the next writer proceeds."""
+    library.create()
     held, release = _FORK.Event(), _FORK.Event()
     holder = _FORK.Process(target=_hold_lock, args=(str(library.directory), held, release))
     holder.start()
