@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -131,10 +132,10 @@ def _0002_byte_paths_half_vectors(conn: Connection) -> None:
     _set_id_high_water(conn, high)
 
 
-def _row_0002(row: dict[str, object]) -> dict[str, object]:
+def _row_0002(row: dict[str, Any]) -> dict[str, Any]:
     vector = row["vector"]
     if vector is not None:
-        row["vector"] = np.frombuffer(bytes(vector), dtype="<f4").astype("<f2").tobytes()  # type: ignore[arg-type]
+        row["vector"] = np.frombuffer(bytes(vector), dtype="<f4").astype("<f2").tobytes()
     row["has_vector"] = vector is not None
     return row
 

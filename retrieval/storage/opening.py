@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,8 @@ BEGIN_OPTION = "clipsearch_begin"
 """The execution option that makes a connection's transactions start with BEGIN IMMEDIATE."""
 BUSY_TIMEOUT_MS = 30_000
 PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
+ROOM_MARGIN = 1 << 20
+"""Free bytes under which a failed write is put down to a full disk (a write needs pages, a few KB each)."""
 
 
 def sqlite_file(url: sa.URL) -> Path | None:
@@ -142,6 +145,22 @@ def create_file(path: Path, build: Callable[[Engine], None]) -> bool:
     finally:
         for leftover in (staged, Path(f"{staged}-wal"), Path(f"{staged}-shm")):
             leftover.unlink(missing_ok=True)
+
+
+def out_of_room(path: Path) -> bool:
+    """After a write to the database at `path` failed with an I/O error: whether the disk is full, or the
+    database or its WAL reached this process's file-size limit (SQLite reports EFBIG as an I/O error)."""
+    if shutil.disk_usage(path.parent).free < ROOM_MARGIN:
+        return True
+    try:
+        import resource
+    except ImportError:  # no file-size limits to hit on Windows
+        return False
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return False
+    sizes = [os.path.getsize(name) for name in (path, Path(f"{path}-wal")) if os.path.exists(name)]
+    return max(sizes, default=0) + ROOM_MARGIN > limit
 
 
 def _set_wal(path: Path) -> None:

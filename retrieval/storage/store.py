@@ -27,6 +27,7 @@ from retrieval.storage.opening import (
     file_engine,
     immediate,
     memory_engine,
+    out_of_room,
     sqlite_file,
     writable,
 )
@@ -35,7 +36,7 @@ from retrieval.storage.schema import ImageRow, MetaRow, StateRow
 from retrieval.storage.vectors import from_blobs
 from retrieval.storage.writer import StoreWriter, in_chunks
 
-_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 10, 11, 13, 26
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _PG_DISK_FULL = "53100"
 _PG_MIGRATION_LOCK = 0x636C6970  # pg_advisory_xact_lock key serialising migrations ("clip")
@@ -183,8 +184,9 @@ class Store:
         try:
             yield
         except sa.exc.OperationalError as exc:
-            full = _sqlite_code(exc) == _SQLITE_FULL or getattr(exc.orig, "pgcode", None) == _PG_DISK_FULL
-            if not full:
+            code = _sqlite_code(exc)
+            full = code == _SQLITE_FULL or getattr(exc.orig, "pgcode", None) == _PG_DISK_FULL
+            if not (full or (code == _SQLITE_IOERR and self._file is not None and out_of_room(self._file))):
                 raise
             raise self._disk_full(str(exc.orig)) from exc
         except OSError as exc:
@@ -194,7 +196,8 @@ class Store:
 
     def _disk_full(self, reason: str) -> DiskFullError:
         return DiskFullError(
-            f"the disk is full while writing the library at {self.location} ({reason}). The library is intact: "
+            f"no room left to write the library at {self.location} (a full disk, a quota or a file-size limit: "
+            f"{reason}). The library is intact: "
             "everything committed before is kept and only the batch being written was dropped. Free some space "
             "and run the index again to finish."
         )

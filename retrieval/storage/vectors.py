@@ -20,9 +20,9 @@ def to_blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).astype(STORED_DTYPE).tobytes()
 
 
-def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
-    """(len(blobs), dim) float32 rows from stored blobs, in order."""
-    joined = b"".join(bytes(blob) for blob in blobs)
+def from_blobs(blobs: Sequence[bytes | None], dim: int) -> np.ndarray:
+    """(len(blobs), dim) float32 rows from stored blobs, in order (a missing one fails the reshape)."""
+    joined = b"".join(bytes(blob or b"") for blob in blobs)
     return np.frombuffer(joined, dtype=STORED_DTYPE).reshape(len(blobs), dim).astype(np.float32)
 
 

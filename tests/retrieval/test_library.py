@@ -7,18 +7,21 @@ Real libraries on disk, indexed by the real pipeline with the tiny random-weight
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from indexer.pipeline import index_folders
-from retrieval.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, LIBRARY_ENV, RANDOM_WEIGHTS
+from retrieval.config import DATABASE_FILE, DEFAULT_MODEL, DEFAULT_PRETRAINED, LIBRARY_ENV, RANDOM_WEIGHTS
 from retrieval.errors import LibraryNotFoundError, ModelMismatchError
 from retrieval.library import Library
 from retrieval.model.devices import resolve_device
 from retrieval.model.encoder import Encoder
 from retrieval.model.specs import ModelSpec
+from retrieval.search import Searcher
 from tests import imagefactory
+from tests.clirunner import assert_clean_failure, invoke
 
 FACT_KEYS = [
     "library", "database", "model", "model_identity", "dim", "indexed", "failed", "total_bytes", "first_taken",
@@ -156,3 +159,47 @@ def test_facts_of_a_new_library(library: Library) -> None:
     assert (data["model"], data["model_identity"], data["dim"]) == (None, None, None)
     assert (data["indexed"], data["failed"], data["total_bytes"], data["generation"]) == (0, 0, 0, 0)
     assert (data["first_taken"], data["last_taken"], data["failures"]) == (None, None, [])
+
+
+# --- the library's files ---------------------------------------------------------------------------------------
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_and_found(
+    library: Library, tiny_encoder: Encoder, photos: Path
+) -> None:
+    """`zz\\xff.jpg` among good images (its name reaches Python as `zz\\udcff.jpg`): every file is indexed, a
+    rerun changes nothing, and the store and a search give back the very same `str`."""
+    odd = photos / os.fsdecode(b"zz\xff.jpg")
+    imagefactory.solid_jpeg(odd, color=(20, 200, 40))
+    files = len([path for path in photos.rglob("*") if path.is_file()])
+    report = index_folders(library, tiny_encoder, [str(photos)], workers=1)
+    assert (report.embedded, report.failed) == (files, 0)
+    again = index_folders(library, tiny_encoder, [str(photos)], workers=1)
+    assert (again.embedded, again.unchanged, again.removed) == (0, files, 0)
+    record = library.store.image_by_path(str(odd))
+    assert record is not None and record.path == str(odd) and record.has_vector
+    assert str(odd) in library.store.file_states_under(str(photos))
+    (hit,) = Searcher(library, tiny_encoder, gpu="never").search_image(odd, k=1, include_self=True)
+    assert hit.path == str(odd) and hit.id == record.id
+
+
+def test_index_with_a_model_that_cannot_load_creates_no_library(tmp_path: Path, photos: Path) -> None:
+    """`clipsearch index` into a new library with a model config that does not exist fails with a clear message
+    and leaves no folder and no database behind."""
+    new = tmp_path / "new" / "library"
+    missing = tmp_path / "missing.json"
+    result = invoke("index", photos, "--library", new, "--model", missing, "--pretrained", "none", "--device", "cpu")
+    output = assert_clean_failure(result)
+    assert "missing.json" in output
+    assert not (tmp_path / "new").exists()
+
+
+def test_info_on_an_empty_database_file_says_it_is_damaged(tmp_path: Path) -> None:
+    """`clipsearch info` on a zero-byte library.db: one message naming the file and the way back, no traceback,
+    and the file stays empty (it used to become a new library)."""
+    folder = tmp_path / "library"
+    folder.mkdir()
+    (folder / DATABASE_FILE).write_bytes(b"")
+    output = assert_clean_failure(invoke("info", "--library", folder))
+    assert str(folder / DATABASE_FILE) in output and "damaged" in output and "backup" in output
+    assert (folder / DATABASE_FILE).stat().st_size == 0
