@@ -435,7 +435,7 @@ def readme_case(w: World) -> Verdict:
     match = re.search(r"`--json` prints one object per line \(([^)]*)\)", text)
     if match is None:
         return "wrong answer", "README lists no --json fields"
-    documented = {field.strip(" `") for field in match[1].split(",")}
+    documented = {field.strip().strip("`") for field in match[1].split(",")}
     run = w.cli("search", "red", "--library", w.lib, "-k", "1", "--json")
     actual = set(run.json_lines()[0])
     if documented == actual:
