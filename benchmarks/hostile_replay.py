@@ -1,13 +1,14 @@
 """Replays the hostile cases of issue 8 on fresh libraries in a temporary folder, through the real CLI, and
 prints one table: case | outcome | detail.
 
-    python benchmarks/hostile_replay.py                 # a few minutes on 2 cores
+    python benchmarks/hostile_replay.py                 # minutes: each CLI start loads torch
     python benchmarks/hostile_replay.py --rgba-size 13000 --race-trials 14
 
 Every command runs in its own process (`python -c "from indexer.cli import main; main()"`) with a wall-clock
-timeout and an address-space limit of what the process needs to start plus `--memory-gb`. Outcomes: `ok`
-(the right answer), `clear error` (exit 1 or 2 with an `Error:` line, no traceback), `traceback`, `hang`
-(timed out), `memory` (MemoryError, or a peak resident size over the case's budget), `wrong answer` (exit 0
+timeout, and an address-space limit of twice what a process maps once torch is loaded plus `--memory-gb`
+(a hard stop for the machine's sake). Outcomes: `ok` (the right answer), `clear error` (exit 1 or 2 with an
+`Error:` line, no traceback), `traceback`, `hang` (timed out), `memory` (MemoryError, or a peak resident
+size over the first index run's peak plus `--memory-gb`, or over the case's own budget), `wrong answer` (exit 0
 with a wrong result, or a file written where none should be). Where the right answer is a refusal, the
 right outcome is `clear error`. The model is a tiny random-weights open_clip config written here.
 """
@@ -54,6 +55,8 @@ class Run:
     err: str
     peak_mb: float
     timed_out: bool
+    budget_mb: float
+    """Peak resident size above which the run counts as a memory blow-up."""
 
     def json_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.out.splitlines() if line.strip()]
@@ -74,6 +77,7 @@ class Child:
             if unprivileged and os.geteuid() == 0 and not _drop_dac_override():
                 raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE)")
 
+        self.budget_mb = world.rss_budget_mb
         self.out, self.err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115  # closed by GC
         argv = [*ENTRY, *(os.fsencode(a) if isinstance(a, Path) else a for a in args)]
         self.proc = subprocess.Popen(
@@ -100,7 +104,8 @@ class Child:
         self.out.seek(0)
         self.err.seek(0)
         err = self.err.read().decode(errors="replace")
-        return Run(self.proc.returncode, self.out.read(), err, usage.ru_maxrss / 1024, timed_out)
+        peak = usage.ru_maxrss / 1024
+        return Run(self.proc.returncode, self.out.read(), err, peak, timed_out, self.budget_mb)
 
 
 def _drop_dac_override() -> bool:
@@ -116,12 +121,14 @@ class World:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
         self.env |= {"LC_ALL": "C.UTF-8", "PYTHONPATH": str(REPO), "HOME": str(base), "PYTHONUTF8": "0"}
         self.address_space = _startup_address_space(self.env) + int(options.memory_gb * 2**30)
+        self.rss_budget_mb = float("inf")  # the first index run's peak + --memory-gb, once it has run
         self.model = base / "tiny.json"
         self.model.write_text(json.dumps(TINY))
         self.photos = photos(base / "photos", 40, seed=0)
         photos(self.photos / "sub", 10, seed=100)
         self.lib = base / "lib"
         self.reference: list[tuple[str, float]] = []
+        self.baseline_mb = 0.0
 
     def cli(self, *args: Arg, timeout: float = 120, **kwargs: Any) -> Run:
         return Child(self, args, **kwargs).finish(timeout)
@@ -133,6 +140,11 @@ class World:
     def copy_lib(self, name: str) -> Path:
         shutil.copytree(self.lib, self.base / name)
         return self.base / name
+
+    def tree(self, name: str | bytes, count: int, seed: int, names: Sequence[str | bytes] = ()) -> Path:
+        """The folder `name` under the base with `count` photos, made on first use (cases share some)."""
+        folder = Path(os.fsdecode(os.path.join(os.fsencode(self.base), os.fsencode(name))))
+        return folder if folder.exists() else photos(folder, count, seed=seed, names=names)
 
 
 def _startup_address_space(env: dict[str, str]) -> int:
@@ -158,16 +170,19 @@ def photos(folder: Path, count: int, *, seed: int, names: Sequence[str | bytes] 
 # --- judging --------------------------------------------------------------------------------------------------
 Verdict = tuple[str, str]
 Check = Callable[[Run], Verdict]
+Case = Callable[["World"], Verdict]
 ERROR = None  # the right answer is a refusal
 
 
 def judge(run: Run, check: Check | None, rss_budget_mb: float | None = None) -> Verdict:
+    """The outcome of one run; `check` judges a successful one (None: success is the wrong answer)."""
+    rss_budget_mb = min(rss_budget_mb or run.budget_mb, run.budget_mb)
     err_lines = [line for line in run.err.splitlines() if line.strip()]
     if run.timed_out:
         return "hang", f"killed after the timeout (peak {run.peak_mb:.0f} MB)"
     if "MemoryError" in run.err or "Unable to allocate" in run.err or "bad_alloc" in run.err:
         return "memory", (err_lines[-1] if err_lines else "")[:70]
-    if rss_budget_mb is not None and run.peak_mb > rss_budget_mb:
+    if run.peak_mb > rss_budget_mb:
         return "memory", f"peak RSS {run.peak_mb:.0f} MB > {rss_budget_mb:.0f} MB"
     if "Traceback" in run.err or (run.rc or 0) < 0:
         return "traceback", (err_lines[-1] if err_lines else f"signal {-(run.rc or 0)}")[:90]
@@ -197,193 +212,154 @@ def count_check(expected: int) -> Check:
     return check
 
 
-def single(world: World, *args: Arg, check: Check | None, **kwargs: Any) -> Callable[[], Verdict]:
-    return lambda: judge(world.cli(*args, **kwargs), check)
+# --- the cases: each sets up what it needs and returns its verdict ------------------------------------------------
+def run_case(args: Callable[[World], Sequence[Arg]], check: Check | None, budget: float | None = None) -> Case:
+    """A case that is one command on the reference library."""
+    return lambda w: judge(w.cli(*args(w), "--library", w.lib), check, budget)
 
 
-# --- the cases --------------------------------------------------------------------------------------------------
-def fifo_cases(w: World) -> list[tuple[str, Callable[[], Verdict]]]:
-    root = photos(w.base / "fifo-root", 3, seed=1)
-    os.mkfifo(root / "x.jpg")
-    return [
-        (
-            "FIFO x.jpg under a root: index",
-            lambda: judge(w.index(root, w.base / "l-fifo", timeout=60), report_check(3)),
-        ),
-        ("similar on a FIFO", single(w, "similar", root / "x.jpg", "--library", w.lib, check=ERROR, timeout=45)),
-    ]
+def fifo(w: World, command: str) -> Verdict:
+    root = w.tree("fifo-root", 3, seed=1)
+    if not (root / "x.jpg").exists():
+        os.mkfifo(root / "x.jpg")
+    if command == "index":
+        return judge(w.index(root, w.base / "l-fifo", timeout=60), report_check(3))
+    return judge(w.cli("similar", root / "x.jpg", "--library", w.lib, timeout=45), ERROR)
 
 
-def zero_link_cases(w: World) -> list[tuple[str, Callable[[], Verdict]]]:
-    root = photos(w.base / "zero-root", 2, seed=2)
-    (root / "z.png").symlink_to("/dev/zero")
-    index = lambda: judge(w.index(root, w.base / "l-zero", "--follow-symlinks"), report_check(2), 1500)  # noqa: E731
-    similar = single(w, "similar", root / "z.png", "--library", w.lib, check=ERROR)
-    return [("z.png -> /dev/zero: index --follow-symlinks", index), ("z.png -> /dev/zero: similar", similar)]
+def zero_link(w: World, command: str) -> Verdict:
+    root = w.tree("zero-root", 2, seed=2)
+    if not (root / "z.png").is_symlink():
+        (root / "z.png").symlink_to("/dev/zero")
+    if command == "index":
+        return judge(w.index(root, w.base / "l-zero", "--follow-symlinks"), report_check(2), 1500)
+    return judge(w.cli("similar", root / "z.png", "--library", w.lib), ERROR)
 
 
-def loop_case(w: World) -> Verdict:
-    root = photos(w.base / "loop" / "a", 1, seed=3).parent
+def folder_loop(w: World) -> Verdict:
+    root = w.tree("loop/a", 1, seed=3).parent
     (root / "a" / "up").symlink_to("..")
     return judge(w.index(root, w.base / "l-loop", "--follow-symlinks", timeout=180), report_check(1, "scanned"))
 
 
-def rgba_case(w: World) -> Verdict:
-    side = w.options.rgba_size
-    root = w.base / "rgba"
+def rgba(w: World) -> Verdict:
+    side, root = w.options.rgba_size, w.base / "rgba"
     root.mkdir()
     for number in range(2):
         Image.new("RGBA", (side, side), (number * 90, 30, 60, 128)).save(root / f"big{number}.png", compress_level=1)
     run = w.index(root, w.base / "l-rgba", "--workers", "2", timeout=600)
-    verdict = judge(run, report_check(2))
+    outcome, detail = judge(run, report_check(2))
     decoded_mb = side * side * 4 / 2**20
-    note = f"; peak RSS {run.peak_mb:.0f} MB, {side}px RGBA = {decoded_mb:.0f} MB each"
-    return verdict[0], verdict[1] + note
+    extra = (run.peak_mb - w.baseline_mb) / decoded_mb
+    return outcome, f"{detail}; {side}px: peak RSS {run.peak_mb:.0f} MB = start + {extra:.1f} x {decoded_mb:.0f} MB"
 
 
-def non_utf8_cases(w: World) -> list[tuple[str, Callable[[], Verdict]]]:
-    root = photos(w.base / "u8", 2, seed=4, names=[b"zz\xff.png"])
-    photos(Path(os.fsdecode(os.fsencode(root) + b"/d\xff")), 2, seed=5)
-    odd_root = photos(Path(os.fsdecode(os.fsencode(w.base) + b"/r\xffoot")), 2, seed=6)
-    lib, zz = w.base / "l-u8", os.fsencode(root) + b"/zz\xff.png"
+def non_utf8(w: World, what: str) -> Verdict:
+    root, lib = w.tree("u8", 2, seed=4, names=[b"zz\xff.png"]), w.base / "l-u8"
+    odd_folder = w.tree(b"u8/d\xff", 2, seed=5)
+    if what == "file":
+        return judge(w.index(root, lib), report_check(4))
+    if what == "root":
+        return judge(w.index(w.tree(b"r\xffoot", 2, seed=6), w.base / "l-u8r"), report_check(2))
+    if what == "in":
+        return judge(w.cli("search", "x", "--library", lib, "--in", odd_folder, "--json"), count_check(2))
+    if what == "similar":
+        return judge(
+            w.cli("similar", root / os.fsdecode(b"zz\xff.png"), "--library", lib, "--json", "-k", "3"), count_check(3)
+        )
 
     def printed(run: Run) -> Verdict:
         return ("ok", "raw bytes printed") if b"zz\xff.png" in run.out else ("wrong answer", "zz\\xff.png not printed")
 
-    return [
-        ("non-UTF-8 file name: index", lambda: judge(w.index(root, lib), report_check(4))),
-        ("non-UTF-8 name as a root: index", lambda: judge(w.index(odd_root, w.base / "l-u8r"), report_check(2))),
-        (
-            "non-UTF-8 name as --in",
-            single(
-                w,
-                "search",
-                "x",
-                "--library",
-                lib,
-                "--in",
-                os.fsencode(root) + b"/d\xff",
-                "--json",
-                check=count_check(2),
-            ),
-        ),
-        (
-            "non-UTF-8 name to similar",
-            single(w, "similar", zz, "--library", lib, "--json", "-k", "3", check=count_check(3)),
-        ),
-        ("non-UTF-8 path in plain output", single(w, "search", "x", "--library", lib, "-k", "10", check=printed)),
-    ]
+    return judge(w.cli("search", "x", "--library", lib, "-k", "10"), printed)
 
 
-def faiss_cases(w: World) -> list[tuple[str, Callable[[], Verdict]]]:
+DAMAGES: dict[str, Callable[[Path, Path], object]] = {
+    "garbled": lambda f, _: f.write_bytes(os.urandom(64) + f.read_bytes()[64:]),
+    "truncated": lambda f, _: f.write_bytes(f.read_bytes()[: f.stat().st_size // 2]),
+    "empty": lambda f, _: f.write_bytes(b""),
+    "foreign": lambda f, other: f.write_bytes(other.read_bytes()),
+}
+
+
+def faiss_damaged(w: World, kind: str, command: str) -> Verdict:
     foreign = w.base / "l-foreign"
-    w.index(photos(w.base / "foreign-photos", 50, seed=7), foreign)
-    w.cli("search", "red", "--library", foreign, "-k", "1")  # saves its FAISS file
-    damages: dict[str, Callable[[Path], object]] = {
-        "garbled": lambda f: f.write_bytes(os.urandom(64) + f.read_bytes()[64:]),
-        "truncated": lambda f: f.write_bytes(f.read_bytes()[: f.stat().st_size // 2]),
-        "empty": lambda f: f.write_bytes(b""),
-        "foreign": lambda f: f.write_bytes(next(foreign.glob("index-*.faiss")).read_bytes()),
-    }
+    if not foreign.exists():  # another library of as many images, with its FAISS file saved by a search
+        w.index(w.tree("foreign-photos", 50, seed=7), foreign)
+        w.cli("search", "red", "--library", foreign, "-k", "1")
+    lib = w.copy_lib(f"l-faiss-{kind}-{command}")
+    target = next(lib.glob("index-*.faiss"))
+    DAMAGES[kind](target, next(foreign.glob("index-*.faiss")))
 
-    def damaged(kind: str, command: str) -> Verdict:
-        lib = w.copy_lib(f"l-faiss-{kind}-{command}")
-        target = next(lib.glob("index-*.faiss"))
-        damages[kind](target)
+    def current(run: Run) -> Verdict:
+        shown = str(run.json_lines()[0]["index_file"])
+        return ("wrong answer", "calls the damaged file current") if shown == str(target) else ("ok", shown[:60])
 
-        def current(run: Run) -> Verdict:
-            shown = str(run.json_lines()[0]["index_file"])
-            return ("wrong answer", "calls the damaged file current") if shown == str(target) else ("ok", shown[:60])
+    def same(run: Run) -> Verdict:
+        if _ranking(run) == w.reference:
+            return "ok", "same results as the intact library"
+        return "wrong answer", f"{len(_ranking(run))} results, not the intact library's"
 
-        def same(run: Run) -> Verdict:
-            if _ranking(run) == w.reference:
-                return "ok", "same results as the intact library"
-            return "wrong answer", f"{len(_ranking(run))} results, not the intact library's"
-
-        if command == "info":
-            return judge(w.cli("info", "--library", lib, "--json"), current)
-        return judge(w.cli("search", "red", "--library", lib, "-k", "5", "--json"), same)
-
-    return [
-        (f"{kind} FAISS file: {cmd}", functools.partial(damaged, kind, cmd))
-        for kind in damages
-        for cmd in ("search", "info")
-    ]
+    if command == "info":
+        return judge(w.cli("info", "--library", lib, "--json"), current)
+    return judge(w.cli("search", "red", "--library", lib, "-k", "5", "--json"), same)
 
 
 def _ranking(run: Run) -> list[tuple[str, float]]:
     return [(row["path"], round(row["score"], 3)) for row in run.json_lines()]
 
 
-def database_cases(w: World) -> list[tuple[str, Callable[[], Verdict]]]:
-    def damaged(name: str, data: Callable[[bytes], bytes], command: Sequence[str]) -> Verdict:
-        lib = w.copy_lib(name)
-        db = lib / "library.db"
-        for extra in lib.glob("library.db-*"):
-            extra.unlink()
-        db.write_bytes(data(db.read_bytes()))
-        before = db.read_bytes()
-        verdict = judge(w.cli(*command, "--library", lib), check=ERROR)
-        if db.read_bytes() != before:
-            return "wrong answer", f"wrote into library.db ({len(before)} -> {db.stat().st_size} bytes)"
-        return verdict
-
-    garble = lambda data: os.urandom(100) + data[100:]  # noqa: E731
-    return [
-        ("garbled library.db: info", lambda: damaged("l-db-g1", garble, ["info"])),
-        ("garbled library.db: search", lambda: damaged("l-db-g2", garble, ["search", "red"])),
-        ("zero-byte library.db: info", lambda: damaged("l-db-z1", lambda _: b"", ["info"])),
-        ("zero-byte library.db: search", lambda: damaged("l-db-z2", lambda _: b"", ["search", "red"])),
-    ]
+def database_damaged(w: World, kind: str, command: str) -> Verdict:
+    lib = w.copy_lib(f"l-db-{kind}-{command}")
+    db = lib / "library.db"
+    for extra in lib.glob("library.db-*"):
+        extra.unlink()
+    db.write_bytes(b"" if kind == "zero-byte" else os.urandom(100) + db.read_bytes()[100:])
+    before = db.read_bytes()
+    verdict = judge(w.cli(*([command] if command == "info" else [command, "red"]), "--library", lib), check=ERROR)
+    if db.read_bytes() != before:
+        return "wrong answer", f"wrote into library.db ({len(before)} -> {db.stat().st_size} bytes)"
+    return verdict
 
 
-def read_only_cases(w: World) -> list[tuple[str, Callable[[], Verdict]]]:
-    lib = w.copy_lib("l-readonly")
-    root = os.geteuid() == 0
-    for path in [lib, *lib.iterdir()]:
-        path.chmod(0o555 if path.is_dir() else 0o444)
-    steps: list[tuple[str, list[str], Check | None]] = [
-        ("info", [], count_check(1)),
-        ("search", ["red", "-k", "5", "--json"], count_check(5)),
-        ("index", [], ERROR),
-    ]
-
-    def step(command: str, args: list[str], check: Check | None) -> Verdict:
-        if command == "index":
-            run = w.index(w.photos, lib, "-q", unprivileged=True)
-        else:
-            run = w.cli(command, *args, "--library", lib, *(["--json"] if command == "info" else []), unprivileged=True)
-        verdict = judge(run, check)
-        return verdict[0], verdict[1][:70] + (" (root less CAP_DAC_OVERRIDE)" if root else "")
-
-    return [(f"read-only library: {c}", functools.partial(step, c, a, k)) for c, a, k in steps]
+def read_only(w: World, command: str) -> Verdict:
+    lib = w.base / "l-readonly"
+    if not lib.exists():
+        w.copy_lib(lib.name)
+        for path in [lib, *lib.iterdir()]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+    if command == "index":
+        outcome, detail = judge(w.index(w.photos, lib, "-q", unprivileged=True), ERROR)
+    elif command == "info":
+        outcome, detail = judge(w.cli("info", "--library", lib, "--json", unprivileged=True), count_check(1))
+    else:
+        outcome, detail = judge(
+            w.cli("search", "red", "-k", "5", "--json", "--library", lib, unprivileged=True), count_check(5)
+        )
+    return outcome, detail[:70] + (" (root less CAP_DAC_OVERRIDE)" if os.geteuid() == 0 else "")
 
 
-def disk_full_cases(w: World) -> list[tuple[str, Callable[[], Verdict]]]:
-    lib, limit = w.copy_lib("l-full"), 48 * 1024  # the 40 + 10 stored 512-d vectors alone take 100 KB
-    more = photos(w.base / "more", 40, seed=8)
-
-    def index() -> Verdict:
-        verdict = judge(w.index(more, lib, fsize=limit), ERROR)
+def disk_full(w: World, command: str) -> Verdict:
+    """RLIMIT_FSIZE of 48 KB in the child: the 50 stored 512-d vectors alone take 100 KB, their FAISS file too."""
+    lib, limit = w.base / "l-full", 48 * 1024
+    if not lib.exists():
+        w.copy_lib(lib.name)
+    if command == "index":
+        outcome, detail = judge(w.index(w.tree("more", 40, seed=8), lib, fsize=limit), ERROR)
         facts = w.cli("info", "--library", lib, "--json")
         intact = facts.rc == 0 and facts.json_lines()[0]["indexed"] >= 50
-        return verdict[0], verdict[1][:60] + ("; library intact" if intact else "; library NOT intact")
-
-    def search() -> Verdict:
-        for old in lib.glob("index-*.faiss"):
-            old.unlink()
-        return judge(w.cli("search", "red", "--library", lib, "-k", "5", "--json", fsize=limit), count_check(5))
-
-    return [("disk full: index", index), ("disk full: search (FAISS file cannot be saved)", search)]
+        return outcome, detail[:60] + ("; library intact" if intact else "; library NOT intact")
+    for old in lib.glob("index-*.faiss"):
+        old.unlink()
+    return judge(w.cli("search", "red", "--library", lib, "-k", "5", "--json", fsize=limit), count_check(5))
 
 
-def race_case(w: World) -> Verdict:
-    root, failures = photos(w.base / "race-photos", 3, seed=9), []
+def race(w: World) -> Verdict:
+    root, failures = w.tree("race-photos", 3, seed=9), []
     for trial in range(w.options.race_trials):
         lib = w.base / f"l-race-{trial}"
         args = ("index", root, "--library", lib, "--model", w.model, "--pretrained", "none", "--device", "cpu", "-q")
-        children = [Child(w, args), Child(w, args)]
-        for run in [child.finish(180) for child in children]:
+        for run in [child.finish(180) for child in (Child(w, args), Child(w, args))]:
             outcome, detail = judge(run, lambda run: ("ok", ""))
             if outcome != "ok":
                 failures.append((outcome, detail))
@@ -393,7 +369,7 @@ def race_case(w: World) -> Verdict:
     return worst, f"{len(failures)} of {2 * w.options.race_trials} runs: {failures[0][1][:60]}"
 
 
-def model_load_case(w: World) -> Verdict:
+def failed_model_load(w: World) -> Verdict:
     junk, lib = w.base / "junk.pt", w.base / "l-badmodel"
     junk.write_bytes(b"not a checkpoint" * 64)
     args = ("index", w.photos / "sub", "--library", lib, "--model", w.model, "--pretrained", junk, "--device", "cpu")
@@ -403,13 +379,12 @@ def model_load_case(w: World) -> Verdict:
     return verdict
 
 
-def churn_case(w: World) -> Verdict:
+def churn(w: World) -> Verdict:
     """Searches (-k 20) while index runs remove 50 of 60 images and add them back: 20 or 10 results are right."""
-    root, stash, lib = photos(w.base / "churn", 60, seed=10), w.base / "churn-stash", w.base / "l-churn"
+    root, stash, lib = w.tree("churn", 60, seed=10), w.base / "churn-stash", w.base / "l-churn"
     stash.mkdir()
     w.index(root, lib, "--batch-size", "16")
-    moving = sorted(root.iterdir())[:50]
-    done = threading.Event()
+    moving, done = sorted(root.iterdir())[:50], threading.Event()
 
     def toggle() -> None:
         for _ in range(w.options.churn_rounds):
@@ -430,83 +405,86 @@ def churn_case(w: World) -> Verdict:
     return ("wrong answer" if short else "ok"), f"{len(short)} of {len(counts)} searches short {sorted(short)}"
 
 
-def readme_case(w: World) -> Verdict:
-    text = (REPO / "README.md").read_text()
-    match = re.search(r"`--json` prints one object per line \(([^)]*)\)", text)
+def readme_fields(w: World) -> Verdict:
+    match = re.search(r"`--json` prints one object per line \(([^)]*)\)", (REPO / "README.md").read_text())
     if match is None:
         return "wrong answer", "README lists no --json fields"
     documented = {field.strip().strip("`") for field in match[1].split(",")}
-    run = w.cli("search", "red", "--library", w.lib, "-k", "1", "--json")
-    actual = set(run.json_lines()[0])
+    actual = set(w.cli("search", "red", "--library", w.lib, "-k", "1", "--json").json_lines()[0])
     if documented == actual:
         return "ok", "README fields = JSON keys"
     return "wrong answer", f"README only: {sorted(documented - actual)}; JSON only: {sorted(actual - documented)}"
 
 
-def link_out_case(w: World) -> Verdict:
-    root, outside = photos(w.base / "priv", 2, seed=11), photos(w.base / "outside", 1, seed=12)
+def link_out(w: World) -> Verdict:
+    root, outside = w.tree("priv", 2, seed=11), w.tree("outside", 1, seed=12)
     (root / "leak.png").symlink_to(next(outside.iterdir()))
     return judge(w.index(root, w.base / "l-priv"), report_check(2))
 
 
-def modes_case(w: World) -> Verdict:
+def modes(w: World) -> Verdict:
     lib = w.base / "l-modes"
     verdict = judge(w.index(w.photos / "sub", lib), report_check(10))
     if verdict[0] != "ok":
         return verdict
-    w.cli("search", "red", "--library", lib, "-k", "1")
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [lib, *lib.iterdir()]}
-    loose = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
+    w.cli("search", "red", "--library", lib, "-k", "1")  # writes the FAISS file too
+    loose = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in [lib, *lib.iterdir()] if p.stat().st_mode & 0o077}
     return ("wrong answer", f"group/other access: {loose}"[:90]) if loose else ("ok", "folder 0700, files 0600")
 
 
-def null_paths_case(w: World) -> Verdict:
+def null_paths(w: World) -> Verdict:
     names = ["a b.png", "new\nline.png", "plain.png"]
-    root, lib = photos(w.base / "names", 3, seed=13, names=names), w.base / "l-names"
+    root, lib = w.tree("names", 3, seed=13, names=names), w.base / "l-names"
     w.index(root, lib)
     run = w.cli("search", "red", "--library", lib, "-k", "3", "--paths", "-0")
     if run.rc != 0:
         return judge(run, None)
-    piped = subprocess.run(
-        ["xargs", "-0", "-r", "sh", "-c", 'for f; do [ -f "$f" ] && printf "%s\\0" "$f"; done', "_"],
-        input=run.out,
-        capture_output=True,
-        check=False,
-    ).stdout
+    script = 'for f; do [ -f "$f" ] && printf "%s\\0" "$f"; done'
+    piped = subprocess.run(["xargs", "-0", "-r", "sh", "-c", script, "_"], input=run.out, capture_output=True).stdout
     found = {item for item in piped.split(b"\0") if item}
-    expected = {os.fsencode(root / name) for name in names}
-    return (
-        ("ok", "xargs -0 got the 3 files") if found == expected else ("wrong answer", f"xargs got {len(found)} files")
-    )
+    if found == {os.fsencode(root / name) for name in names}:
+        return "ok", "xargs -0 got the 3 files"
+    return "wrong answer", f"xargs got {len(found)} files"
 
 
-def cases(w: World) -> list[tuple[str, Callable[[], Verdict]]]:
-    sub, lib = w.photos / "sub", w.lib
-    simple = [
-        ("huge -k with --in", ["search", "x", "-k", "1000000000", "--in", sub, "--json"], count_check(10), 1500),
-        ("--in a missing folder", ["search", "x", "--in", w.base / "nope"], ERROR, None),
-        *[(f"--min-score {v}", ["search", "x", "--min-score", v], ERROR, None) for v in ("nan", "inf", "2")],
-        ("--json with --paths", ["search", "x", "--json", "--paths"], ERROR, None),
-    ]
-    return [
-        *fifo_cases(w),
-        *zero_link_cases(w),
-        ("--follow-symlinks folder loop", lambda: loop_case(w)),
-        (f"2 RGBA PNGs {w.options.rgba_size}px, 2 workers", lambda: rgba_case(w)),
-        *[(name, lambda a=a, c=c, b=b: judge(w.cli(*a, "--library", lib), c, b)) for name, a, c, b in simple],
-        *non_utf8_cases(w),
-        *faiss_cases(w),
-        *database_cases(w),
-        *read_only_cases(w),
-        *disk_full_cases(w),
-        (f"two first index runs racing (x{w.options.race_trials})", lambda: race_case(w)),
-        ("failed model load", lambda: model_load_case(w)),
-        ("searches while index removes images", lambda: churn_case(w)),
-        ("README --json fields vs output", lambda: readme_case(w)),
-        ("file link out of the root (no --follow-symlinks)", lambda: link_out_case(w)),
-        ("library file modes under umask 022", lambda: modes_case(w)),
-        ("--paths -0 | xargs -0 (spaces, newline)", lambda: null_paths_case(w)),
-    ]
+P = functools.partial
+HUGE_K, MIN_SCORES = ["search", "x", "-k", "1000000000", "--in"], ("nan", "inf", "2")
+CASES: list[tuple[str, Case]] = [
+    ("FIFO x.jpg under a root: index", P(fifo, command="index")),
+    ("similar on a FIFO", P(fifo, command="similar")),
+    ("z.png -> /dev/zero: index --follow-symlinks", P(zero_link, command="index")),
+    ("z.png -> /dev/zero: similar", P(zero_link, command="similar")),
+    ("--follow-symlinks folder loop", folder_loop),
+    ("2 large RGBA PNGs, 2 workers", rgba),
+    ("huge -k with --in", run_case(lambda w: [*HUGE_K, w.photos / "sub", "--json"], count_check(10), 1500)),
+    ("--in a missing folder", run_case(lambda w: ["search", "x", "--in", w.base / "nope"], ERROR)),
+    *[
+        (f"--min-score {v}", run_case(P(lambda _, v: ["search", "x", "--min-score", v], v=v), ERROR))
+        for v in MIN_SCORES
+    ],
+    ("--json with --paths", run_case(lambda w: ["search", "x", "--json", "--paths"], ERROR)),
+    ("non-UTF-8 file name: index", P(non_utf8, what="file")),
+    ("non-UTF-8 name as a root: index", P(non_utf8, what="root")),
+    ("non-UTF-8 name as --in", P(non_utf8, what="in")),
+    ("non-UTF-8 name to similar", P(non_utf8, what="similar")),
+    ("non-UTF-8 path in plain output", P(non_utf8, what="print")),
+    *[(f"{k} FAISS file: {c}", P(faiss_damaged, kind=k, command=c)) for k in DAMAGES for c in ("search", "info")],
+    *[
+        (f"{k} library.db: {c}", P(database_damaged, kind=k, command=c))
+        for k in ("garbled", "zero-byte")
+        for c in ("info", "search")
+    ],
+    *[(f"read-only library: {c}", P(read_only, command=c)) for c in ("info", "search", "index")],
+    ("disk full: index", P(disk_full, command="index")),
+    ("disk full: search (FAISS file cannot be saved)", P(disk_full, command="search")),
+    ("two first index runs racing", race),
+    ("failed model load", failed_model_load),
+    ("searches while index removes images", churn),
+    ("README --json fields vs output", readme_fields),
+    ("file link out of the root (no --follow-symlinks)", link_out),
+    ("library file modes under umask 022", modes),
+    ("--paths -0 piped to xargs -0 (spaces, newline)", null_paths),
+]
 
 
 def main() -> None:
@@ -514,7 +492,7 @@ def main() -> None:
     parser.add_argument("--rgba-size", type=int, default=6000, help="side of the two RGBA PNGs (issue: 13000)")
     parser.add_argument("--race-trials", type=int, default=5, help="pairs of first-ever index runs")
     parser.add_argument("--churn-rounds", type=int, default=2, help="remove/re-add rounds during searches")
-    parser.add_argument("--memory-gb", type=float, default=3.0, help="address space beyond start-up")
+    parser.add_argument("--memory-gb", type=float, default=3.0, help="memory allowed beyond a plain index run")
     parser.add_argument("--only", default="", help="run only cases whose name contains this")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     options = parser.parse_args()
@@ -524,13 +502,15 @@ def main() -> None:
         world = World(base, options)
         indexed = world.index(world.photos, world.lib)
         assert indexed.rc == 0, indexed.err
+        world.baseline_mb = indexed.peak_mb
+        world.rss_budget_mb = indexed.peak_mb + options.memory_gb * 1024
         world.reference = _ranking(world.cli("search", "red", "--library", world.lib, "-k", "5", "--json"))
         rows = []
-        for name, run_case in cases(world):
+        for name, case in CASES:
             if options.only in name:
                 started = time.monotonic()
                 try:
-                    outcome, detail = run_case()
+                    outcome, detail = case(world)
                 except Exception as exc:  # a broken case must not hide the others
                     outcome, detail = "script error", f"{type(exc).__name__}: {exc}"[:90]
                 rows.append((name, outcome, detail))
