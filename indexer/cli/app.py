@@ -1,8 +1,11 @@
-"""The `clipsearch` group and its edge: a library error becomes one clear message naming flags, warnings
-print plainly, and `main` is the console entry point. Commands are added in `indexer.cli`."""
+"""The `clipsearch` group and its edge: a library error becomes one clear message naming flags, so does a
+file system refusal (disk full, read-only, permission), warnings print plainly, and `main` is the console
+entry point. Commands are added in `indexer.cli`."""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -26,6 +29,28 @@ FLAGS = {
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 
+_FILE_SYSTEM_REFUSALS = {
+    errno.ENOSPC: ("the disk is full", "free some space"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space or raise the quota"),
+    errno.EFBIG: ("the file grew past the size the file system or a limit allows", "raise the limit"),
+    errno.EROFS: ("the file system is read-only", "use a library on a writable disk"),
+    errno.EACCES: ("permission was denied", "check the owner and permissions"),
+}
+"""The OSErrors that the edge turns into a sentence: errno -> (what happened, what to do)."""
+
+
+def file_system_message(exc: OSError) -> str | None:
+    """One sentence for a write the file system refused (what, which path, that committed work is kept), or
+    None for any other OSError, which stays a traceback: it is a bug to fix, not a condition to explain."""
+    refusal = _FILE_SYSTEM_REFUSALS.get(exc.errno or 0)
+    if refusal is None:
+        return None
+    what, remedy = refusal
+    named = isinstance(exc.filename, (str, bytes, os.PathLike))
+    where = f" at {os.fsdecode(exc.filename)}" if named else ""
+    reason = exc.strerror or os.strerror(exc.errno or 0)
+    return f"{what}{where} ({reason}): nothing committed before is lost; {remedy} and run the command again"
+
 
 def _show_warning(
     message: Warning | str,
@@ -39,7 +64,8 @@ def _show_warning(
 
 
 class ClipsearchGroup(click.Group):
-    """Turns every library error into one clear message and exit code 1, and shows warnings plainly."""
+    """Turns every library error, and the file system's refusals, into one clear message and exit code 1, and
+    shows warnings plainly."""
 
     def invoke(self, ctx: click.Context) -> Any:
         import logging
@@ -54,6 +80,11 @@ class ClipsearchGroup(click.Group):
                 return super().invoke(ctx)
             except ClipsearchError as exc:
                 raise click.ClickException(exc.naming(FLAGS)) from exc
+            except OSError as exc:
+                message = file_system_message(exc)
+                if message is None:
+                    raise
+                raise click.ClickException(message) from exc
 
 
 @click.group(cls=ClipsearchGroup)

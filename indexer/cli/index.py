@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from indexer.cli.options import LibraryChoice, ModelChoice, library_options, model_options
-from indexer.cli.output import ProgressBar, echo_json
+from indexer.cli.output import ProgressBar, echo_fs, echo_json
 from retrieval.config import DEFAULT_DECODE_WORKERS
 
 if TYPE_CHECKING:
@@ -81,15 +81,15 @@ def index(
 
 
 def _print_report(report: IndexReport) -> None:
-    click.echo(
+    echo_fs(
         f"indexed {', '.join(report.roots)}: {report.scanned} images found, {report.embedded} embedded "
         f"({report.images_per_second:.1f}/s), {report.unchanged} unchanged, {report.moved} moved, "
         f"{report.copied} copied, {report.touched} touched, {report.removed} removed, "
         f"{report.failed} skipped as unreadable, in {report.seconds:.1f}s"
     )
     for path, reason in report.failures[:10]:
-        click.echo(f"  skipped {path}: {reason}", err=True)
+        echo_fs(f"  skipped {path}: {reason}", err=True)
     if len(report.failures) > 10:
         click.echo(f"  ... and {len(report.failures) - 10} more (see `clipsearch info`)", err=True)
     for path, reason in report.unlisted:
-        click.echo(f"  could not list {path}: {reason} (its stored images were kept)", err=True)
+        echo_fs(f"  could not list {path}: {reason} (its stored images were kept)", err=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from indexer.cli.options import LibraryChoice, library_options
-from indexer.cli.output import echo_json
+from indexer.cli.output import echo_fs, echo_json
 from retrieval.config import DEFAULT_FAILURES_SHOWN
 
 _SHOWN = (
@@ -49,6 +49,6 @@ def info(as_json: bool, failure_limit: int, library: LibraryChoice) -> None:
         echo_json(facts)
         return
     for key in _SHOWN:
-        click.echo(f"{key.replace('_', ' '):>12}: {facts[key] if facts[key] is not None else '-'}")
+        echo_fs(f"{key.replace('_', ' '):>12}: {facts[key] if facts[key] is not None else '-'}")
     for path, reason in facts["failures"]:
-        click.echo(f"     skipped: {path}: {reason}")
+        echo_fs(f"     skipped: {path}: {reason}")

@@ -1,8 +1,15 @@
-"""What commands share in printing: the one progress bar, JSON lines, and the recall table."""
+"""What commands share in printing: the one progress bar, JSON lines, lines that hold paths, and the recall
+table.
+
+Paths that are not valid UTF-8 reach Python as str with surrogate escapes (`'zz\\udcff.jpg'` for the bytes
+`zz\\xff.jpg`). Lines holding paths are written as the file system's bytes (`os.fsencode`), so they print
+losslessly and never raise UnicodeEncodeError; JSON keeps them as `\\udcff` escapes, which `json.loads` turns
+back into the same str and `os.fsencode` into the same bytes."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -51,7 +58,13 @@ class ProgressBar:
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data))
+    """One JSON object on a line, ASCII only: a non-UTF-8 path's surrogates stay `\\udcXX` escapes."""
+    click.echo(json.dumps(data, ensure_ascii=True))
+
+
+def echo_fs(text: str, *, end: bytes = b"\n", err: bool = False) -> None:
+    """`text` (a line that may hold paths) as the file system's bytes, followed by `end` (b"\\0" for `-0`)."""
+    click.echo(os.fsencode(text) + end, nl=False, err=err)
 
 
 def _recall_rows(label: str, recall: Recall) -> list[str]:

@@ -3,7 +3,15 @@ edge that names the library's parameters by their flags."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -11,7 +19,7 @@ import pytest
 import torch
 
 from indexer.cli import COMMANDS, cli
-from indexer.cli.app import FLAGS
+from indexer.cli.app import FLAGS, file_system_message
 from retrieval.errors import ModelMismatchError
 from tests.clirunner import assert_clean_failure, invoke, leaf_commands
 from tests.conftest import TINY_CONFIG
@@ -82,3 +90,82 @@ def test_the_edge_names_device_flags(tmp_path: Path, tiny_config: Path) -> None:
     assert "--device cuda asked for, but torch sees no CUDA GPU; use --device cpu" in assert_clean_failure(cuda)
     fp16 = invoke("index", photos, "--library", tmp_path / "lib", *model, "--device", "cpu", "--precision", "fp16")
     assert "fp16 is not supported on the CPU; use --precision fp32 or bf16" in assert_clean_failure(fp16)
+
+
+# --- the file system's refusals at the edge -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "what"),
+    [
+        (errno.ENOSPC, "the disk is full"),
+        (errno.EDQUOT, "the disk quota is used up"),
+        (errno.EFBIG, "the file grew past the size"),
+        (errno.EROFS, "the file system is read-only"),
+        (errno.EACCES, "permission was denied"),
+    ],
+)
+def test_a_file_system_refusal_reads_as_one_sentence(code: int, what: str) -> None:
+    """Disk full, quota, size limit, read-only, permission: what happened, at which path, that nothing
+    committed is lost, and what to do, on one line."""
+    path = os.fsdecode(b"/lib/zz\xff/library.db")
+    message = file_system_message(OSError(code, os.strerror(code), path))
+    assert message is not None and "\n" not in message
+    assert message.startswith(f"{what}")
+    assert f" at {path} ({os.strerror(code)})" in message
+    assert "nothing committed before is lost" in message
+    assert message.endswith("and run the command again")
+
+
+def test_other_os_errors_stay_tracebacks() -> None:
+    """A missing file or a bad descriptor is a bug to see, not a condition to explain."""
+    assert file_system_message(FileNotFoundError(errno.ENOENT, "No such file or directory", "x")) is None
+    assert file_system_message(OSError(errno.EBADF, "Bad file descriptor")) is None
+
+
+def _cli_process(args: list[str], tmp_path: Path, preexec: Callable[[], None]) -> subprocess.CompletedProcess[str]:
+    code = "from indexer.cli import main; main()"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=tmp_path, env=env, preexec_fn=preexec, capture_output=True, text=True
+    )
+
+
+def _small_dataset(folder: Path) -> list[str]:
+    sizes = [f"{split}=1" for split in ("train", "val", "test", "heldout-train", "heldout-test")]
+    return ["generate-dataset", str(folder), *[arg for size in sizes for arg in ("--size", size)]]
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    """A real EFBIG (RLIMIT_FSIZE of 1 KB, SIGXFSZ ignored) while writing the dataset: exit 1, one
+    `Error:` line saying what happened, no traceback."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    run = _cli_process(_small_dataset(tmp_path / "shapes"), tmp_path, limit)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.startswith(
+        "Error: the file grew past the size the file system or a limit allows (File too large)"
+    )
+
+
+@pytest.mark.slow
+def test_a_permission_refusal_names_the_path(tmp_path: Path) -> None:
+    """A folder the process may not write (0555; as root, the child drops CAP_DAC_OVERRIDE so that the mode
+    counts): exit 1, the sentence names the path it could not create, no traceback."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+
+    def unprivileged() -> None:
+        if os.geteuid() == 0:
+            libc = ctypes.CDLL(None, use_errno=True)
+            assert libc.prctl(24, 1, 0, 0, 0) == 0  # PR_CAPBSET_DROP, CAP_DAC_OVERRIDE: root minus "ignore modes"
+
+    run = _cli_process(_small_dataset(locked / "shapes"), tmp_path, unprivileged)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert f"Error: permission was denied at {locked / 'shapes'}" in run.stderr
