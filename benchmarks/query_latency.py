@@ -107,7 +107,7 @@ def p50(action: Callable[[], Any], repeat: int) -> tuple[float, float]:
 
 def shown(seconds: tuple[float, float], unit: str = "s") -> str:
     scale = 1000 if unit == "ms" else 1
-    digits = 1 if unit == "ms" else 2
+    digits = 2
     return f"{seconds[0] * scale:.{digits}f} {unit} (CPU {seconds[1] * scale:.{digits}f})"
 
 
