@@ -174,7 +174,8 @@ def ivf_report(work: Workload, nlists: list[int], sq8: list[int], per_list: int,
             rows.append([f"IVF{nlist},SQ8 (same lists)", per_list * nlist, train_s, add_s, bytes_per_vector(quantized)])
             sweep(work, quantized, "nprobe", [p for p in probes if p <= nlist], f"IVF{nlist},SQ8")
     header = ["index", "train sample", "train s (lists + codes)", "add s", "bytes/vector"]
-    table(f"build cost, N={len(work.vectors)}", header, rows)
+    if rows:
+        table(f"build cost, N={len(work.vectors)}", header, rows)
     return built
 
 
