@@ -102,10 +102,10 @@ def index_folders(
     with library.writer_lock():
         index = library.load_index(gpu="never")
         options = options or ScanOptions()
+        reading = _Reading(options.follow_symlinks, MemoryBudget(memory_budget))
         plan = _plan(library, report, options, retry_errors)
         reuse = find_reuse(plan, library.store, workers, follow_symlinks=options.follow_symlinks)
         _apply_reuse(library, index, reuse, report)
-        reading = _Reading(options.follow_symlinks, MemoryBudget(memory_budget))
         _embed_all(library, index, encoder, reuse, reading, workers, report, progress)
         library.save_index(index, library.store.generation())
     report.seconds = time.perf_counter() - started
