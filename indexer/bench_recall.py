@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 
 from indexer.pipeline import index_folders
+from indexer.scan import ScanOptions
 from retrieval.errors import DatasetError
 from retrieval.index import VectorIndex
 from retrieval.library import Library
@@ -86,7 +87,8 @@ def bench_recall(
     started = time.perf_counter()
     _check_own_library(library, library.directory / LINKS_FOLDER)
     links = _link_images(library.directory / LINKS_FOLDER, data)
-    index_folders(library, encoder, [str(links)], workers=workers, progress=progress)
+    follow = ScanOptions(follow_symlinks=True)  # the folder holds only our own links to the dataset's images
+    index_folders(library, encoder, [str(links)], options=follow, workers=workers, progress=progress)
     clock["index"] = time.perf_counter() - started
 
     index = library.load_index()

@@ -4,6 +4,10 @@ Every batch is one transaction (rows and vectors together), so a run killed at a
 the batch in flight; the next run sees the committed files as unchanged and finishes the rest. The
 FAISS file is saved at the end under the store's generation; after a kill it is stale and the next load
 rebuilds it from the store.
+
+Files are read as regular files only and up to their size (`retrieval.fileread`), so a FIFO or a device
+under a root cannot stall or exhaust a run, and the decoding threads share one `MemoryBudget` of full-size
+pixels, so a few huge images decode in turn rather than all at once.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import torch
 
 from indexer.reuse import Reuse, find_reuse, hash_bytes
 from indexer.scan import DiskFile, Plan, ScanOptions, check_roots, plan_changes, scan_root
-from retrieval.config import DEFAULT_DECODE_WORKERS
+from retrieval.config import DECODE_MEMORY_BUDGET, DEFAULT_DECODE_WORKERS
 from retrieval.decode import read_and_decode
 from retrieval.errors import UnreadableImageError
 from retrieval.index import VectorIndex
 from retrieval.library import Library
+from retrieval.membudget import MemoryBudget
 from retrieval.model.encoder import Encoder
 from retrieval.progress import ProgressCallback
 from retrieval.storage.records import FileMetadata, copy_fields
@@ -43,6 +48,10 @@ class IndexReport:
     failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     unlisted: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Image-named paths left out on purpose (FIFOs, sockets, devices, folders reached twice), with why."""
+    links_skipped: int = 0
+    """Symbolic links not followed (see `ScanOptions.follow_symlinks`)."""
     seconds: float = 0.0
 
     @property
@@ -63,6 +72,14 @@ class _Failed:
     content_hash: str | None
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """How the decoding threads read and decode: shared by all of them for one run."""
+
+    follow_symlinks: bool
+    budget: MemoryBudget
+
+
 def index_folders(
     library: Library,
     encoder: Encoder,
@@ -72,10 +89,12 @@ def index_folders(
     workers: int = DEFAULT_DECODE_WORKERS,
     retry_errors: bool = False,
     progress: ProgressCallback | None = None,
+    memory_budget: int = DECODE_MEMORY_BUDGET,
 ) -> IndexReport:
     """Bring the library up to date with `roots`: embed new and changed images, keep moved and
     unchanged ones, forget deleted ones. Unreadable files are recorded, never fatal. `progress` is
-    called with (files done, files to embed) after each committed batch."""
+    called with (files done, files to embed) after each committed batch. The decoding threads hold at
+    most `memory_budget` bytes of full-size pixels at once (see `MemoryBudget`)."""
     started = time.perf_counter()
     report = IndexReport(roots=check_roots(roots))
     if library.recorded_identity() is None:
@@ -83,10 +102,12 @@ def index_folders(
     library.bind_model(encoder)
     with library.writer_lock():
         index = library.load_index(gpu="never")
-        plan = _plan(library, report, options or ScanOptions(), retry_errors)
-        reuse = find_reuse(plan, library.store, workers)
+        options = options or ScanOptions()
+        reading = _Reading(options.follow_symlinks, MemoryBudget(memory_budget))
+        plan = _plan(library, report, options, retry_errors)
+        reuse = find_reuse(plan, library.store, workers, follow_symlinks=options.follow_symlinks)
         _apply_reuse(library, index, reuse, report)
-        _embed_all(library, index, encoder, reuse, workers, report, progress)
+        _embed_all(library, index, encoder, reuse, reading, workers, report, progress)
         library.save_index(index, library.store.generation())
     report.seconds = time.perf_counter() - started
     return report
@@ -99,6 +120,8 @@ def _plan(library: Library, report: IndexReport, options: ScanOptions, retry_err
         plan = plan_changes(scan, library.store.file_states_under(root), retry_errors=retry_errors)
         report.scanned += len(scan.files)
         report.unlisted.extend(scan.unlisted)
+        report.skipped.extend(scan.skipped)
+        report.links_skipped += scan.links_skipped
         merged.new += plan.new
         merged.changed += plan.changed
         merged.gone += plan.gone
@@ -131,11 +154,11 @@ def _apply_reuse(library: Library, index: VectorIndex, reuse: Reuse, report: Ind
     )
 
 
-def _prepare(disk: DiskFile, encoder: Encoder) -> _Prepared | _Failed:
+def _prepare(disk: DiskFile, encoder: Encoder, reading: _Reading) -> _Prepared | _Failed:
     """Runs in a worker thread: read, hash, decode, preprocess. Never raises for a bad file."""
     content_hash = None
     try:
-        data, decoded = read_and_decode(disk.path)
+        data, decoded = read_and_decode(disk.path, follow_symlinks=reading.follow_symlinks, budget=reading.budget)
         content_hash = hash_bytes(data)
         pixels = encoder.preprocess(decoded.image)
     except UnreadableImageError as exc:
@@ -149,20 +172,20 @@ def _prepare(disk: DiskFile, encoder: Encoder) -> _Prepared | _Failed:
 
 
 def _prepared_in_order(
-    pool: ThreadPoolExecutor, files: list[DiskFile], encoder: Encoder, window: int
+    pool: ThreadPoolExecutor, files: list[DiskFile], encoder: Encoder, reading: _Reading, window: int
 ) -> Iterator[_Prepared | _Failed]:
     """Decode ahead of the consumer by at most `window` files, yielding results in input order."""
     pending: deque[Future[_Prepared | _Failed]] = deque()
     upcoming = iter(files)
     for disk in upcoming:
-        pending.append(pool.submit(_prepare, disk, encoder))
+        pending.append(pool.submit(_prepare, disk, encoder, reading))
         if len(pending) >= window:
             break
     while pending:
         yield pending.popleft().result()
         following = next(upcoming, None)
         if following is not None:
-            pending.append(pool.submit(_prepare, following, encoder))
+            pending.append(pool.submit(_prepare, following, encoder, reading))
 
 
 def _embed_all(
@@ -170,6 +193,7 @@ def _embed_all(
     index: VectorIndex,
     encoder: Encoder,
     reuse: Reuse,
+    reading: _Reading,
     workers: int,
     report: IndexReport,
     progress: ProgressCallback | None,
@@ -181,8 +205,9 @@ def _embed_all(
     batches = _BatchCommitter(library, index, encoder, reuse.replaced, report)
     batch: list[_Prepared | _Failed] = []
     done = 0
+    window = 2 * encoder.batch_size + workers
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="clipsearch-decode") as pool:
-        for position, item in enumerate(_prepared_in_order(pool, files, encoder, 2 * encoder.batch_size + workers)):
+        for position, item in enumerate(_prepared_in_order(pool, files, encoder, reading, window)):
             batch.append(item)
             if len(batch) == encoder.batch_size or position == len(files) - 1:
                 done += batches.commit(batch)

@@ -13,8 +13,11 @@ import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from indexer.scan import DiskFile, Plan
+from retrieval.errors import UnreadableImageError
+from retrieval.fileread import iter_regular_file
 from retrieval.storage.records import ImageRecord
 from retrieval.storage.store import Store
 
@@ -25,14 +28,14 @@ def hash_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def hash_file(path: str) -> str | None:
-    """The content hash, or None when the file cannot be read (it then goes to the decoder, which records why)."""
+def hash_file(path: str, *, follow_symlinks: bool = True) -> str | None:
+    """The content hash, or None when the file cannot be read (it then goes to the decoder, which records why).
+    Reads as the decoder does: a regular file only, up to its size (`retrieval.fileread`)."""
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
-    except OSError:
+        for chunk in iter_regular_file(path, chunk=_HASH_CHUNK, follow_symlinks=follow_symlinks):
+            digest.update(chunk)
+    except UnreadableImageError:
         return None
     return digest.hexdigest()
 
@@ -48,7 +51,7 @@ class Reuse:
     gone: list[ImageRecord] = field(default_factory=list)
 
 
-def find_reuse(plan: Plan, store: Store, workers: int) -> Reuse:
+def find_reuse(plan: Plan, store: Store, workers: int, *, follow_symlinks: bool = True) -> Reuse:
     reuse = Reuse()
     maybe_touched = [(d, s) for d, s in plan.changed if d.size == s.size and s.has_vector and s.content_hash]
     donors_by_size: dict[int, list[ImageRecord]] = defaultdict(list)
@@ -58,7 +61,7 @@ def find_reuse(plan: Plan, store: Store, workers: int) -> Reuse:
     maybe_moved = [d for d in plan.new if d.size in donors_by_size]
     with ThreadPoolExecutor(max(1, workers)) as pool:
         paths = [d.path for d, _ in maybe_touched] + [d.path for d in maybe_moved]
-        hashes = dict(zip(paths, pool.map(hash_file, paths), strict=True))
+        hashes = dict(zip(paths, pool.map(partial(hash_file, follow_symlinks=follow_symlinks), paths), strict=True))
 
     touched_paths = set()
     for disk, state in maybe_touched:

@@ -2,17 +2,25 @@
 
 Only `stat` is used here; no file is read. A folder that cannot be listed is reported, and nothing
 stored under it is treated as gone (an unmounted or unreadable folder must not empty the library).
+
+Only regular files are listed: a FIFO, socket or device named like an image is skipped with its reason.
+Symbolic links are not followed unless `follow_symlinks` is set: a link inside the roots leads to files
+that are indexed under their own path anyway, and a link leaving them could put files the user never chose
+(another user's photos, a private file renamed .jpg) into the library; skipped links are counted. Each
+folder is walked once, known by (st_dev, st_ino), so a link loop or a second link to a folder ends there.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from retrieval.decode import IMAGE_EXTENSIONS
 from retrieval.errors import IndexRootError
+from retrieval.fileread import file_kind
 from retrieval.storage.records import ImageRecord
 from retrieval.storage.store import folder_prefix
 
@@ -24,6 +32,7 @@ class ScanOptions:
     """Glob patterns (fnmatch: `*` also matches `/`) matched against each file's and folder's absolute
     path, its path relative to its root, and its name: `*/thumbs/*`, `raw/*`, `*.tmp.jpg`, `thumbs`."""
     follow_symlinks: bool = False
+    """Follow symbolic links to files and folders, even ones that lead outside the root."""
     extensions: frozenset[str] = IMAGE_EXTENSIONS
 
 
@@ -39,6 +48,10 @@ class ScanResult:
     files: list[DiskFile] = field(default_factory=list)
     unlisted: list[tuple[str, str]] = field(default_factory=list)
     """Folders or files that could not be listed or stat'ed, with the reason."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Image-named paths left out on purpose, with the reason: FIFOs, sockets, devices, folders seen before."""
+    links_skipped: int = 0
+    """Symbolic links to folders or image-named files not followed (without `follow_symlinks`)."""
 
 
 @dataclass
@@ -75,33 +88,65 @@ def _is_hidden(name: str) -> bool:
 
 
 def scan_root(root: str, options: ScanOptions) -> ScanResult:
+    """List the regular image files under `root`: each folder's files by name, then its subfolders."""
     result = ScanResult()
-
-    def on_error(error: OSError) -> None:
-        result.unlisted.append((str(error.filename or root), error.strerror or str(error)))
-
-    for folder, subfolders, names in os.walk(root, onerror=on_error, followlinks=options.follow_symlinks):
-        subfolders[:] = sorted(
-            d
-            for d in subfolders
-            if (options.include_hidden or not _is_hidden(d))
-            and not _excluded(os.path.join(folder, d), root, options.exclude, folder=True)
-        )
-        for name in sorted(names):
-            if not options.include_hidden and _is_hidden(name):
-                continue
-            if os.path.splitext(name)[1].lower() not in options.extensions:
-                continue
-            path = os.path.join(folder, name)
-            if _excluded(path, root, options.exclude):
-                continue
-            try:
-                stat = os.stat(path)
-            except OSError as exc:
-                result.unlisted.append((path, exc.strerror or str(exc)))
-                continue
-            result.files.append(DiskFile(path, stat.st_size, stat.st_mtime_ns))
+    visited: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        pending.extend(reversed(_scan_folder(pending.pop(), root, options, result, visited)))
     return result
+
+
+def _scan_folder(
+    folder: str, root: str, options: ScanOptions, result: ScanResult, visited: set[tuple[int, int]]
+) -> list[str]:
+    """Add `folder`'s image files to `result`; return the subfolders to walk, in name order."""
+    subfolders = []
+    for entry in _list_once(folder, result, visited):
+        if not options.include_hidden and _is_hidden(entry.name):
+            continue
+        try:
+            if entry.is_dir():  # follows a link, to see what it leads to
+                if _excluded(entry.path, root, options.exclude, folder=True):
+                    continue
+                if entry.is_symlink() and not options.follow_symlinks:
+                    result.links_skipped += 1
+                else:
+                    subfolders.append(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in options.extensions and not _excluded(
+                entry.path, root, options.exclude
+            ):
+                _add_file(entry, options, result)
+        except OSError as exc:
+            result.unlisted.append((entry.path, exc.strerror or str(exc)))
+    return subfolders
+
+
+def _list_once(folder: str, result: ScanResult, visited: set[tuple[int, int]]) -> list[os.DirEntry[str]]:
+    """`folder`'s entries sorted by name, or none when it cannot be listed or was listed before."""
+    try:
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in visited:
+            result.skipped.append((folder, "folder already scanned (a symbolic link loop or a second link to it)"))
+            return []
+        visited.add((info.st_dev, info.st_ino))
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except OSError as exc:
+        result.unlisted.append((str(exc.filename or folder), exc.strerror or str(exc)))
+        return []
+
+
+def _add_file(entry: os.DirEntry[str], options: ScanOptions, result: ScanResult) -> None:
+    """List a regular file (through a link only with `follow_symlinks`); skip anything else, saying why."""
+    if entry.is_symlink() and not options.follow_symlinks:
+        result.links_skipped += 1
+        return
+    info = entry.stat()
+    if stat.S_ISREG(info.st_mode):
+        result.files.append(DiskFile(entry.path, info.st_size, info.st_mtime_ns))
+    else:
+        result.skipped.append((entry.path, f"not a regular file ({file_kind(info.st_mode)})"))
 
 
 def plan_changes(scan: ScanResult, known: dict[str, ImageRecord], *, retry_errors: bool = False) -> Plan:

@@ -64,3 +64,12 @@ DEFAULT_TRAIN_GRAD_CLIP = 1.0
 DEFAULT_TRAIN_SEED = 0
 DEFAULT_TRAIN_VAL_IMAGES = 1000
 """`clipsearch train`'s defaults, named here so that `train --help` needs no torch (`TrainOptions` has the same)."""
+
+# --- intake: reading files safely ---
+MAX_FILE_BYTES = 256 * 1024 * 1024
+"""A file larger than this is not read (recorded as "file too large"): no photo is that big, while a sparse
+file or a runaway download can be."""
+DECODE_MEMORY_BUDGET = 1024 * 1024 * 1024
+"""Bytes of full-size pixels (width x height x 4, Pillow's RGB/RGBA working size) that the decoding threads of
+one indexing run may hold at once; a thread waits until its image fits, and an image larger than the whole
+budget decodes alone. Converting to RGB can briefly take about twice an image's share."""

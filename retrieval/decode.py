@@ -2,7 +2,9 @@
 
 Every failure a user can act on (empty file, not an image, corrupt data, decompression
 bomb, unreadable file) becomes an `UnreadableImageError`; nothing here prints or changes
-Pillow's global settings, so `decode_image` may run from many threads at once.
+Pillow's global settings, so `decode_image` may run from many threads at once. Threads that
+share a `MemoryBudget` hold at most its bytes of full-size pixels at once; files are read by
+`retrieval.fileread` (regular files only, bounded by their size).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import struct
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +24,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
 from retrieval.errors import UnreadableImageError
+from retrieval.fileread import read_regular_file
+from retrieval.membudget import MemoryBudget
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -70,6 +74,7 @@ _TRANSPOSE: dict[int, Image.Transpose] = {
     8: Image.Transpose.ROTATE_90,
 }
 
+_WORKING_BYTES_PER_PIXEL = 4  # Pillow keeps RGB, RGBA, I and F pixels in 4 bytes
 _WHITE = (255, 255, 255)
 _PADDING = " \t\r\n\x00"
 _REDUCIBLE_MODES = frozenset({"RGB", "L", "CMYK", "YCbCr"})
@@ -121,26 +126,39 @@ class DecodedImage:
 
 
 def read_and_decode(
-    path: str, *, min_side: int = 224, max_pixels: int = MAX_IMAGE_PIXELS
+    path: str,
+    *,
+    min_side: int = 224,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    follow_symlinks: bool = True,
+    budget: MemoryBudget | None = None,
 ) -> tuple[bytes, DecodedImage]:
-    """Read `path` once and decode it, returning the bytes too so the caller hashes exactly them."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise UnreadableImageError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    return data, decode_image(data, path, min_side=min_side, max_pixels=max_pixels)
+    """Read `path` once and decode it, returning the bytes too so the caller hashes exactly them.
+
+    Only a regular file is read, and only up to its size (see `retrieval.fileread`): a FIFO, a device
+    or a file larger than `config.MAX_FILE_BYTES` is an `UnreadableImageError`, never a hang or a huge
+    allocation. With `follow_symlinks` false a symbolic link (the last component) is refused too."""
+    data = read_regular_file(path, follow_symlinks=follow_symlinks)
+    return data, decode_image(data, path, min_side=min_side, max_pixels=max_pixels, budget=budget)
 
 
-def decode_image(data: bytes, path: str, *, min_side: int = 224, max_pixels: int = MAX_IMAGE_PIXELS) -> DecodedImage:
+def decode_image(
+    data: bytes,
+    path: str,
+    *,
+    min_side: int = 224,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    budget: MemoryBudget | None = None,
+) -> DecodedImage:
     """Decode `data` into an upright RGB image whose shortest side is at least `min_side`
-    (or the original's, if smaller) and at most about twice that; `path` only labels errors."""
+    (or the original's, if smaller) and at most about twice that; `path` only labels errors.
+    With a `budget`, the full-size pixels are held within it (see `MemoryBudget`)."""
     if min_side < 1:
         raise ValueError(f"min_side must be positive, got {min_side}")
     if not data:
         raise UnreadableImageError(path, "zero-byte file")
     try:
-        return _decode(data, path, min_side, max_pixels)
+        return _decode(data, path, min_side, max_pixels, budget)
     except UnreadableImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -151,7 +169,7 @@ def decode_image(data: bytes, path: str, *, min_side: int = 224, max_pixels: int
         raise UnreadableImageError(path, f"truncated or corrupt image data: {exc}") from exc
 
 
-def _decode(data: bytes, path: str, min_side: int, max_pixels: int) -> DecodedImage:
+def _decode(data: bytes, path: str, min_side: int, max_pixels: int, budget: MemoryBudget | None) -> DecodedImage:
     """Open, bound, draft, load, describe, convert, shrink and orient one image."""
     with _quiet():
         img = Image.open(io.BytesIO(data))  # reads the header only
@@ -163,17 +181,23 @@ def _decode(data: bytes, path: str, min_side: int, max_pixels: int) -> DecodedIm
                 f"image too large: {width}x{height} pixels exceeds limit of {max_pixels}",
             )
         if img.format in ("JPEG", "MPO") and min(width, height) > 2 * min_side:
-            img.draft("RGB", (min_side, min_side))
-        img.load()
-        with _quiet():
-            info, orientation = _describe(img, width, height)
-        pixels: Image.Image = img
-        if pixels.mode in _REDUCIBLE_MODES:
-            pixels = _shrink(pixels, min_side)
-        pixels = _shrink(_to_rgb(pixels), min_side)
-        if pixels is img:
-            pixels = img.copy()  # detach from the file object the `with` closes
+            img.draft("RGB", (min_side, min_side))  # img.size is now the reduced size that load() gives
+        with _holding(budget, img.size[0] * img.size[1] * _WORKING_BYTES_PER_PIXEL):
+            img.load()
+            with _quiet():
+                info, orientation = _describe(img, width, height)
+            pixels: Image.Image = img
+            if pixels.mode in _REDUCIBLE_MODES:
+                pixels = _shrink(pixels, min_side)
+            pixels = _shrink(_to_rgb(pixels), min_side)
+            if pixels is img:
+                pixels = img.copy()  # detach from the file object the `with` closes
+            img.close()  # free the full-size pixels before leaving the budget
     return DecodedImage(image=_apply_orientation(pixels, orientation), info=info)
+
+
+def _holding(budget: MemoryBudget | None, amount: int) -> AbstractContextManager[None]:
+    return nullcontext() if budget is None else budget.hold(amount)
 
 
 @contextmanager
@@ -241,7 +265,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def _flatten_on_white(img: Image.Image) -> Image.Image:
     """Composite an image with alpha or a transparent colour onto a white background."""
-    rgba = img.convert("RGBA")
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")  # no second full-size copy
     background = Image.new("RGB", rgba.size, _WHITE)
     background.paste(rgba, mask=rgba.getchannel("A"))
     return background

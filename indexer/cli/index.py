@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 @click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files or folders matching GLOB (repeatable).")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders (names starting with '.').")
-@click.option("--follow-symlinks", is_flag=True, help="Descend into symlinked folders.")
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Follow symbolic links to files and folders, even ones that lead outside ROOTS. By default links are "
+    "skipped and counted: a link inside ROOTS leads to images indexed under their own path anyway.",
+)
 @click.option("--retry-errors", is_flag=True, help="Try files that failed before again, even if unchanged.")
 @click.option(
     "--workers",
@@ -93,3 +98,7 @@ def _print_report(report: IndexReport) -> None:
         click.echo(f"  ... and {len(report.failures) - 10} more (see `clipsearch info`)", err=True)
     for path, reason in report.unlisted:
         echo_fs(f"  could not list {path}: {reason} (its stored images were kept)", err=True)
+    for path, reason in report.skipped:
+        echo_fs(f"  left out {path}: {reason}", err=True)
+    if report.links_skipped:
+        click.echo(f"  {report.links_skipped} symbolic links not followed (see --follow-symlinks)", err=True)

@@ -25,6 +25,7 @@ from retrieval.model.encoder import Encoder
 from retrieval.model.specs import ModelSpec
 from retrieval.storage.vectors import from_blob
 from tests import imagefactory as factory
+from tests.deadline import within
 from tests.libcheck import STORED_ATOL, assert_index_matches_store, reference_vectors, stored_rows, stored_vectors
 
 PHOTO_COUNT = 13  # the `photos` fixture: 12 PNGs and one EXIF JPEG
@@ -486,3 +487,53 @@ def test_decoding_workers_do_not_change_the_vectors(tiny_encoder: Encoder, photo
     assert failures_one == failures_four
     for path in one:
         np.testing.assert_allclose(one[path], four[path], rtol=0, atol=1e-6)
+
+
+# --- what is read: regular files only, links only when asked -----------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_fifo_among_images_is_skipped_and_the_batch_commits(
+    library: Library, tiny_encoder: Encoder, photos: Path
+) -> None:
+    """A FIFO named x.jpg is listed as skipped (not a regular file) and never opened: the run ends and the
+    images of its batch are committed (before, a decoding thread blocked opening it forever)."""
+    fifo = photos / "x.jpg"
+    os.mkfifo(fifo)
+    report = within(120, lambda: run(library, tiny_encoder, photos), unblock=[fifo])
+    assert (report.embedded, report.failed, report.scanned) == (PHOTO_COUNT, 0, PHOTO_COUNT)
+    assert report.skipped == [(str(fifo), "not a regular file (FIFO)")]
+    assert str(fifo) not in stored_rows(library) and len(stored_rows(library)) == PHOTO_COUNT
+    assert_index_matches_store(library)
+
+
+def test_links_out_of_the_root_are_skipped_unless_followed(
+    library: Library, tiny_encoder: Encoder, photos: Path, tmp_path: Path
+) -> None:
+    """A link in the root to a file outside every root (someone else's photo, a private file renamed .jpg)
+    is not read by default, only counted; with follow_symlinks it is indexed under the link's name, and a
+    later run without it forgets it again."""
+    outside = factory.pattern_png(tmp_path / "private" / "secret.png", seed=90)
+    link = photos / "innocent.jpg"
+    link.symlink_to(outside)
+    report = run(library, tiny_encoder, photos)
+    assert (report.embedded, report.links_skipped, report.skipped) == (PHOTO_COUNT, 1, [])
+    assert str(link) not in stored_rows(library)
+
+    followed = run(library, tiny_encoder, photos, options=ScanOptions(follow_symlinks=True))
+    assert (followed.embedded, followed.links_skipped) == (1, 0)
+    assert stored_rows(library)[str(link)]["content_hash"] == hash_bytes(outside.read_bytes())
+
+    again = run(library, tiny_encoder, photos)
+    assert (again.removed, again.links_skipped) == (1, 1)
+    assert str(link) not in stored_rows(library)
+    assert_index_matches_store(library)
+
+
+def test_folder_loop_indexes_each_image_once(library: Library, tiny_encoder: Encoder, photos: Path) -> None:
+    """trip/up -> .. with follow_symlinks: each image once under its own path, the loop reported as skipped."""
+    (photos / "trip" / "up").symlink_to("..", target_is_directory=True)
+    report = within(120, lambda: run(library, tiny_encoder, photos, options=ScanOptions(follow_symlinks=True)))
+    assert (report.scanned, report.embedded) == (PHOTO_COUNT, PHOTO_COUNT)
+    assert [path for path, _ in report.skipped] == [str(photos / "trip" / "up")]
+    assert len(stored_rows(library)) == PHOTO_COUNT

@@ -8,21 +8,24 @@ files it looks at hold chosen bytes of chosen sizes rather than decodable images
 from __future__ import annotations
 
 import os
+import socket
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from indexer.reuse import Reuse, find_reuse, hash_file
+from indexer.reuse import Reuse, find_reuse, hash_bytes, hash_file
 from indexer.scan import DiskFile, ScanOptions, ScanResult, check_roots, plan_changes, scan_root
 from retrieval.errors import IndexRootError
 from retrieval.library import Library
 from retrieval.storage.records import FileMetadata, ImageRecord
 from retrieval.storage.store import Store
 from tests import imagefactory
+from tests.deadline import within
 from tests.libcheck import unit_vectors
 
 DIM = 4
+_TWICE = "folder already scanned (a symbolic link loop or a second link to it)"
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:
@@ -125,16 +128,75 @@ def test_sizes_and_mtimes_come_from_stat(tmp_path: Path) -> None:
     assert empty_file == DiskFile(str(empty), 0, empty.stat().st_mtime_ns)
 
 
-def test_symlinked_folder_followed_only_when_asked(tmp_path: Path) -> None:
-    """A symlink to a folder is not descended by default (it may loop or leave the root), only with
-    follow_symlinks; a symlink to a file is listed under its own path either way."""
+def test_symlinks_are_skipped_and_counted_unless_followed(tmp_path: Path) -> None:
+    """By default no symbolic link is followed, file or folder, inside the root or out of it: a link out
+    of the root (a private file renamed .jpg) must not be indexed, and one inside leads to files listed
+    under their own path anyway. Each skipped link is counted; links to other files are not. With
+    follow_symlinks every link is followed, under the link's own path."""
     root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
     _touch(root / "own.png")
+    _touch(root / "notes.txt")
     _touch(elsewhere / "far.png")
+    _touch(elsewhere / "passwd")
     (root / "linked").symlink_to(elsewhere, target_is_directory=True)
     (root / "alias.png").symlink_to(root / "own.png")
-    assert _scan(root) == ["alias.png", "own.png"]
-    assert _scan(root, follow_symlinks=True) == ["alias.png", "own.png", "linked/far.png"]
+    (root / "innocent.jpg").symlink_to(elsewhere / "passwd")
+    (root / "readme.txt").symlink_to(root / "notes.txt")
+    (root / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    result = scan_root(str(root), ScanOptions())
+    assert _relative(result, root) == ["own.png"]
+    assert (result.links_skipped, result.skipped, result.unlisted) == (4, [], [])
+
+    followed = scan_root(str(root), ScanOptions(follow_symlinks=True))
+    assert _relative(followed, root) == ["alias.png", "innocent.jpg", "own.png", "linked/far.png"]
+    assert followed.links_skipped == 0
+    assert [path for path, _ in followed.unlisted] == [str(root / "dangling.png")]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_fifos_sockets_and_devices_are_skipped_with_their_reason(tmp_path: Path) -> None:
+    """Only regular files are listed: a FIFO, a socket or a device named like an image would hang or flood
+    the decoder. Each is recorded with what it is."""
+    _touch(tmp_path / "real.png")
+    os.mkfifo(tmp_path / "x.jpg")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(tmp_path / "s.png"))
+        (tmp_path / "zero.png").symlink_to("/dev/zero")
+        plain = scan_root(str(tmp_path), ScanOptions())
+        followed = scan_root(str(tmp_path), ScanOptions(follow_symlinks=True))
+    finally:
+        server.close()
+    expected = [
+        (str(tmp_path / "s.png"), "not a regular file (socket)"),
+        (str(tmp_path / "x.jpg"), "not a regular file (FIFO)"),
+    ]
+    assert (_relative(plain, tmp_path), plain.skipped, plain.links_skipped) == (["real.png"], expected, 1)
+    assert _relative(followed, tmp_path) == ["real.png"]
+    assert followed.skipped == [*expected, (str(tmp_path / "zero.png"), "not a regular file (character device)")]
+
+
+def test_folder_loop_is_walked_once(tmp_path: Path) -> None:
+    """With follow_symlinks, a/up -> .. leads back to the root: each folder is walked once, known by its
+    (device, inode), instead of once per path until the system's link limit (41 listings of one file)."""
+    _touch(tmp_path / "a" / "p.png")
+    (tmp_path / "a" / "up").symlink_to("..", target_is_directory=True)
+    result = within(30, lambda: scan_root(str(tmp_path), ScanOptions(follow_symlinks=True)))
+    assert _relative(result, tmp_path) == ["a/p.png"]
+    assert result.skipped == [(str(tmp_path / "a" / "up"), _TWICE)]
+    assert result.unlisted == []
+
+
+def test_second_link_to_a_folder_is_walked_once(tmp_path: Path) -> None:
+    """Two links to one outside folder: its files are listed under the first link in name order only."""
+    _touch(tmp_path / "outside" / "o.png")
+    root = tmp_path / "root"
+    _touch(root / "r.png")
+    for name in ("b", "c"):
+        (root / name).symlink_to(tmp_path / "outside", target_is_directory=True)
+    result = scan_root(str(root), ScanOptions(follow_symlinks=True))
+    assert _relative(result, root) == ["r.png", "b/o.png"]
+    assert result.skipped == [(str(root / "c"), _TWICE)]
 
 
 def test_unlistable_root_is_reported_not_raised(tmp_path: Path) -> None:
@@ -350,3 +412,16 @@ def test_new_files_without_a_matching_donor_are_embedded(tmp_path: Path, library
     assert _paths(reuse.to_embed) == ["a-like-failed.png", "b-same-size.png", "c-other-size.png"]
     assert (reuse.moved, reuse.copied, reuse.touched) == ([], [], [])
     assert [s.path for s in reuse.gone] == [str(root / "failed.png")]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_hashing_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A file swapped for a FIFO or a device link after the scan gives no hash (the decoder then records
+    why) instead of blocking forever or hashing /dev/zero without end; a link is refused when not followed."""
+    os.mkfifo(tmp_path / "x.jpg")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "alias.png").symlink_to(_touch(tmp_path / "real.png", b"abc"))
+    assert within(20, lambda: hash_file(str(tmp_path / "x.jpg")), unblock=[tmp_path / "x.jpg"]) is None
+    assert within(20, lambda: hash_file(str(tmp_path / "zero.png"))) is None
+    assert hash_file(str(tmp_path / "alias.png"), follow_symlinks=False) is None
+    assert hash_file(str(tmp_path / "alias.png")) == hash_file(str(tmp_path / "real.png")) == hash_bytes(b"abc")

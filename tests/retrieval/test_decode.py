@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from retrieval.config import MAX_FILE_BYTES
 from retrieval.decode import (
     IMAGE_EXTENSIONS,
     MAX_IMAGE_PIXELS,
@@ -20,7 +21,9 @@ from retrieval.decode import (
     read_and_decode,
 )
 from retrieval.errors import UnreadableImageError
+from retrieval.membudget import MemoryBudget
 from tests import imagefactory as factory
+from tests.deadline import within
 
 Color = tuple[int, int, int]
 
@@ -298,6 +301,80 @@ def test_read_and_decode_permission_denied(tmp_path: Path) -> None:
     with pytest.raises(UnreadableImageError) as caught:
         read_and_decode(str(path))
     assert caught.value.reason == "cannot read file: Permission denied"
+
+
+def _read_reason(path: Path, **kwargs: bool) -> str:
+    """The reason read_and_decode gives for `path`, failing the test if it takes over 20 s."""
+    with pytest.raises(UnreadableImageError) as caught:
+        within(20, lambda: read_and_decode(str(path), **kwargs), unblock=[path])
+    assert caught.value.path == str(path)
+    return caught.value.reason
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO named like an image (or swapped in after a scan) is refused at once: opening it must not wait
+    for a writer, as a plain open() does forever."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    assert _read_reason(fifo) == "cannot read file: not a regular file (FIFO)"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this system")
+def test_link_to_a_device_is_refused_without_reading(tmp_path: Path) -> None:
+    """z.png -> /dev/zero is refused by what the open descriptor is; it is never read (reading it whole
+    allocates until memory runs out)."""
+    link = tmp_path / "z.png"
+    link.symlink_to("/dev/zero")
+    assert _read_reason(link) == "cannot read file: not a regular file (character device)"
+
+
+def test_file_over_the_size_cap_is_refused_unread(tmp_path: Path) -> None:
+    """A file larger than MAX_FILE_BYTES (here a sparse one: a PNG header and a hole) is 'file too large'."""
+    path = factory.pattern_png(tmp_path / "vast.png", seed=1)
+    os.truncate(path, MAX_FILE_BYTES + 1)
+    assert _read_reason(path) == f"file too large: {MAX_FILE_BYTES + 1} bytes exceeds limit of {MAX_FILE_BYTES}"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_file_with_more_content_than_its_size_is_reported_as_changed(tmp_path: Path) -> None:
+    """/proc files are regular files of size 0 that read as text: a file that holds more than its stat
+    size (as one growing while read does) is read only up to that size plus one byte and reported."""
+    link = tmp_path / "status.png"
+    link.symlink_to("/proc/self/status")
+    assert _read_reason(link) == "file changed while reading: it grew past 0 bytes"
+
+
+def test_symbolic_link_refused_when_not_following(tmp_path: Path) -> None:
+    """With follow_symlinks=False a link swapped in for a scanned file is not read through; the real file
+    and a followed link read as before."""
+    real = factory.solid_jpeg(tmp_path / "real.jpg")
+    link = tmp_path / "link.jpg"
+    link.symlink_to(real)
+    assert _read_reason(link, follow_symlinks=False) == "cannot read file: symbolic link not followed"
+    assert read_and_decode(str(link))[0] == read_and_decode(str(real), follow_symlinks=False)[0] == real.read_bytes()
+
+
+def test_decoding_waits_for_room_in_the_memory_budget(tmp_path: Path) -> None:
+    """A decode whose full-size pixels do not fit beside what others hold waits; it runs once they let go,
+    and then gives the same image as without a budget."""
+    path = factory.pattern_png(tmp_path / "p.png", seed=4, size=(64, 48))
+    budget = MemoryBudget(64 * 48 * 4)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with budget.hold(1):
+            waiting = pool.submit(read_and_decode, str(path), budget=budget)
+            time.sleep(0.5)
+            assert not waiting.done() and budget.held == 1
+        decoded = waiting.result(timeout=20)[1]
+    assert budget.held == 0
+    assert decoded.image.tobytes() == read_and_decode(str(path))[1].image.tobytes()
+
+
+def test_image_larger_than_the_budget_decodes_alone(tmp_path: Path) -> None:
+    """An image bigger than the whole budget is still decoded (alone), not refused."""
+    path = factory.pattern_png(tmp_path / "p.png", seed=5, size=(64, 64))
+    decoded = read_and_decode(str(path), budget=MemoryBudget(100))[1]
+    assert decoded.image.size == (64, 64)
 
 
 def test_pattern_png_is_deterministic_and_distinct(tmp_path: Path) -> None:
