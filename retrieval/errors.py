@@ -77,3 +77,17 @@ class DatasetError(ClipsearchError):
 
 class TrainingError(ClipsearchError):
     """Training cannot start or resume as asked (bad options, incompatible checkpoint, no data)."""
+
+
+# --- branch index: the FAISS file --------------------------------------------------------------------
+class IndexSaveError(ClipsearchError):
+    """The FAISS file could not be written (disk full, quota, read-only or unwritable folder); the store
+    is intact and the next search rebuilds the index from it."""
+
+
+class IndexFileWarning(UserWarning):
+    """A FAISS file was unreadable, damaged or not this library's, and is rebuilt from the store."""
+
+
+class IndexSaveWarning(UserWarning):
+    """A rebuilt FAISS index could not be saved; this search runs from memory and the next one rebuilds."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+import tracemalloc
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
 
+from retrieval.filters import IdFilter
 from retrieval.index import VectorIndex, gpu_count
 from tests.libcheck import unit_vectors
 
@@ -86,15 +88,26 @@ def test_a_stored_vector_finds_itself_first(index: VectorIndex, vectors: np.ndar
 
 
 @pytest.mark.parametrize("stored", [0, 3])
-def test_k_beyond_ntotal_pads_with_minus_one_and_minus_inf(stored: int, queries: np.ndarray) -> None:
-    """Missing neighbours come back as id -1 with score -inf (an empty index gives only those)."""
+def test_k_beyond_ntotal_is_clamped_to_what_can_match(stored: int, queries: np.ndarray) -> None:
+    """k larger than the index gives one column per stored vector (none for an empty index), not k."""
     small = VectorIndex(DIM, gpu="never")
     small.add(_ids(stored), unit_vectors(stored, 3, DIM))
     distances, ids = small.search(queries, 5)
-    assert ids.shape == distances.shape == (len(queries), 5)
-    assert (ids[:, stored:] == -1).all() and np.isneginf(distances[:, stored:]).all()
-    assert (ids[:, :stored] >= 0).all() and np.isfinite(distances[:, :stored]).all()
-    _assert_same_neighbours((distances, ids), _reference(queries, _ids(stored), unit_vectors(stored, 3, DIM), 5))
+    assert ids.shape == distances.shape == (len(queries), stored)
+    _assert_same_neighbours((distances, ids), _reference(queries, _ids(stored), unit_vectors(stored, 3, DIM), stored))
+
+
+def test_a_huge_k_allocates_by_the_index_size(index: VectorIndex, queries: np.ndarray) -> None:
+    """k = 10**9 on 500 vectors (unclamped: 12 GB of result arrays) stays within a few MB."""
+    tracemalloc.start()
+    try:
+        distances, ids = index.search(queries[:1], 10**9)
+        filtered = index.search(queries[:1], 10**9, IdFilter.of(_ids(COUNT)[:5]))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ids.shape == (1, COUNT) and filtered[1].shape == (1, 5)
+    assert peak < 8 << 20
 
 
 def test_remove_counts_and_removed_ids_never_return(
@@ -135,24 +148,43 @@ def test_reconstruct_returns_stored_vectors(index: VectorIndex, vectors: np.ndar
     assert index.reconstruct([]).shape == (0, DIM)
 
 
-def test_search_subset_equals_brute_force(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
-    """search_subset scores only the allowed ids and equals the exact top-k over them."""
+def test_filtered_search_equals_brute_force(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
+    """A filtered search ranks only the allowed ids and equals the exact top-k over them."""
     chosen = np.random.default_rng(4).choice(COUNT, size=60, replace=False)
-    result = index.search_subset(queries, 10, _ids(COUNT)[chosen])
+    result = index.search(queries, 10, IdFilter.of(_ids(COUNT)[chosen]))
     assert np.isin(result[1], _ids(COUNT)[chosen]).all()
     _assert_same_neighbours(result, _reference(queries, _ids(COUNT)[chosen], vectors[chosen], 10))
 
 
+def test_filtered_search_with_exclusions(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
+    """Excluded ids never come back, with or without an allowed set, and the next best take their places."""
+    excluded = _ids(COUNT)[::2]
+    keep = np.ones(COUNT, dtype=bool)
+    keep[::2] = False
+    result = index.search(queries, 10, IdFilter.of(None, excluded))
+    _assert_same_neighbours(result, _reference(queries, _ids(COUNT)[keep], vectors[keep], 10))
+    both = index.search(queries, 10, IdFilter.of(_ids(COUNT)[:40], excluded))
+    _assert_same_neighbours(both, _reference(queries, _ids(COUNT)[:40][keep[:40]], vectors[:40][keep[:40]], 10))
+
+
 @pytest.mark.parametrize("allowed_count", [0, 1, 4])
-def test_search_subset_smaller_than_k_pads(
+def test_filter_smaller_than_k_is_clamped(
     allowed_count: int, index: VectorIndex, vectors: np.ndarray, queries: np.ndarray
 ) -> None:
-    """An allowed set smaller than k (or empty) yields its members, then id -1 / score -inf padding."""
+    """An allowed set smaller than k (or empty) yields just its members: the result is sized by the filter."""
     chosen = np.arange(allowed_count) * 11
-    distances, ids = index.search_subset(queries, 10, _ids(COUNT)[chosen])
-    assert ids.shape == (len(queries), 10)
-    assert (ids[:, allowed_count:] == -1).all() and np.isneginf(distances[:, allowed_count:]).all()
-    _assert_same_neighbours((distances, ids), _reference(queries, _ids(COUNT)[chosen], vectors[chosen], 10))
+    distances, ids = index.search(queries, 10, IdFilter.of(_ids(COUNT)[chosen]))
+    assert ids.shape == (len(queries), allowed_count)
+    _assert_same_neighbours((distances, ids), _reference(queries, _ids(COUNT)[chosen], vectors[chosen], allowed_count))
+
+
+def test_filter_naming_ids_the_index_lacks_pads(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
+    """Allowed ids that are not in the index (rows added after it was loaded) are padding: id -1, score -inf."""
+    allowed = np.concatenate([_ids(COUNT)[:3], [5, 6]])
+    distances, ids = index.search(queries, 10, IdFilter.of(allowed))
+    assert ids.shape == (len(queries), 5)
+    assert (ids[:, 3:] == -1).all() and np.isneginf(distances[:, 3:]).all()
+    _assert_same_neighbours((distances[:, :3], ids[:, :3]), _reference(queries, _ids(COUNT)[:3], vectors[:3], 3))
 
 
 @pytest.mark.parametrize("k", [1, 10, COUNT + 20])
@@ -168,7 +200,7 @@ def test_replica_search_maps_positions_to_ids_like_search(
     """
     if removed:
         index.remove(_ids(COUNT)[[0, 5, 6, 250, COUNT - 1]])
-    replica = index._search_replica(index._cpu.index, queries, k)
+    replica = index._search_replica(index._cpu.index, queries, min(k, len(index)))
     expected = index.search(queries, k)
     np.testing.assert_array_equal(replica[1], expected[1])
     np.testing.assert_array_equal(replica[0], expected[0])
@@ -180,7 +212,7 @@ def test_replica_search_on_an_empty_index() -> None:
     empty = VectorIndex(DIM, gpu="never")
     queries = unit_vectors(2, 5, DIM)
     replica = empty._search_replica(empty._cpu.index, queries, 4)
-    np.testing.assert_array_equal(replica[1], np.full((2, 4), -1))
+    np.testing.assert_array_equal(replica[1], np.full((2, 4), -1))  # faiss pads an empty flat index
     assert np.isneginf(replica[0]).all()
 
 
@@ -248,7 +280,7 @@ def test_invalid_gpu_choice_raises() -> None:
         VectorIndex(DIM, gpu="sometimes")
 
 
-@pytest.mark.parametrize("operation", ["add", "search", "search_subset"])
+@pytest.mark.parametrize("operation", ["add", "search", "filtered search"])
 def test_wrong_dimension_raises(operation: str, index: VectorIndex) -> None:
     """Vectors of another dimension are refused with ValueError, not passed to faiss."""
     wrong = unit_vectors(2, 7, DIM + 1)
@@ -258,7 +290,7 @@ def test_wrong_dimension_raises(operation: str, index: VectorIndex) -> None:
         elif operation == "search":
             index.search(wrong, 3)
         else:
-            index.search_subset(wrong, 3, _ids(COUNT)[:5])
+            index.search(wrong, 3, IdFilter.of(_ids(COUNT)[:5]))
     assert len(index) == COUNT
 
 
