@@ -24,7 +24,6 @@ INDEX_FILE_PREFIX = "index-"
 INDEX_FILE_SUFFIX = ".faiss"
 
 
-
 def default_library_dir() -> Path:
     """Where a library lives when neither `--library` nor CLIPSEARCH_LIBRARY says: the user's data dir."""
     env = os.environ.get(LIBRARY_ENV)

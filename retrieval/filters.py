@@ -21,6 +21,9 @@ import numpy as np
 from retrieval.config import FILTER_BITMAP_MIN_DENSITY
 from retrieval.errors import InvalidQueryError
 
+_faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search parameters, direct maps, IO)
+
+
 if TYPE_CHECKING:
     from retrieval.storage.store import Store
 
@@ -90,8 +93,8 @@ class IdFilter:
         if self.allowed is not None:
             return _allowing(self.allowed)
         if len(self.excluded):
-            inner = faiss.IDSelectorBatch(self.excluded)
-            return Selector(faiss.IDSelectorNot(inner), (inner, self.excluded))
+            inner = _faiss.IDSelectorBatch(self.excluded)
+            return Selector(_faiss.IDSelectorNot(inner), (inner, self.excluded))
         return None
 
 
@@ -101,8 +104,8 @@ def _allowing(ids: np.ndarray) -> Selector:
         bits = np.zeros(int(ids[-1]) + 1, dtype=bool)
         bits[ids] = True
         bitmap = np.packbits(bits, bitorder="little")
-        return Selector(faiss.IDSelectorBitmap(bitmap), (bitmap,))
-    return Selector(faiss.IDSelectorBatch(ids), (ids,))
+        return Selector(_faiss.IDSelectorBitmap(bitmap), (bitmap,))
+    return Selector(_faiss.IDSelectorBatch(ids), (ids,))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ from retrieval.config import GPU_CHOICES, IVF_NPROBE
 from retrieval.filters import IdFilter
 from retrieval.index_file import Fingerprint, Stamp, ids_digest, write_index_file
 
+_faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search parameters, direct maps, IO)
+
+
 FLAT, IVF = "flat", "ivf"
 
 
@@ -55,12 +58,12 @@ class VectorIndex:
         if gpu not in GPU_CHOICES:
             raise ValueError(f"gpu must be one of {GPU_CHOICES}, not {gpu!r}")
         self.dim = dim
-        self._cpu = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self._ivf = self._cpu if isinstance(self._cpu, faiss.IndexIVF) else None
+        self._cpu = index if index is not None else _faiss.IndexIDMap2(_faiss.IndexFlatIP(dim))
+        self._ivf = self._cpu if isinstance(self._cpu, _faiss.IndexIVF) else None
         if self._ivf is not None:
             self._ivf.nprobe = min(IVF_NPROBE, self._ivf.nlist)
         self.trained_on = trained_on
-        """Vectors an IVF index was trained with (0 for flat): the retraining policy reads it."""
+        """The library's size when an IVF index was trained (0 for flat): the retraining policy reads it."""
         self.read_only = read_only
         self._use_gpu = gpu == "always" or (gpu == "auto" and gpu_count() > 0)
         if gpu == "always" and gpu_count() == 0:
@@ -69,13 +72,16 @@ class VectorIndex:
         self._gpu_resources: Any = None
 
     @classmethod
-    def ivf(cls, dim: int, nlist: int, training: np.ndarray, *, gpu: str = "auto") -> VectorIndex:
-        """An empty IVF index with `nlist` lists, trained (k-means) on `training`."""
+    def ivf(
+        cls, dim: int, nlist: int, training: np.ndarray, *, trained_on: int | None = None, gpu: str = "auto"
+    ) -> VectorIndex:
+        """An empty IVF index with `nlist` lists, trained (k-means) on `training`, a sample of a library of
+        `trained_on` vectors (default: the sample's size)."""
         matrix = _as_matrix(training, dim)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = _faiss.IndexIVFFlat(_faiss.IndexFlatIP(dim), dim, nlist, _faiss.METRIC_INNER_PRODUCT)
         index.train(matrix)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        return cls(dim, gpu=gpu, index=index, trained_on=len(matrix))
+        index.set_direct_map_type(_faiss.DirectMap.Hashtable)
+        return cls(dim, gpu=gpu, index=index, trained_on=trained_on or len(matrix))
 
     def __len__(self) -> int:
         return int(self._cpu.ntotal)
@@ -90,14 +96,14 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         if self._ivf is None:
-            return faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+            return _faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
         lists = self._ivf.invlists
         parts = [np.zeros(0, dtype=np.int64)]
         for number in range(lists.nlist):
             size = lists.list_size(number)
             if size:
                 pointer = lists.get_ids(number)
-                parts.append(faiss.rev_swig_ptr(pointer, size).astype(np.int64))
+                parts.append(_faiss.rev_swig_ptr(pointer, size).astype(np.int64))
                 lists.release_ids(number, pointer)
         return np.concatenate(parts)
 
@@ -119,7 +125,7 @@ class VectorIndex:
         if not len(id_array):
             return 0
         self._writable()
-        selector = faiss.IDSelectorArray(id_array) if self._ivf is not None else faiss.IDSelectorBatch(id_array)
+        selector = _faiss.IDSelectorArray(id_array) if self._ivf is not None else _faiss.IDSelectorBatch(id_array)
         return int(self._cpu.remove_ids(selector))
 
     def reconstruct(self, ids: Any) -> np.ndarray:
@@ -136,9 +142,7 @@ class VectorIndex:
             return False
         return True
 
-    def search(
-        self, queries: np.ndarray, k: int, id_filter: IdFilter | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, id_filter: IdFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """faiss convention: (D, I), each (n_queries, min(k, what can match)); a missing neighbour (a
         filter that keeps fewer ids than it names) has id -1 and score -inf."""
         matrix = _as_matrix(queries, self.dim)
@@ -151,7 +155,7 @@ class VectorIndex:
             return self._search_replica(self._gpu_replica(), matrix, k)
         if self._ivf is not None:
             return self._search_ivf(matrix, k, selector.sel if selector else None, id_filter.bound(len(self)))
-        params = faiss.SearchParameters(sel=selector.sel) if selector else None
+        params = _faiss.SearchParameters(sel=selector.sel) if selector else None
         distances, ids = self._cpu.search(matrix, k, params=params)
         return np.where(ids >= 0, distances, -np.inf).astype(np.float32), ids
 
@@ -162,7 +166,9 @@ class VectorIndex:
         nlist = self._ivf.nlist
         nprobe = min(nlist, -(-self._ivf.nprobe * len(self) // max(1, bound)))
         while True:
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe) if sel else faiss.SearchParametersIVF(nprobe=nprobe)
+            params = (
+                _faiss.SearchParametersIVF(sel=sel, nprobe=nprobe) if sel else _faiss.SearchParametersIVF(nprobe=nprobe)
+            )
             distances, ids = self._ivf.search(matrix, k, params=params)
             if nprobe >= nlist or (ids >= 0).all():
                 return np.where(ids >= 0, distances, -np.inf).astype(np.float32), ids
@@ -179,14 +185,17 @@ class VectorIndex:
     def _gpu_replica(self) -> Any:
         if self._replica is None:
             if self._gpu_resources is None:
-                self._gpu_resources = faiss.StandardGpuResources()
+                self._gpu_resources = _faiss.StandardGpuResources()
             source = self._cpu if self._ivf is not None else self._cpu.index
-            self._replica = faiss.index_cpu_to_gpu(self._gpu_resources, 0, source)
+            self._replica = _faiss.index_cpu_to_gpu(self._gpu_resources, 0, source)
         return self._replica
 
     def save(self, path: str | Path, stamp: Stamp | None = None) -> Fingerprint:
         """Write atomically and privately (0600: the library's vectors are private data), with a
-        fingerprint trailer (retrieval/index_file.py) carrying `stamp`. OSError when it cannot be written."""
+        fingerprint trailer (retrieval/index_file.py) carrying `stamp`. OSError when it cannot be written.
+        A memory-mapped index is refused: faiss would write an IVF one as a pointer to its mapped file."""
+        if self.read_only:
+            raise RuntimeError("a memory-mapped index cannot be saved; load it with mmap=False to save it")
         stamp = stamp or Stamp("", -1)
 
         def describe(size: int, digest: str) -> Fingerprint:
@@ -201,8 +210,8 @@ class VectorIndex:
     def load(cls, path: str | Path, *, gpu: str = "auto", mmap: bool = False, trained_on: int = 0) -> VectorIndex:
         """Read a FAISS file; `mmap` maps it read-only instead of reading it whole (faiss RuntimeError
         when it is not a readable index)."""
-        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        index = faiss.read_index(str(path), flags)
-        if isinstance(index, faiss.IndexIVF):
+        flags = _faiss.IO_FLAG_MMAP | _faiss.IO_FLAG_READ_ONLY if mmap else 0
+        index = _faiss.read_index(str(path), flags)
+        if isinstance(index, _faiss.IndexIVF):
             trained_on = trained_on or int(index.ntotal)
         return cls(index.d, gpu=gpu, index=index, trained_on=trained_on, read_only=mmap)

@@ -28,6 +28,9 @@ import numpy as np
 from retrieval.atomic import atomic_path
 from retrieval.config import INDEX_DIGEST_BLOCK_BYTES, INDEX_DIGEST_BLOCKS, INDEX_DIGEST_FULL_MAX_BYTES
 
+_faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search parameters, direct maps, IO)
+
+
 MAGIC = b"CSFPRNT1"
 _LENGTH = struct.Struct("<Q")
 _TAIL = _LENGTH.size + len(MAGIC)
@@ -101,15 +104,13 @@ class _Writer:
             raise
 
 
-def write_index_file(
-    path: str | Path, index: Any, describe: Callable[[int, str], Fingerprint]
-) -> Fingerprint:
+def write_index_file(path: str | Path, index: Any, describe: Callable[[int, str], Fingerprint]) -> Fingerprint:
     """Write `index` and its fingerprint atomically and privately (0600). `describe(content_size,
     content_digest)` gives the fingerprint once the faiss bytes are written. OSError on a failed write."""
     with atomic_path(path, private=True) as temporary, open(temporary, "r+b") as handle:
         writer = _Writer(handle)
         try:
-            faiss.write_index(index, faiss.PyCallbackIOWriter(writer))
+            _faiss.write_index(index, _faiss.PyCallbackIOWriter(writer))
         except RuntimeError:
             if writer.error is not None:
                 raise writer.error from None

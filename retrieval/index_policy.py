@@ -9,8 +9,9 @@
   * a flat index reached ANN_MIN_VECTORS (exact search is getting slow): it becomes IVF;
   * an IVF index fell below ANN_FLAT_AGAIN_BELOW (small enough to be exact again; the gap below the
     threshold keeps a library near it from flapping between kinds);
-  * an IVF index holds ANN_RETRAIN_GROWTH times the vectors it was trained with: its centroids were fit
-    to a much smaller library, so lists grow long and unbalanced and recall per probe drifts.
+  * an IVF index holds ANN_RETRAIN_GROWTH times the vectors the library had when it was trained: its
+    centroids were fit to a much smaller library, so lists grow long and unbalanced and recall per probe
+    drifts (and nlist, sized by sqrt(n), is too small).
   The library applies it when an index run saves the index, so the indexer pays for retraining, never a
   search. The store stays the source of truth: any index can be rebuilt from it at any time.
 """
@@ -51,7 +52,7 @@ def rebuild_reason(index: VectorIndex) -> str | None:
     if index.kind == IVF and count < ANN_FLAT_AGAIN_BELOW:
         return f"{count} vectors fell below ANN_FLAT_AGAIN_BELOW ({ANN_FLAT_AGAIN_BELOW}): exact again"
     if index.kind == IVF and count >= ANN_RETRAIN_GROWTH * max(1, index.trained_on):
-        return f"{count} vectors, {ANN_RETRAIN_GROWTH:g}x the {index.trained_on} it was trained with: retraining"
+        return f"{count} vectors, {ANN_RETRAIN_GROWTH:g}x the {index.trained_on} it was trained at: retraining"
     return None
 
 
@@ -67,7 +68,8 @@ def build_index(
     held = list(batches)  # training needs a sample of the whole library before the first add
     total = sum(len(ids) for ids, _ in held)
     nlist = nlist_for(total)
-    index = VectorIndex.ivf(dim, nlist, _sample(held, total, IVF_TRAIN_POINTS_PER_LIST * nlist), gpu=gpu)
+    training = _sample(held, total, IVF_TRAIN_POINTS_PER_LIST * nlist)
+    index = VectorIndex.ivf(dim, nlist, training, trained_on=total, gpu=gpu)
     while held:  # add and drop batch by batch, so memory peaks near one copy of the vectors
         ids, vectors = held.pop(0)
         index.add(ids, vectors)

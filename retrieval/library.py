@@ -236,7 +236,9 @@ class Library:
                 return self._read_checked(path, generation, dim, gpu=gpu, mmap=mmap)
             except IndexFileProblem as problem:
                 if self.store.generation() == generation:  # else a writer just moved on: stale, not bad
-                    warnings.warn(IndexFileWarning(f"the FAISS file {path} {problem}: rebuilding it from the store"))
+                    warnings.warn(
+                        IndexFileWarning(f"the FAISS file {path} {problem}: rebuilding it from the store"), stacklevel=2
+                    )
         return self.rebuild_index(gpu=gpu)
 
     def _read_checked(self, path: Path, generation: int, dim: int, *, gpu: str, mmap: bool) -> VectorIndex:
@@ -283,7 +285,7 @@ class Library:
         try:
             self._write(index, generation)
         except IndexSaveError as exc:
-            warnings.warn(IndexSaveWarning(f"{exc} This search runs from memory."))
+            warnings.warn(IndexSaveWarning(f"{exc} This search runs from memory."), stacklevel=2)
         return index
 
     def _build_from_store(self, gpu: str) -> tuple[VectorIndex, int]:

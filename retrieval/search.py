@@ -20,6 +20,7 @@ from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.storage.records import ImageRecord, copy_fields
 
+
 @dataclass(frozen=True)
 class SearchResult:
     """One hit: its rank and score, and the stored facts a caller is shown (`to_json`)."""

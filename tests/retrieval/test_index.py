@@ -13,6 +13,7 @@ import pytest
 
 from retrieval.filters import IdFilter
 from retrieval.index import VectorIndex, gpu_count
+from retrieval.index_policy import nlist_for
 from tests.libcheck import unit_vectors
 
 DIM = 32
@@ -101,7 +102,7 @@ def test_a_huge_k_allocates_by_the_index_size(index: VectorIndex, queries: np.nd
     """k = 10**9 on 500 vectors (unclamped: 12 GB of result arrays) stays within a few MB."""
     tracemalloc.start()
     try:
-        distances, ids = index.search(queries[:1], 10**9)
+        _, ids = index.search(queries[:1], 10**9)
         filtered = index.search(queries[:1], 10**9, IdFilter.of(_ids(COUNT)[:5]))
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -299,3 +300,116 @@ def test_ids_and_vectors_count_mismatch_raises(index: VectorIndex) -> None:
     with pytest.raises(ValueError, match="ids for"):
         index.add([1, 2, 3], unit_vectors(2, 8, DIM))
     assert len(index) == COUNT
+
+
+# --- IVF: the approximate kind -----------------------------------------------------------------
+
+IVF_COUNT = 10_000
+
+
+def _clustered(rows: int, seed: int, dim: int = DIM, clusters: int = 80) -> np.ndarray:
+    """Unit vectors around `clusters` random centres, like image embeddings of a photo library."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    points = centres[rng.integers(0, clusters, rows)] + 0.35 * rng.standard_normal((rows, dim)).astype(np.float32)
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def clustered() -> np.ndarray:
+    return _clustered(IVF_COUNT, 11)
+
+
+@pytest.fixture(scope="module")
+def ivf_queries() -> np.ndarray:
+    """Off-data queries (like a text query against image vectors) and near-data ones."""
+    near = _clustered(100, 11)[:50] + 0.3 * unit_vectors(50, 13, DIM)
+    return np.concatenate([unit_vectors(50, 12, DIM), near / np.linalg.norm(near, axis=1, keepdims=True)])
+
+
+def _ivf(vectors: np.ndarray, ids: np.ndarray) -> VectorIndex:
+    built = VectorIndex.ivf(DIM, nlist_for(len(vectors)), vectors, gpu="never")
+    built.add(ids, vectors)
+    return built
+
+
+@pytest.fixture(scope="module")
+def ivf_index(clustered: np.ndarray) -> VectorIndex:
+    """An IVF index of the clustered set, shared by the tests that only search it."""
+    return _ivf(clustered, _ids(IVF_COUNT))
+
+
+def _recall(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, want, strict=True)]))
+
+
+def test_ivf_recall_at_10_against_exact(ivf_index: VectorIndex, clustered: np.ndarray, ivf_queries: np.ndarray) -> None:
+    """An IVF index with the configured nprobe finds >= 97% of the exact top 10, and keeps the ids."""
+    ids, ivf = _ids(IVF_COUNT), ivf_index
+    assert ivf.kind == "ivf" and len(ivf) == IVF_COUNT
+    np.testing.assert_array_equal(np.sort(ivf.ids()), ids)
+    got = ivf.search(ivf_queries, 10)
+    want = _reference(ivf_queries, ids, clustered, 10)
+    assert _recall(got[1], want[1]) >= 0.97
+    np.testing.assert_array_equal(ivf.reconstruct(ids[[5, 9000]]), clustered[[5, 9000]])
+
+
+def test_ivf_stays_correct_through_adds_and_removes(clustered: np.ndarray, ivf_queries: np.ndarray) -> None:
+    """Trained on the first half only, then the rest added and a third removed (and one re-added with a
+    new vector): the ids and vectors are exactly the survivors, and recall holds without retraining."""
+    ids = _ids(IVF_COUNT)
+    half = IVF_COUNT // 2
+    ivf = _ivf(clustered[:half], ids[:half])
+    ivf.add(ids[half:], clustered[half:])
+    gone = ids[::3]
+    assert ivf.remove(np.concatenate([gone, [-5]])) == len(gone)
+    assert ivf.remove(gone) == 0
+    keep = np.ones(IVF_COUNT, dtype=bool)
+    keep[::3] = False
+    assert not ivf.contains(int(gone[0])) and ivf.contains(int(ids[1]))
+    ivf.add(gone[:1], clustered[1:2])
+    keep_ids, keep_vectors = np.append(ids[keep], gone[0]), np.concatenate([clustered[keep], clustered[1:2]])
+    np.testing.assert_array_equal(np.sort(ivf.ids()), np.sort(keep_ids))
+    np.testing.assert_array_equal(ivf.reconstruct(keep_ids), keep_vectors)
+    got = ivf.search(ivf_queries, 10)
+    assert not np.isin(got[1], gone[1:]).any()
+    assert _recall(got[1], _reference(ivf_queries, keep_ids, keep_vectors, 10)[1]) >= 0.97
+
+
+def test_ivf_search_never_comes_back_short(ivf_index: VectorIndex, clustered: np.ndarray) -> None:
+    """k larger than what nprobe lists hold: more lists are visited until k results come back."""
+    distances, ids = ivf_index.search(clustered[:3], 2_000)
+    assert (ids >= 0).all() and np.isfinite(distances).all()
+    assert all(len(set(row.tolist())) == 2_000 for row in ids)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_a_filter_keeping_one_in_a_thousand_is_complete_and_exact(
+    kind: str, ivf_index: VectorIndex, clustered: np.ndarray, ivf_queries: np.ndarray
+) -> None:
+    """A filter keeping 0.1% of the vectors (10 of 10 000, k = 10) returns exactly the exact top-k over
+    them, for flat and IVF: applied inside faiss, never by cutting an unfiltered top-k."""
+    ids = _ids(IVF_COUNT)
+    built = ivf_index if kind == "ivf" else VectorIndex(DIM, gpu="never")
+    if kind == "flat":
+        built.add(ids, clustered)
+    chosen = np.random.default_rng(14).choice(IVF_COUNT, size=IVF_COUNT // 1000, replace=False)
+    for allowed in (ids[chosen], ids[chosen[:4]]):
+        got = built.search(ivf_queries, 10, IdFilter.of(allowed))
+        picked = np.isin(ids, allowed)
+        _assert_same_neighbours(got, _reference(ivf_queries, ids[picked], clustered[picked], min(10, len(allowed))))
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_ivf_save_load_round_trip(tmp_path: Path, clustered: np.ndarray, ivf_queries: np.ndarray, mmap: bool) -> None:
+    """A saved IVF index reloads (whole or memory-mapped) with the same ids, vectors and results."""
+    ids = _ids(IVF_COUNT)
+    ivf = _ivf(clustered, ids)
+    ivf.remove(ids[:100])
+    ivf.save(tmp_path / "ivf.faiss")
+    loaded = VectorIndex.load(tmp_path / "ivf.faiss", gpu="never", mmap=mmap)
+    assert (loaded.kind, len(loaded), loaded.read_only) == ("ivf", IVF_COUNT - 100, mmap)
+    np.testing.assert_array_equal(np.sort(loaded.ids()), ids[100:])
+    np.testing.assert_array_equal(loaded.reconstruct(ids[[100, 5000]]), clustered[[100, 5000]])
+    for got, want in zip(loaded.search(ivf_queries, 10), ivf.search(ivf_queries, 10), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -212,5 +212,7 @@ def test_an_index_run_loads_a_writable_index(filled: Library) -> None:
     assert mapped.read_only
     with pytest.raises(RuntimeError, match="read-only"):
         mapped.remove([1])
+    with pytest.raises(RuntimeError, match="memory-mapped"):
+        filled.save_index(mapped, filled.store.generation())
     assert os.path.exists(_current(filled))
     np.testing.assert_array_equal(np.sort(mapped.ids()), np.sort(filled.load_index(gpu="never").ids()))
