@@ -57,10 +57,16 @@ def rebuild_reason(index: VectorIndex) -> str | None:
 
 
 def build_index(
-    dim: int, count: int, batches: Iterable[tuple[np.ndarray, np.ndarray]], *, gpu: str = "auto"
+    dim: int,
+    count: int,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    kind: str | None = None,
+    gpu: str = "auto",
 ) -> VectorIndex:
-    """The index the policy gives a library of about `count` vectors, holding every (ids, vectors) batch."""
-    if kind_for(count) == FLAT:
+    """The index the policy gives a library of about `count` vectors (or of `kind`, to compare kinds),
+    holding every (ids, vectors) batch."""
+    if (kind or kind_for(count)) == FLAT:
         index = VectorIndex(dim, gpu=gpu)
         for ids, vectors in batches:
             index.add(ids, vectors)

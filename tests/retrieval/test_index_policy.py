@@ -3,6 +3,7 @@ the threshold, grows past the retraining point or shrinks gets the right index, 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 
 import retrieval.index_policy as policy
+from indexer.pipeline import index_folders
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.storage.records import FileMetadata
+from tests import imagefactory as factory
 from tests.libcheck import assert_index_matches_store, unit_vectors
 
 THRESHOLD = 400
@@ -106,3 +109,25 @@ def test_index_runs_switch_kind_and_retrain_at_the_right_sizes(growing: tuple[Li
         assert (index.kind, index.trained_on, len(index)) == (kind, trained_on, len(ids))
         assert_index_matches_store(library)  # (its rebuild_index check saves a freshly trained file)
         library.save_index(index, library.store.generation())  # back to the file the runs made
+
+
+def test_index_runs_keep_an_ivf_index_current_through_moves_copies_and_deletes(
+    tmp_path: Path, tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the threshold below the folder's size, the indexer's library gets an IVF index, and runs that
+    move, copy, add and delete files keep it equal to the store (no rebuild in between)."""
+    monkeypatch.setattr(policy, "ANN_MIN_VECTORS", 5)
+    monkeypatch.setattr(policy, "ANN_FLAT_AGAIN_BELOW", 2)
+    root = factory.photo_folder(tmp_path / "photos")
+    with Library(tmp_path / "library", create=True) as library:
+        index_folders(library, tiny_encoder, [str(root)], workers=1)
+        assert library.load_index(gpu="never").kind == "ivf"
+        (root / "img00.png").rename(root / "moved.png")
+        shutil.copy(root / "img02.png", root / "copy.png")
+        (root / "img01.png").unlink()
+        factory.pattern_png(root / "new.png", seed=40)
+        report = index_folders(library, tiny_encoder, [str(root)], workers=1)
+        assert (report.moved, report.copied, report.removed, report.embedded) == (1, 1, 1, 1)
+        index = library.load_index(gpu="never", mmap=True)
+        assert index.kind == "ivf" and index.read_only  # the run's own file, not a rebuild
+        assert_index_matches_store(library)
