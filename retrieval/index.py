@@ -28,6 +28,10 @@ _faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search pa
 
 
 FLAT, IVF = "flat", "ivf"
+_MMAP_IVF = _faiss.IO_FLAG_MMAP | _faiss.IO_FLAG_READ_ONLY
+"""Maps an IVF index's inverted lists. A flat index needs the other flag (vectors mapped zero-copy), which
+IVF lists cannot be read with: the file's fourcc (faiss IVF ones start with `Iw`) picks one."""
+_MMAP_FLAT = _faiss.IO_FLAG_MMAP_IFC | _faiss.IO_FLAG_READ_ONLY
 
 
 def gpu_count() -> int:
@@ -210,7 +214,10 @@ class VectorIndex:
     def load(cls, path: str | Path, *, gpu: str = "auto", mmap: bool = False, trained_on: int = 0) -> VectorIndex:
         """Read a FAISS file; `mmap` maps it read-only instead of reading it whole (faiss RuntimeError
         when it is not a readable index)."""
-        flags = _faiss.IO_FLAG_MMAP | _faiss.IO_FLAG_READ_ONLY if mmap else 0
+        flags = 0
+        if mmap:
+            with open(path, "rb") as handle:
+                flags = _MMAP_IVF if handle.read(2) == b"Iw" else _MMAP_FLAT
         index = _faiss.read_index(str(path), flags)
         if isinstance(index, _faiss.IndexIVF):
             trained_on = trained_on or int(index.ntotal)

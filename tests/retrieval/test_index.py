@@ -413,3 +413,28 @@ def test_ivf_save_load_round_trip(tmp_path: Path, clustered: np.ndarray, ivf_que
     np.testing.assert_array_equal(loaded.reconstruct(ids[[100, 5000]]), clustered[[100, 5000]])
     for got, want in zip(loaded.search(ivf_queries, 10), ivf.search(ivf_queries, 10), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="resident memory is read from Linux's /proc")
+def test_memory_mapped_flat_load_does_not_read_the_vectors(tmp_path: Path) -> None:
+    """Loading a 40 MB flat file memory-mapped leaves the vectors on disk until a search touches them;
+    loading it whole copies them into memory."""
+    rows, dim = 20_000, 512
+    built = VectorIndex(dim, gpu="never")
+    built.add(np.arange(rows), unit_vectors(rows, 1, dim))
+    built.save(tmp_path / "big.faiss")
+    del built
+    before = _resident_bytes()
+    mapped = VectorIndex.load(tmp_path / "big.faiss", gpu="never", mmap=True)
+    after_mapped = _resident_bytes()
+    whole = VectorIndex.load(tmp_path / "big.faiss", gpu="never")
+    after_whole = _resident_bytes()
+    assert after_mapped - before < 8 << 20
+    assert after_whole - after_mapped > 30 << 20
+    query = unit_vectors(1, 1, dim)
+    np.testing.assert_array_equal(mapped.search(query, 5)[1], whole.search(query, 5)[1])

@@ -90,6 +90,7 @@ def _delete(library: Library, ids: list[int], count: int) -> None:
     library.save_index(index, library.store.generation())
 
 
+@pytest.mark.slow
 def test_index_runs_switch_kind_and_retrain_at_the_right_sizes(growing: tuple[Library, list[int]]) -> None:
     """Flat up to the threshold; the run that crosses it saves an IVF index trained at that size; adds
     keep it (no retraining) until 4x that size; deletes keep it until below half the threshold, then
