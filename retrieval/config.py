@@ -23,9 +23,6 @@ DATABASE_FILE = "library.db"
 INDEX_FILE_PREFIX = "index-"
 INDEX_FILE_SUFFIX = ".faiss"
 
-EXACT_SUBSET_MAX = 50_000
-"""A filtered search whose allowed set is at most this large scores the subset exactly instead of widening."""
-
 
 def default_library_dir() -> Path:
     """Where a library lives when neither `--library` nor CLIPSEARCH_LIBRARY says: the user's data dir."""
@@ -73,3 +70,30 @@ DECODE_MEMORY_BUDGET = 1024 * 1024 * 1024
 """Bytes of full-size pixels (width x height x 4, Pillow's RGB/RGBA working size) that the decoding threads of
 one indexing run may hold at once; a thread waits until its image fits, and an image larger than the whole
 budget decodes alone. Converting to RGB can briefly take about twice an image's share."""
+
+
+# --- branch index: FAISS index kind, file checks, filtered search ------------------------------------
+ANN_MIN_VECTORS = 100_000
+"""From this many vectors on, the FAISS index is an IVF (approximate) index; below it, exact flat.
+Placeholder until measured (branch `ann`, benchmarks/query_latency.py)."""
+ANN_FLAT_AGAIN_BELOW = ANN_MIN_VECTORS // 2
+"""An IVF index whose library shrank below this many vectors is rebuilt flat (hysteresis around the threshold)."""
+ANN_RETRAIN_GROWTH = 4.0
+"""An IVF index is retrained once the library holds this many times the vectors it was trained with."""
+IVF_LISTS_PER_SQRT = 4.0
+"""nlist = IVF_LISTS_PER_SQRT * sqrt(vectors), the usual faiss rule of thumb. Placeholder until measured."""
+IVF_NPROBE = 32
+"""Inverted lists an IVF search visits (more: better recall, slower). Placeholder until measured."""
+IVF_TRAIN_POINTS_PER_LIST = 64
+"""Training sample for k-means: this many vectors per list (faiss warns below 39)."""
+IVF_MIN_POINTS_PER_LIST = 39
+"""nlist is capped so that every list gets at least this many training vectors."""
+IVF_TRAIN_SEED = 0
+FILTER_BITMAP_MIN_DENSITY = 1 / 64
+"""An id filter becomes a bitmap over 0..max id (1 bit per id) once it keeps at least this fraction of
+that range; a sparser one is a hashed id set (faiss IDSelectorBatch)."""
+INDEX_DIGEST_FULL_MAX_BYTES = 64 << 20
+"""A FAISS file up to this size is checked by a digest of all its bytes; a larger one by sampled blocks
+(reading it all would defeat memory-mapped loading)."""
+INDEX_DIGEST_BLOCKS = 256
+INDEX_DIGEST_BLOCK_BYTES = 4096

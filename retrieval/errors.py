@@ -92,3 +92,17 @@ class LibraryReadOnlyError(ClipsearchError):
 
 class DiskFullError(ClipsearchError):
     """The disk (or a quota or file-size limit) ran out while writing; what was committed before is kept."""
+
+
+# --- branch index: the FAISS file --------------------------------------------------------------------
+class IndexSaveError(ClipsearchError):
+    """The FAISS file could not be written (disk full, quota, read-only or unwritable folder); the store
+    is intact and the next search rebuilds the index from it."""
+
+
+class IndexFileWarning(UserWarning):
+    """A FAISS file was unreadable, damaged or not this library's, and is rebuilt from the store."""
+
+
+class IndexSaveWarning(UserWarning):
+    """A rebuilt FAISS index could not be saved; this search runs from memory and the next one rebuilds."""

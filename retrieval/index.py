@@ -1,9 +1,15 @@
-"""One `VectorIndex` over faiss: exact inner-product search on unit vectors, ids = the store's keys.
+"""One `VectorIndex` over faiss: inner-product search on unit vectors, ids = the store's keys.
 
-The CPU `IndexIDMap2(IndexFlatIP)` is the canonical copy (it saves, loads, adds, removes and
-reconstructs by id). When faiss was built with GPU support and a GPU is present, searches run on a GPU
-replica of the flat vectors, made lazily and dropped whenever the index changes; its row positions are
-mapped back to ids through the CPU copy's id map.
+Two kinds (retrieval/index_policy.py picks one by the library's size):
+- `flat`: an exact `IndexIDMap2(IndexFlatIP)`; it saves, loads, adds, removes and reconstructs by id.
+- `ivf`: an approximate `IndexIVFFlat` (ids native to it, a hashtable direct map for reconstruct and
+  remove) trained once on a sample; adds and removes go into its lists without retraining.
+
+Searches take an optional `IdFilter`, applied inside faiss as an IDSelector. Every search is sized by what
+can match (the index's count, the filter's ids), never by `k` alone. When faiss was built with GPU
+support and a GPU is present, unfiltered searches run on a GPU replica, made lazily and dropped whenever
+the index changes; a flat replica's row positions are mapped back to ids through the CPU copy's id map.
+A memory-mapped index (`load(..., mmap=True)`) is read-only.
 """
 
 from __future__ import annotations
@@ -14,8 +20,18 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval.atomic import atomic_path
-from retrieval.config import GPU_CHOICES
+from retrieval.config import GPU_CHOICES, IVF_NPROBE
+from retrieval.filters import IdFilter
+from retrieval.index_file import Fingerprint, Stamp, ids_digest, write_index_file
+
+_faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search parameters, direct maps, IO)
+
+
+FLAT, IVF = "flat", "ivf"
+_MMAP_IVF = _faiss.IO_FLAG_MMAP | _faiss.IO_FLAG_READ_ONLY
+"""Maps an IVF index's inverted lists. A flat index needs the other flag (vectors mapped zero-copy), which
+IVF lists cannot be read with: the file's fourcc (faiss IVF ones start with `Iw`) picks one."""
+_MMAP_FLAT = _faiss.IO_FLAG_MMAP_IFC | _faiss.IO_FLAG_READ_ONLY
 
 
 def gpu_count() -> int:
@@ -35,43 +51,86 @@ def _as_ids(ids: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
 
 
+def _no_result(rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((rows, k), -np.inf, dtype=np.float32), np.full((rows, k), -1, dtype=np.int64)
+
+
 class VectorIndex:
-    def __init__(self, dim: int, *, gpu: str = "auto", index: Any = None) -> None:
+    def __init__(
+        self, dim: int, *, gpu: str = "auto", index: Any = None, trained_on: int = 0, read_only: bool = False
+    ) -> None:
         if gpu not in GPU_CHOICES:
             raise ValueError(f"gpu must be one of {GPU_CHOICES}, not {gpu!r}")
         self.dim = dim
-        self._cpu = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._cpu = index if index is not None else _faiss.IndexIDMap2(_faiss.IndexFlatIP(dim))
+        self._ivf = self._cpu if isinstance(self._cpu, _faiss.IndexIVF) else None
+        if self._ivf is not None:
+            self._ivf.nprobe = min(IVF_NPROBE, self._ivf.nlist)
+        self.trained_on = trained_on
+        """The library's size when an IVF index was trained (0 for flat): the retraining policy reads it."""
+        self.read_only = read_only
         self._use_gpu = gpu == "always" or (gpu == "auto" and gpu_count() > 0)
         if gpu == "always" and gpu_count() == 0:
             raise RuntimeError("faiss has no GPU here (faiss-cpu build or no GPU); use gpu='auto' or 'never'")
         self._replica: Any = None
         self._gpu_resources: Any = None
 
+    @classmethod
+    def ivf(
+        cls, dim: int, nlist: int, training: np.ndarray, *, trained_on: int | None = None, gpu: str = "auto"
+    ) -> VectorIndex:
+        """An empty IVF index with `nlist` lists, trained (k-means) on `training`, a sample of a library of
+        `trained_on` vectors (default: the sample's size)."""
+        matrix = _as_matrix(training, dim)
+        index = _faiss.IndexIVFFlat(_faiss.IndexFlatIP(dim), dim, nlist, _faiss.METRIC_INNER_PRODUCT)
+        index.train(matrix)
+        index.set_direct_map_type(_faiss.DirectMap.Hashtable)
+        return cls(dim, gpu=gpu, index=index, trained_on=trained_on or len(matrix))
+
     def __len__(self) -> int:
         return int(self._cpu.ntotal)
+
+    @property
+    def kind(self) -> str:
+        return IVF if self._ivf is not None else FLAT
 
     @property
     def on_gpu(self) -> bool:
         return self._use_gpu
 
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+        if self._ivf is None:
+            return _faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+        lists = self._ivf.invlists
+        parts = [np.zeros(0, dtype=np.int64)]
+        for number in range(lists.nlist):
+            size = lists.list_size(number)
+            if size:
+                pointer = lists.get_ids(number)
+                parts.append(_faiss.rev_swig_ptr(pointer, size).astype(np.int64))
+                lists.release_ids(number, pointer)
+        return np.concatenate(parts)
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RuntimeError("this index is memory-mapped and read-only; load it with mmap=False to change it")
+        self._replica = None
 
     def add(self, ids: Any, vectors: np.ndarray) -> None:
         id_array, matrix = _as_ids(ids), _as_matrix(vectors, self.dim)
         if len(id_array) != len(matrix):
             raise ValueError(f"{len(id_array)} ids for {len(matrix)} vectors")
         if len(id_array):
+            self._writable()
             self._cpu.add_with_ids(matrix, id_array)
-            self._replica = None
 
     def remove(self, ids: Any) -> int:
         id_array = _as_ids(ids)
         if not len(id_array):
             return 0
-        removed = int(self._cpu.remove_ids(faiss.IDSelectorBatch(id_array)))
-        self._replica = None
-        return removed
+        self._writable()
+        selector = _faiss.IDSelectorArray(id_array) if self._ivf is not None else _faiss.IDSelectorBatch(id_array)
+        return int(self._cpu.remove_ids(selector))
 
     def reconstruct(self, ids: Any) -> np.ndarray:
         """The stored vectors of `ids` (all must be present)."""
@@ -80,56 +139,86 @@ class VectorIndex:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.asarray(self._cpu.reconstruct_batch(id_array), dtype=np.float32)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """faiss convention: (D, I), each (n_queries, k); missing neighbours have id -1, score -inf."""
+    def contains(self, image_id: int) -> bool:
+        try:
+            self._cpu.reconstruct(int(image_id))
+        except RuntimeError:
+            return False
+        return True
+
+    def search(self, queries: np.ndarray, k: int, id_filter: IdFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """faiss convention: (D, I), each (n_queries, min(k, what can match)); a missing neighbour (a
+        filter that keeps fewer ids than it names) has id -1 and score -inf."""
         matrix = _as_matrix(queries, self.dim)
-        k = max(1, int(k))
-        if self._use_gpu:
+        id_filter = id_filter or IdFilter()
+        k = min(max(1, int(k)), id_filter.bound(len(self)))
+        if k == 0:
+            return _no_result(len(matrix), 0)
+        selector = id_filter.selector()
+        if self._use_gpu and selector is None:
             return self._search_replica(self._gpu_replica(), matrix, k)
-        distances, ids = self._cpu.search(matrix, k)
+        if self._ivf is not None:
+            return self._search_ivf(matrix, k, selector.sel if selector else None, id_filter.bound(len(self)))
+        params = _faiss.SearchParameters(sel=selector.sel) if selector else None
+        distances, ids = self._cpu.search(matrix, k, params=params)
         return np.where(ids >= 0, distances, -np.inf).astype(np.float32), ids
 
+    def _search_ivf(self, matrix: np.ndarray, k: int, sel: Any, bound: int) -> tuple[np.ndarray, np.ndarray]:
+        """Visit enough lists to expect k matches (all of them for a selective filter); visit more while a
+        query comes back short and lists remain, so k results come back whenever k exist."""
+        assert self._ivf is not None
+        nlist = self._ivf.nlist
+        nprobe = min(nlist, -(-self._ivf.nprobe * len(self) // max(1, bound)))
+        while True:
+            params = (
+                _faiss.SearchParametersIVF(sel=sel, nprobe=nprobe) if sel else _faiss.SearchParametersIVF(nprobe=nprobe)
+            )
+            distances, ids = self._ivf.search(matrix, k, params=params)
+            if nprobe >= nlist or (ids >= 0).all():
+                return np.where(ids >= 0, distances, -np.inf).astype(np.float32), ids
+            nprobe = min(nlist, nprobe * 4)
+
     def _search_replica(self, replica: Any, matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Search a copy of the flat vectors by row position, then map positions to ids."""
-        distances, positions = replica.search(matrix, min(k, max(1, len(self))))
-        id_map = self.ids()
-        ids = np.where(positions >= 0, id_map[np.clip(positions, 0, None)] if len(id_map) else -1, -1)
-        distances = np.where(ids >= 0, distances, -np.inf).astype(np.float32)
-        if ids.shape[1] < k:  # pad to k like a CPU search would
-            pad = k - ids.shape[1]
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-            distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return distances, ids.astype(np.int64)
+        """Search the GPU copy; a flat copy answers row positions, mapped back to ids here."""
+        distances, found = replica.search(matrix, k)
+        if self._ivf is None:
+            id_map = self.ids()
+            found = np.where(found >= 0, id_map[np.clip(found, 0, None)] if len(id_map) else -1, -1)
+        return np.where(found >= 0, distances, -np.inf).astype(np.float32), found.astype(np.int64)
 
     def _gpu_replica(self) -> Any:
         if self._replica is None:
             if self._gpu_resources is None:
-                self._gpu_resources = faiss.StandardGpuResources()
-            self._replica = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._cpu.index)
+                self._gpu_resources = _faiss.StandardGpuResources()
+            source = self._cpu if self._ivf is not None else self._cpu.index
+            self._replica = _faiss.index_cpu_to_gpu(self._gpu_resources, 0, source)
         return self._replica
 
-    def search_subset(self, queries: np.ndarray, k: int, allowed: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k restricted to `allowed` ids, scoring just those vectors: fast for a small subset."""
-        matrix = _as_matrix(queries, self.dim)
-        allowed_ids = _as_ids(allowed)
-        k = max(1, int(k))
-        distances = np.full((len(matrix), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(matrix), k), -1, dtype=np.int64)
-        if not len(allowed_ids):
-            return distances, ids
-        scores = matrix @ self.reconstruct(allowed_ids).T
-        take = min(k, len(allowed_ids))
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :take]
-        distances[:, :take] = np.take_along_axis(scores, top, axis=1)
-        ids[:, :take] = allowed_ids[top]
-        return distances, ids
+    def save(self, path: str | Path, stamp: Stamp | None = None) -> Fingerprint:
+        """Write atomically and privately (0600: the library's vectors are private data), with a
+        fingerprint trailer (retrieval/index_file.py) carrying `stamp`. OSError when it cannot be written.
+        A memory-mapped index is refused: faiss would write an IVF one as a pointer to its mapped file."""
+        if self.read_only:
+            raise RuntimeError("a memory-mapped index cannot be saved; load it with mmap=False to save it")
+        stamp = stamp or Stamp("", -1)
 
-    def save(self, path: str | Path) -> None:
-        """Write atomically and privately (0600: the library's vectors are private data)."""
-        with atomic_path(path, private=True) as temporary:
-            faiss.write_index(self._cpu, str(temporary))
+        def describe(size: int, digest: str) -> Fingerprint:
+            return Fingerprint(
+                stamp.library_id, stamp.generation, self.dim, len(self), self.kind, self.trained_on,
+                ids_digest(self.ids()), size, digest,
+            )  # fmt: skip
+
+        return write_index_file(path, self._cpu, describe)
 
     @classmethod
-    def load(cls, path: str | Path, *, gpu: str = "auto") -> VectorIndex:
-        index = faiss.read_index(str(path))
-        return cls(index.d, gpu=gpu, index=index)
+    def load(cls, path: str | Path, *, gpu: str = "auto", mmap: bool = False, trained_on: int = 0) -> VectorIndex:
+        """Read a FAISS file; `mmap` maps it read-only instead of reading it whole (faiss RuntimeError
+        when it is not a readable index)."""
+        flags = 0
+        if mmap:
+            with open(path, "rb") as handle:
+                flags = _MMAP_IVF if handle.read(2) == b"Iw" else _MMAP_FLAT
+        index = _faiss.read_index(str(path), flags)
+        if isinstance(index, _faiss.IndexIVF):
+            trained_on = trained_on or int(index.ntotal)
+        return cls(index.d, gpu=gpu, index=index, trained_on=trained_on, read_only=mmap)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -26,8 +28,18 @@ from retrieval.config import (
     LIBRARY_ENV,
     default_library_dir,
 )
-from retrieval.errors import LibraryBusyError, LibraryNotFoundError, LibraryReadOnlyError, ModelMismatchError
+from retrieval.errors import (
+    IndexFileWarning,
+    IndexSaveError,
+    IndexSaveWarning,
+    LibraryBusyError,
+    LibraryNotFoundError,
+    LibraryReadOnlyError,
+    ModelMismatchError,
+)
 from retrieval.index import VectorIndex, gpu_count
+from retrieval.index_file import Fingerprint, IndexFileProblem, Stamp, ids_digest, read_fingerprint
+from retrieval.index_policy import build_index, rebuild_reason
 from retrieval.model.devices import probe_device
 from retrieval.model.specs import ModelSpec
 from retrieval.storage.opening import PRIVATE_FILE, private_folder
@@ -39,6 +51,9 @@ if TYPE_CHECKING:
 
 _META_MODEL, _META_PRETRAINED, _META_DIM = "model", "pretrained", "dim"
 _META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"
+_META_LIBRARY_ID = "library_id"
+"""A random id, made when the first FAISS file is saved and written into each one: a file of another
+library is never taken for this one's."""
 _STALE_INDEX = "stale or missing (rebuilt on next search)"
 
 
@@ -56,7 +71,8 @@ class LibraryFacts:
     stats: LibraryStats
     """Counts, bytes, EXIF date range, generation, and the skipped files asked for."""
     index_file: Path | None
-    """The FAISS file of the current generation; None when it is stale or missing (the next search rebuilds it)."""
+    """The FAISS file of the current generation; None when it is stale, damaged, another library's or missing
+    (the next search rebuilds it)."""
     model_device: str
     """Where a model would run here with `device` auto."""
     faiss_gpus: int
@@ -199,7 +215,6 @@ class Library:
     def facts(self, failure_limit: int = DEFAULT_FAILURES_SHOWN) -> LibraryFacts:
         """The library's facts, with at most `failure_limit` skipped files; imports no model code."""
         stats = self.store.stats(failure_limit)
-        index_path = self.index_path(stats.generation)
         return LibraryFacts(
             library=self.directory,
             database=self.store.url.render_as_string(hide_password=True),
@@ -207,7 +222,7 @@ class Library:
             model_identity=self.recorded_identity(),
             dim=self.dim(),
             stats=stats,
-            index_file=index_path if index_path.exists() else None,
+            index_file=self._current_index_file(stats.generation, stats.indexed),
             model_device=probe_device(),
             faiss_gpus=gpu_count(),
         )
@@ -216,33 +231,101 @@ class Library:
     def index_path(self, generation: int) -> Path:
         return self.directory / f"{INDEX_FILE_PREFIX}{generation}{INDEX_FILE_SUFFIX}"
 
-    def load_index(self, *, gpu: str = "auto") -> VectorIndex:
-        """The FAISS index of the store's current generation: the saved file if it is current and
-        complete, otherwise rebuilt from the store's vectors (and saved for next time)."""
+    def load_index(self, *, gpu: str = "auto", mmap: bool = False) -> VectorIndex:
+        """The FAISS index of the store's current generation: the saved file if its fingerprint shows it is
+        this library's, of this generation, whole and complete; otherwise rebuilt from the store's vectors
+        and saved for next time. A damaged or foreign file is rebuilt with an `IndexFileWarning`; a rebuilt
+        index that cannot be saved is used from memory with an `IndexSaveWarning`. `mmap` maps the file
+        read-only instead of reading it whole (for searching; an index run needs a writable one)."""
         dim = self.dim()
         if dim is None:
             return VectorIndex(1, gpu=gpu)
         generation = self.store.generation()
         path = self.index_path(generation)
         if path.exists():
-            index = VectorIndex.load(path, gpu=gpu)
-            if index.dim == dim and len(index) == self.store.count_vectors():
-                return index
+            try:
+                return self._read_checked(path, generation, dim, gpu=gpu, mmap=mmap)
+            except IndexFileProblem as problem:
+                if self.store.generation() == generation:  # else a writer just moved on: stale, not bad
+                    warnings.warn(
+                        IndexFileWarning(f"the FAISS file {path} {problem}: rebuilding it from the store"), stacklevel=2
+                    )
         return self.rebuild_index(gpu=gpu)
 
-    def rebuild_index(self, *, gpu: str = "auto") -> VectorIndex:
-        dim = self.dim() or 1
-        index = VectorIndex(dim, gpu=gpu)
-        with self.store.vector_snapshot(dim) as (generation, batches):
-            for ids, vectors in batches:
-                index.add(ids, vectors)
-        self.save_index(index, generation)
+    def _read_checked(self, path: Path, generation: int, dim: int, *, gpu: str, mmap: bool) -> VectorIndex:
+        fingerprint = self._check_fingerprint(path, generation, dim)
+        try:
+            index = VectorIndex.load(path, gpu=gpu, mmap=mmap, trained_on=fingerprint.trained_on)
+        except RuntimeError as exc:
+            raise IndexFileProblem("cannot be read by faiss") from exc
+        if (index.dim, len(index), ids_digest(index.ids())) != (dim, fingerprint.count, fingerprint.ids_digest):
+            raise IndexFileProblem("does not hold the vectors its fingerprint names")
         return index
 
+    def _check_fingerprint(self, path: Path, generation: int, dim: int, count: int | None = None) -> Fingerprint:
+        """The file's fingerprint, if the file is whole and is this library's index of `generation`,
+        `dim` and the store's count; IndexFileProblem otherwise."""
+        fingerprint = read_fingerprint(path)
+        library_id = self.store.get_meta(_META_LIBRARY_ID)
+        if library_id is None or fingerprint.library_id != library_id:
+            raise IndexFileProblem("belongs to another library")
+        if fingerprint.generation != generation:
+            raise IndexFileProblem(f"was written for generation {fingerprint.generation}, not {generation}")
+        if fingerprint.dim != dim:
+            raise IndexFileProblem(f"has dimension {fingerprint.dim}, the library {dim}")
+        count = self.store.count_vectors() if count is None else count
+        if fingerprint.count != count:
+            raise IndexFileProblem(f"holds {fingerprint.count} vectors, the store {count}")
+        return fingerprint
+
+    def _current_index_file(self, generation: int, count: int) -> Path | None:
+        """The FAISS file of `generation` when its fingerprint checks out (what `facts` reports)."""
+        path, dim = self.index_path(generation), self.dim()
+        if dim is None or not path.exists():
+            return None
+        try:
+            self._check_fingerprint(path, generation, dim, count)
+        except IndexFileProblem:
+            return None
+        return path
+
+    def rebuild_index(self, *, gpu: str = "auto") -> VectorIndex:
+        """A new index from the store's vectors, of the kind its size calls for (retrieval/index_policy.py),
+        saved for next time; when it cannot be saved it is returned anyway, with an `IndexSaveWarning`."""
+        index, generation = self._build_from_store(gpu)
+        try:
+            self._write(index, generation)
+        except IndexSaveError as exc:
+            warnings.warn(IndexSaveWarning(f"{exc} This search runs from memory."), stacklevel=2)
+        return index
+
+    def _build_from_store(self, gpu: str) -> tuple[VectorIndex, int]:
+        dim = self.dim() or 1
+        count = self.store.count_vectors()
+        with self.store.vector_snapshot(dim) as (generation, batches):
+            return build_index(dim, count, batches, gpu=gpu), generation
+
     def save_index(self, index: VectorIndex, generation: int) -> None:
-        """Save as the file of `generation` and delete files of older generations (never newer ones,
-        which a concurrent writer may have saved meanwhile)."""
-        index.save(self.index_path(generation))
+        """Save as the file of `generation` (IndexSaveError when it cannot be written) and delete files of
+        older generations (never newer ones, which a concurrent writer may have saved meanwhile). An index
+        that has outgrown its kind (`rebuild_reason`) is rebuilt from the store and saved instead."""
+        if rebuild_reason(index) is not None:
+            index, generation = self._build_from_store("never")
+        self._write(index, generation)
+
+    def _write(self, index: VectorIndex, generation: int) -> None:
+        path = self.index_path(generation)
+        library_id = self.store.get_meta(_META_LIBRARY_ID)
+        if library_id is None:
+            library_id = secrets.token_hex(16)
+            self.store.set_meta({_META_LIBRARY_ID: library_id})
+        try:
+            index.save(path, Stamp(library_id, generation))
+        except OSError as exc:
+            raise IndexSaveError(
+                f"could not save the FAISS index {path}: {exc.strerror or exc}. The store is intact and the "
+                "next search rebuilds the index from it; free some disk space or make the library folder writable."
+            ) from exc
         for old in self.directory.glob(f"{INDEX_FILE_PREFIX}*{INDEX_FILE_SUFFIX}"):
             number = old.name[len(INDEX_FILE_PREFIX) : -len(INDEX_FILE_SUFFIX)]
             if number.isdigit() and int(number) < generation:

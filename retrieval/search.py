@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -10,15 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.config import DEFAULT_TOP_K, EXACT_SUBSET_MAX
+from retrieval.config import DEFAULT_TOP_K
 from retrieval.decode import read_and_decode
 from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnreadableImageError
+from retrieval.filters import SearchFilter
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.storage.records import ImageRecord, copy_fields
-
-_WIDEN_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Searcher:
         self.library = library
         self.encoder = encoder or library.encoder()
         library.check_model(self.encoder)
-        self.index: VectorIndex = library.load_index(gpu=gpu)
+        self.index: VectorIndex = library.load_index(gpu=gpu, mmap=True)
 
     def search_text(
         self,
@@ -103,7 +103,7 @@ class Searcher:
         except OSError as exc:
             raise UnreadableImageError(path, f"cannot read query image: {exc.strerror or exc}") from exc
         unchanged = row is not None and (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-        if row is not None and unchanged and row.error is None and bool((self.index.ids() == row.id).any()):
+        if row is not None and unchanged and row.error is None and self.index.contains(row.id):
             return self.index.reconstruct([row.id])[0], row.id
         _, decoded = read_and_decode(path)
         return self.encoder.encode_images([decoded.image])[0], row.id if row else None
@@ -120,46 +120,39 @@ class Searcher:
         if len(self.index) == 0:
             raise EmptyLibraryError(f"the library at {self.library.directory} has no indexed images yet")
         if k < 1:
-            raise InvalidQueryError(f"k must be at least 1, not {k}")
-        exclude = exclude_ids or set()
-        allowed = None
-        if within is not None:
-            allowed = self.library.store.ids_under(os.path.abspath(os.path.expanduser(str(within))))
-        scores, ids = self._top(vector.reshape(1, -1), k, allowed, exclude)
-        if min_score is not None:
-            keep = scores >= min_score
-            scores, ids = scores[keep], ids[keep]
-        rows = self.library.store.rows_by_ids(ids.tolist())
-        results: list[SearchResult] = []
-        for score, image_id in zip(scores.tolist(), ids.tolist(), strict=True):
-            row = rows.get(image_id)
-            if row is not None:
-                results.append(SearchResult.from_record(row, len(results) + 1, float(score)))
-        return results
+            raise InvalidQueryError(f"`k` must be at least 1, not {k}", parameters=("k",))
+        check_min_score(min_score)
+        return self.search_filtered(vector, k, SearchFilter.of(within=within, exclude_ids=exclude_ids), min_score)
 
-    def _top(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None, exclude: set[int]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Best k (score, id) pairs that pass the filters, best first."""
-        want = k + len(exclude)
-        if allowed is not None and len(allowed) <= EXACT_SUBSET_MAX:
-            distances, ids = self.index.search_subset(query, want, allowed)
-            return _filtered(distances[0], ids[0], None, exclude, k)
-        fetch = want
+    def search_filtered(
+        self, vector: np.ndarray, k: int, search_filter: SearchFilter, min_score: float | None = None
+    ) -> list[SearchResult]:
+        """The best k images that pass `search_filter` (and score at least `min_score`), best first.
+
+        The filter is applied inside faiss. The index was loaded before the rows are read, so a row deleted
+        meanwhile (an index run removing images) is left out and the next candidates fill its place: k
+        results come back whenever k images pass."""
+        id_filter = search_filter.resolve(self.library.store)
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         while True:
-            distances, ids = self.index.search(query, min(fetch, len(self.index)))
-            scores, kept = _filtered(distances[0], ids[0], allowed, exclude, k)
-            if len(kept) >= k or fetch >= len(self.index):
-                return scores, kept
-            fetch *= _WIDEN_FACTOR
+            scores, ids = self.index.search(query, k, id_filter)
+            keep = ids[0] >= 0
+            if min_score is not None:
+                keep &= scores[0] >= min_score
+            hits = list(zip(scores[0][keep].tolist(), ids[0][keep].tolist(), strict=True))
+            rows = self.library.store.rows_by_ids(image_id for _, image_id in hits)
+            gone = [image_id for _, image_id in hits if image_id not in rows or not rows[image_id].has_vector]
+            if not gone:
+                return [
+                    SearchResult.from_record(rows[image_id], rank, score)
+                    for rank, (score, image_id) in enumerate(hits, start=1)
+                ]
+            id_filter = id_filter.excluding(gone)
 
 
-def _filtered(
-    scores: np.ndarray, ids: np.ndarray, allowed: np.ndarray | None, exclude: set[int], k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    keep = ids >= 0
-    if allowed is not None:
-        keep &= np.isin(ids, allowed)
-    if exclude:
-        keep &= ~np.isin(ids, np.fromiter(exclude, dtype=np.int64))
-    return scores[keep][:k], ids[keep][:k]
+def check_min_score(min_score: float | None) -> None:
+    """A cosine floor must be a number in [-1, 1]; NaN, infinities and numbers outside are refused."""
+    if min_score is not None and not (math.isfinite(min_score) and -1.0 <= min_score <= 1.0):
+        raise InvalidQueryError(
+            f"`min_score` must be a cosine similarity from -1 to 1, not {min_score}", parameters=("min_score",)
+        )

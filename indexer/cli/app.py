@@ -26,6 +26,9 @@ FLAGS = {
     "output": "--output",
     "resume": "--resume",
     "lr": "--lr",
+    "k": "--top-k",
+    "within": "--in",
+    "min_score": "--min-score",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import stat
+import tracemalloc
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
 
+from retrieval.filters import IdFilter
 from retrieval.index import VectorIndex, gpu_count
+from retrieval.index_policy import nlist_for
 from tests.libcheck import unit_vectors
 
 DIM = 32
@@ -86,15 +89,26 @@ def test_a_stored_vector_finds_itself_first(index: VectorIndex, vectors: np.ndar
 
 
 @pytest.mark.parametrize("stored", [0, 3])
-def test_k_beyond_ntotal_pads_with_minus_one_and_minus_inf(stored: int, queries: np.ndarray) -> None:
-    """Missing neighbours come back as id -1 with score -inf (an empty index gives only those)."""
+def test_k_beyond_ntotal_is_clamped_to_what_can_match(stored: int, queries: np.ndarray) -> None:
+    """k larger than the index gives one column per stored vector (none for an empty index), not k."""
     small = VectorIndex(DIM, gpu="never")
     small.add(_ids(stored), unit_vectors(stored, 3, DIM))
     distances, ids = small.search(queries, 5)
-    assert ids.shape == distances.shape == (len(queries), 5)
-    assert (ids[:, stored:] == -1).all() and np.isneginf(distances[:, stored:]).all()
-    assert (ids[:, :stored] >= 0).all() and np.isfinite(distances[:, :stored]).all()
-    _assert_same_neighbours((distances, ids), _reference(queries, _ids(stored), unit_vectors(stored, 3, DIM), 5))
+    assert ids.shape == distances.shape == (len(queries), stored)
+    _assert_same_neighbours((distances, ids), _reference(queries, _ids(stored), unit_vectors(stored, 3, DIM), stored))
+
+
+def test_a_huge_k_allocates_by_the_index_size(index: VectorIndex, queries: np.ndarray) -> None:
+    """k = 10**9 on 500 vectors (unclamped: 12 GB of result arrays) stays within a few MB."""
+    tracemalloc.start()
+    try:
+        _, ids = index.search(queries[:1], 10**9)
+        filtered = index.search(queries[:1], 10**9, IdFilter.of(_ids(COUNT)[:5]))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ids.shape == (1, COUNT) and filtered[1].shape == (1, 5)
+    assert peak < 8 << 20
 
 
 def test_remove_counts_and_removed_ids_never_return(
@@ -135,24 +149,43 @@ def test_reconstruct_returns_stored_vectors(index: VectorIndex, vectors: np.ndar
     assert index.reconstruct([]).shape == (0, DIM)
 
 
-def test_search_subset_equals_brute_force(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
-    """search_subset scores only the allowed ids and equals the exact top-k over them."""
+def test_filtered_search_equals_brute_force(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
+    """A filtered search ranks only the allowed ids and equals the exact top-k over them."""
     chosen = np.random.default_rng(4).choice(COUNT, size=60, replace=False)
-    result = index.search_subset(queries, 10, _ids(COUNT)[chosen])
+    result = index.search(queries, 10, IdFilter.of(_ids(COUNT)[chosen]))
     assert np.isin(result[1], _ids(COUNT)[chosen]).all()
     _assert_same_neighbours(result, _reference(queries, _ids(COUNT)[chosen], vectors[chosen], 10))
 
 
+def test_filtered_search_with_exclusions(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
+    """Excluded ids never come back, with or without an allowed set, and the next best take their places."""
+    excluded = _ids(COUNT)[::2]
+    keep = np.ones(COUNT, dtype=bool)
+    keep[::2] = False
+    result = index.search(queries, 10, IdFilter.of(None, excluded))
+    _assert_same_neighbours(result, _reference(queries, _ids(COUNT)[keep], vectors[keep], 10))
+    both = index.search(queries, 10, IdFilter.of(_ids(COUNT)[:40], excluded))
+    _assert_same_neighbours(both, _reference(queries, _ids(COUNT)[:40][keep[:40]], vectors[:40][keep[:40]], 10))
+
+
 @pytest.mark.parametrize("allowed_count", [0, 1, 4])
-def test_search_subset_smaller_than_k_pads(
+def test_filter_smaller_than_k_is_clamped(
     allowed_count: int, index: VectorIndex, vectors: np.ndarray, queries: np.ndarray
 ) -> None:
-    """An allowed set smaller than k (or empty) yields its members, then id -1 / score -inf padding."""
+    """An allowed set smaller than k (or empty) yields just its members: the result is sized by the filter."""
     chosen = np.arange(allowed_count) * 11
-    distances, ids = index.search_subset(queries, 10, _ids(COUNT)[chosen])
-    assert ids.shape == (len(queries), 10)
-    assert (ids[:, allowed_count:] == -1).all() and np.isneginf(distances[:, allowed_count:]).all()
-    _assert_same_neighbours((distances, ids), _reference(queries, _ids(COUNT)[chosen], vectors[chosen], 10))
+    distances, ids = index.search(queries, 10, IdFilter.of(_ids(COUNT)[chosen]))
+    assert ids.shape == (len(queries), allowed_count)
+    _assert_same_neighbours((distances, ids), _reference(queries, _ids(COUNT)[chosen], vectors[chosen], allowed_count))
+
+
+def test_filter_naming_ids_the_index_lacks_pads(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
+    """Allowed ids that are not in the index (rows added after it was loaded) are padding: id -1, score -inf."""
+    allowed = np.concatenate([_ids(COUNT)[:3], [5, 6]])
+    distances, ids = index.search(queries, 10, IdFilter.of(allowed))
+    assert ids.shape == (len(queries), 5)
+    assert (ids[:, 3:] == -1).all() and np.isneginf(distances[:, 3:]).all()
+    _assert_same_neighbours((distances[:, :3], ids[:, :3]), _reference(queries, _ids(COUNT)[:3], vectors[:3], 3))
 
 
 @pytest.mark.parametrize("k", [1, 10, COUNT + 20])
@@ -168,7 +201,7 @@ def test_replica_search_maps_positions_to_ids_like_search(
     """
     if removed:
         index.remove(_ids(COUNT)[[0, 5, 6, 250, COUNT - 1]])
-    replica = index._search_replica(index._cpu.index, queries, k)
+    replica = index._search_replica(index._cpu.index, queries, min(k, len(index)))
     expected = index.search(queries, k)
     np.testing.assert_array_equal(replica[1], expected[1])
     np.testing.assert_array_equal(replica[0], expected[0])
@@ -180,7 +213,7 @@ def test_replica_search_on_an_empty_index() -> None:
     empty = VectorIndex(DIM, gpu="never")
     queries = unit_vectors(2, 5, DIM)
     replica = empty._search_replica(empty._cpu.index, queries, 4)
-    np.testing.assert_array_equal(replica[1], np.full((2, 4), -1))
+    np.testing.assert_array_equal(replica[1], np.full((2, 4), -1))  # faiss pads an empty flat index
     assert np.isneginf(replica[0]).all()
 
 
@@ -248,7 +281,7 @@ def test_invalid_gpu_choice_raises() -> None:
         VectorIndex(DIM, gpu="sometimes")
 
 
-@pytest.mark.parametrize("operation", ["add", "search", "search_subset"])
+@pytest.mark.parametrize("operation", ["add", "search", "filtered search"])
 def test_wrong_dimension_raises(operation: str, index: VectorIndex) -> None:
     """Vectors of another dimension are refused with ValueError, not passed to faiss."""
     wrong = unit_vectors(2, 7, DIM + 1)
@@ -258,7 +291,7 @@ def test_wrong_dimension_raises(operation: str, index: VectorIndex) -> None:
         elif operation == "search":
             index.search(wrong, 3)
         else:
-            index.search_subset(wrong, 3, _ids(COUNT)[:5])
+            index.search(wrong, 3, IdFilter.of(_ids(COUNT)[:5]))
     assert len(index) == COUNT
 
 
@@ -267,3 +300,141 @@ def test_ids_and_vectors_count_mismatch_raises(index: VectorIndex) -> None:
     with pytest.raises(ValueError, match="ids for"):
         index.add([1, 2, 3], unit_vectors(2, 8, DIM))
     assert len(index) == COUNT
+
+
+# --- IVF: the approximate kind -----------------------------------------------------------------
+
+IVF_COUNT = 10_000
+
+
+def _clustered(rows: int, seed: int, dim: int = DIM, clusters: int = 80) -> np.ndarray:
+    """Unit vectors around `clusters` random centres, like image embeddings of a photo library."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    points = centres[rng.integers(0, clusters, rows)] + 0.35 * rng.standard_normal((rows, dim)).astype(np.float32)
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def clustered() -> np.ndarray:
+    return _clustered(IVF_COUNT, 11)
+
+
+@pytest.fixture(scope="module")
+def ivf_queries() -> np.ndarray:
+    """Off-data queries (like a text query against image vectors) and near-data ones."""
+    near = _clustered(100, 11)[:50] + 0.3 * unit_vectors(50, 13, DIM)
+    return np.concatenate([unit_vectors(50, 12, DIM), near / np.linalg.norm(near, axis=1, keepdims=True)])
+
+
+def _ivf(vectors: np.ndarray, ids: np.ndarray) -> VectorIndex:
+    built = VectorIndex.ivf(DIM, nlist_for(len(vectors)), vectors, gpu="never")
+    built.add(ids, vectors)
+    return built
+
+
+@pytest.fixture(scope="module")
+def ivf_index(clustered: np.ndarray) -> VectorIndex:
+    """An IVF index of the clustered set, shared by the tests that only search it."""
+    return _ivf(clustered, _ids(IVF_COUNT))
+
+
+def _recall(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, want, strict=True)]))
+
+
+def test_ivf_recall_at_10_against_exact(ivf_index: VectorIndex, clustered: np.ndarray, ivf_queries: np.ndarray) -> None:
+    """An IVF index with the configured nprobe finds >= 97% of the exact top 10, and keeps the ids."""
+    ids, ivf = _ids(IVF_COUNT), ivf_index
+    assert ivf.kind == "ivf" and len(ivf) == IVF_COUNT
+    np.testing.assert_array_equal(np.sort(ivf.ids()), ids)
+    got = ivf.search(ivf_queries, 10)
+    want = _reference(ivf_queries, ids, clustered, 10)
+    assert _recall(got[1], want[1]) >= 0.97
+    np.testing.assert_array_equal(ivf.reconstruct(ids[[5, 9000]]), clustered[[5, 9000]])
+
+
+def test_ivf_stays_correct_through_adds_and_removes(clustered: np.ndarray, ivf_queries: np.ndarray) -> None:
+    """Trained on the first half only, then the rest added and a third removed (and one re-added with a
+    new vector): the ids and vectors are exactly the survivors, and recall holds without retraining."""
+    ids = _ids(IVF_COUNT)
+    half = IVF_COUNT // 2
+    ivf = _ivf(clustered[:half], ids[:half])
+    ivf.add(ids[half:], clustered[half:])
+    gone = ids[::3]
+    assert ivf.remove(np.concatenate([gone, [-5]])) == len(gone)
+    assert ivf.remove(gone) == 0
+    keep = np.ones(IVF_COUNT, dtype=bool)
+    keep[::3] = False
+    assert not ivf.contains(int(gone[0])) and ivf.contains(int(ids[1]))
+    ivf.add(gone[:1], clustered[1:2])
+    keep_ids, keep_vectors = np.append(ids[keep], gone[0]), np.concatenate([clustered[keep], clustered[1:2]])
+    np.testing.assert_array_equal(np.sort(ivf.ids()), np.sort(keep_ids))
+    np.testing.assert_array_equal(ivf.reconstruct(keep_ids), keep_vectors)
+    got = ivf.search(ivf_queries, 10)
+    assert not np.isin(got[1], gone[1:]).any()
+    assert _recall(got[1], _reference(ivf_queries, keep_ids, keep_vectors, 10)[1]) >= 0.97
+
+
+def test_ivf_search_never_comes_back_short(ivf_index: VectorIndex, clustered: np.ndarray) -> None:
+    """k larger than what nprobe lists hold: more lists are visited until k results come back."""
+    distances, ids = ivf_index.search(clustered[:3], 2_000)
+    assert (ids >= 0).all() and np.isfinite(distances).all()
+    assert all(len(set(row.tolist())) == 2_000 for row in ids)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_a_filter_keeping_one_in_a_thousand_is_complete_and_exact(
+    kind: str, ivf_index: VectorIndex, clustered: np.ndarray, ivf_queries: np.ndarray
+) -> None:
+    """A filter keeping 0.1% of the vectors (10 of 10 000, k = 10) returns exactly the exact top-k over
+    them, for flat and IVF: applied inside faiss, never by cutting an unfiltered top-k."""
+    ids = _ids(IVF_COUNT)
+    built = ivf_index if kind == "ivf" else VectorIndex(DIM, gpu="never")
+    if kind == "flat":
+        built.add(ids, clustered)
+    chosen = np.random.default_rng(14).choice(IVF_COUNT, size=IVF_COUNT // 1000, replace=False)
+    for allowed in (ids[chosen], ids[chosen[:4]]):
+        got = built.search(ivf_queries, 10, IdFilter.of(allowed))
+        picked = np.isin(ids, allowed)
+        _assert_same_neighbours(got, _reference(ivf_queries, ids[picked], clustered[picked], min(10, len(allowed))))
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_ivf_save_load_round_trip(tmp_path: Path, clustered: np.ndarray, ivf_queries: np.ndarray, mmap: bool) -> None:
+    """A saved IVF index reloads (whole or memory-mapped) with the same ids, vectors and results."""
+    ids = _ids(IVF_COUNT)
+    ivf = _ivf(clustered, ids)
+    ivf.remove(ids[:100])
+    ivf.save(tmp_path / "ivf.faiss")
+    loaded = VectorIndex.load(tmp_path / "ivf.faiss", gpu="never", mmap=mmap)
+    assert (loaded.kind, len(loaded), loaded.read_only) == ("ivf", IVF_COUNT - 100, mmap)
+    np.testing.assert_array_equal(np.sort(loaded.ids()), ids[100:])
+    np.testing.assert_array_equal(loaded.reconstruct(ids[[100, 5000]]), clustered[[100, 5000]])
+    for got, want in zip(loaded.search(ivf_queries, 10), ivf.search(ivf_queries, 10), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="resident memory is read from Linux's /proc")
+def test_memory_mapped_flat_load_does_not_read_the_vectors(tmp_path: Path) -> None:
+    """Loading a 40 MB flat file memory-mapped leaves the vectors on disk until a search touches them;
+    loading it whole copies them into memory."""
+    rows, dim = 20_000, 512
+    built = VectorIndex(dim, gpu="never")
+    built.add(np.arange(rows), unit_vectors(rows, 1, dim))
+    built.save(tmp_path / "big.faiss")
+    del built
+    before = _resident_bytes()
+    mapped = VectorIndex.load(tmp_path / "big.faiss", gpu="never", mmap=True)
+    after_mapped = _resident_bytes()
+    whole = VectorIndex.load(tmp_path / "big.faiss", gpu="never")
+    after_whole = _resident_bytes()
+    assert after_mapped - before < 8 << 20
+    assert after_whole - after_mapped > 30 << 20
+    query = unit_vectors(1, 1, dim)
+    np.testing.assert_array_equal(mapped.search(query, 5)[1], whole.search(query, 5)[1])

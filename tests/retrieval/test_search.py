@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -16,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import retrieval.search
 from indexer.pipeline import index_folders
 from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnreadableImageError
 from retrieval.library import Library
@@ -184,15 +185,9 @@ def test_invalid_text_queries_raise(indexed: Indexed, query: str, template: str 
 # --- filters and k -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path_kind", ["exact-subset", "widening"])
 @pytest.mark.parametrize("k", [1, 2, 10])
-def test_within_folder_equals_restricted_brute_force(
-    indexed: Indexed, tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch, path_kind: str, k: int
-) -> None:
-    """`within` keeps only images under the folder (not trip-extra/), equal to the restricted exact
-    top-k. The widening path is forced by lowering EXACT_SUBSET_MAX, a tuning constant, to 0."""
-    if path_kind == "widening":
-        monkeypatch.setattr(retrieval.search, "EXACT_SUBSET_MAX", 0)
+def test_within_folder_equals_restricted_brute_force(indexed: Indexed, tiny_encoder: Encoder, k: int) -> None:
+    """`within` keeps only images under the folder (not trip-extra/), equal to the restricted exact top-k."""
     folder = indexed.root / "trip"
     allowed = {i for i, p in indexed.paths.items() if p.startswith(str(folder) + os.sep)}
     assert len(allowed) == 3
@@ -202,11 +197,8 @@ def test_within_folder_equals_restricted_brute_force(
     _assert_matches(results, indexed.brute_force(query, allowed)[:k])
 
 
-@pytest.mark.parametrize("path_kind", ["exact-subset", "widening"])
-def test_within_and_self_exclusion_combine(indexed: Indexed, monkeypatch: pytest.MonkeyPatch, path_kind: str) -> None:
+def test_within_and_self_exclusion_combine(indexed: Indexed) -> None:
     """An image query inside a folder filter leaves itself out and still fills k from the folder."""
-    if path_kind == "widening":
-        monkeypatch.setattr(retrieval.search, "EXACT_SUBSET_MAX", 0)
     query_path = indexed.root / "trip" / "img10.png"
     own_id = indexed.id_of(query_path)
     results = indexed.searcher.search_image(query_path, k=2, within=indexed.root / "trip")
@@ -219,6 +211,39 @@ def test_within_a_folder_without_images_returns_nothing(indexed: Indexed, tmp_pa
     assert indexed.searcher.search_text("anything", k=3, within=tmp_path) == []
 
 
+@pytest.mark.parametrize("where", ["missing", "a file"])
+def test_within_a_folder_that_does_not_exist_raises(indexed: Indexed, tmp_path: Path, where: str) -> None:
+    """`within` naming no folder (a typo, or a file) is an InvalidQueryError naming `within`, not 'no results'."""
+    folder = tmp_path / "no-such-folder"
+    if where == "a file":
+        folder.write_text("not a folder")
+    with pytest.raises(InvalidQueryError, match="`within`") as caught:
+        indexed.searcher.search_text("anything", k=3, within=folder)
+    assert caught.value.parameters == ("within",)
+
+
+@pytest.mark.parametrize("min_score", [float("nan"), float("inf"), float("-inf"), 1.5, -1.01])
+def test_min_score_outside_minus_one_to_one_raises(indexed: Indexed, min_score: float) -> None:
+    """A cosine floor that is NaN, infinite or outside [-1, 1] is refused, naming `min_score`."""
+    with pytest.raises(InvalidQueryError, match="`min_score`") as caught:
+        indexed.searcher.search_text("green square", k=3, min_score=min_score)
+    assert caught.value.parameters == ("min_score",)
+
+
+def test_a_huge_k_inside_a_folder_allocates_by_the_folder(indexed: Indexed, tiny_encoder: Encoder) -> None:
+    """k = 10**9 within a 3-image folder returns those 3 and allocates by them, never by k."""
+    query = tiny_encoder.encode_texts(["a red circle"])[0]
+    tracemalloc.start()
+    try:
+        results = indexed.searcher.search_vector(query, k=10**9, within=indexed.root / "trip")
+        everything = indexed.searcher.search_vector(query, k=10**9)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(results) == 3 and len(everything) == len(indexed.ids)
+    assert peak < 8 << 20
+
+
 def test_min_score_drops_lower_scores(indexed: Indexed, tiny_encoder: Encoder) -> None:
     """Only results scoring at least min_score are kept; the rest of the ranking is unchanged."""
     reference = indexed.brute_force(tiny_encoder.encode_texts(["green square"])[0])
@@ -226,7 +251,7 @@ def test_min_score_drops_lower_scores(indexed: Indexed, tiny_encoder: Encoder) -
     results = indexed.searcher.search_text("green square", k=10, min_score=threshold)
     assert all(r.score >= threshold for r in results)
     _assert_matches(results, reference[:5])
-    assert indexed.searcher.search_text("green square", k=10, min_score=1.5) == []
+    assert indexed.searcher.search_text("green square", k=10, min_score=1.0) == []
 
 
 def test_k_larger_than_library_returns_everything(indexed: Indexed) -> None:
@@ -336,17 +361,9 @@ def test_handmade_exclude_ids(handmade: tuple[Library, dict[str, int], int], tin
     assert [r.rank for r in results] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("path_kind", ["exact-subset", "widening"])
-def test_handmade_within_and_min_score(
-    handmade: tuple[Library, dict[str, int], int],
-    tiny_encoder: Encoder,
-    monkeypatch: pytest.MonkeyPatch,
-    path_kind: str,
-) -> None:
-    """A folder filter on the fake paths and a score floor give exactly the hand-computed survivors
-    (the widening path is forced by lowering the EXACT_SUBSET_MAX tuning constant to 0)."""
-    if path_kind == "widening":
-        monkeypatch.setattr(retrieval.search, "EXACT_SUBSET_MAX", 0)
+def test_handmade_within_and_min_score(handmade: tuple[Library, dict[str, int], int], tiny_encoder: Encoder) -> None:
+    """A folder filter on the fake paths and a score floor give exactly the hand-computed survivors; a
+    folder that neither exists nor holds an indexed image is refused."""
     library, _ids, dim = handmade
     searcher = Searcher(library, tiny_encoder, gpu="never")
     query = _unit(1, dim=dim)
@@ -355,7 +372,8 @@ def test_handmade_within_and_min_score(
     floor = searcher.search_vector(query, k=10, within="/fake/a", min_score=0.0)
     assert [r.path for r in floor] == ["/fake/a/same.jpg", "/fake/a/half.jpg", "/fake/a/ortho.jpg"]
     assert searcher.search_vector(query, k=10, within="/fake") != []
-    assert searcher.search_vector(query, k=10, within="/fak") == []
+    with pytest.raises(InvalidQueryError, match="`within`"):
+        searcher.search_vector(query, k=10, within="/fak")
 
 
 def test_handmade_results_carry_row_facts(handmade: tuple[Library, dict[str, int], int], tiny_encoder: Encoder) -> None:
@@ -429,3 +447,58 @@ def test_query_file_uses_its_stored_vector_until_it_changes(
     handmade_vectors = {i: searcher.index.reconstruct([i])[0] for i in ids.values()}
     for result in results:
         assert result.score == pytest.approx(float(handmade_vectors[result.id] @ encoded), abs=SCORE_ATOL)
+
+
+# --- rows deleted while a searcher holds its index ---------------------------------------------
+
+
+def test_rows_deleted_after_the_index_loaded_are_replaced_by_the_next_best(
+    handmade: tuple[Library, dict[str, int], int], tiny_encoder: Encoder
+) -> None:
+    """An index run deletes the two best rows after the searcher loaded its index: the search still
+    returns k results, the next candidates in order, and never the deleted rows."""
+    library, ids, dim = handmade
+    searcher = Searcher(library, tiny_encoder, gpu="never")
+    deleted = {ids["/fake/a/same.jpg"], ids["/fake/b/twin.jpg"]}
+    with library.store.writer() as writer:
+        assert writer.delete_images(deleted) == 2
+    assert len(searcher.index) == 6  # the searcher still holds the old index
+    results = searcher.search_vector(_unit(1, dim=dim), k=3)
+    assert [r.path for r in results] == ["/fake/a/half.jpg", "/fake/b/tenth.jpg", "/fake/a/ortho.jpg"]
+    assert [r.rank for r in results] == [1, 2, 3]
+    within = searcher.search_vector(_unit(1, dim=dim), k=2, within="/fake/b")
+    assert [r.path for r in within] == ["/fake/b/tenth.jpg", "/fake/b/opposite.jpg"]
+
+
+def test_searches_during_concurrent_deletes_are_never_short(tmp_path: Path, tiny_encoder: Encoder) -> None:
+    """A thread deletes rows in small transactions while searches run on an index loaded before: every
+    search returns k results (k rows always remain) and only rows that were present when it read them."""
+    dim, total, keep, k = tiny_encoder.dim, 600, 40, 25
+    vectors = np.random.default_rng(5).standard_normal((total, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with Library(tmp_path / "library", create=True) as library:
+        library.bind_model(tiny_encoder)
+        with library.store.writer() as writer:
+            ids = [
+                writer.upsert_image(FileMetadata(f"/fake/{n}.jpg", n, n, f"h{n}"), vectors[n], "tiny")
+                for n in range(total)
+            ]
+        searcher = Searcher(library, tiny_encoder, gpu="never")
+        doomed = ids[keep:]
+        np.random.default_rng(6).shuffle(doomed)
+
+        def delete() -> None:
+            for start in range(0, len(doomed), 5):
+                with library.store.writer() as writer:
+                    writer.delete_images(doomed[start : start + 5])
+
+        deleter = threading.Thread(target=delete)
+        deleter.start()
+        counts = []
+        while deleter.is_alive() or not counts:
+            for query in vectors[:: total // 10]:
+                counts.append(len(searcher.search_vector(query, k=k)))
+        deleter.join()
+        assert counts and all(count == k for count in counts), counts
+        final = searcher.search_vector(vectors[0], k=k)
+        assert len(final) == k and {r.id for r in final} <= set(ids[:keep])
