@@ -77,3 +77,10 @@ class DatasetError(ClipsearchError):
 
 class TrainingError(ClipsearchError):
     """Training cannot start or resume as asked (bad options, incompatible checkpoint, no data)."""
+
+
+# --- onnx branch: the ONNX Runtime backend -----------------------------------------------------------
+
+
+class OnnxExportError(ClipsearchError):
+    """A model could not be exported to ONNX, or its export gives other vectors than torch."""
