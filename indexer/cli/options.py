@@ -73,9 +73,9 @@ class ModelChoice:
     model: str | None
     pretrained: str | None
     device: str
-    backend: str
     precision: str
     batch_size: int
+    backend: str = DEFAULT_BACKEND
 
     def encoder_for(self, library: Library, *, or_default: bool = False) -> Encoder:
         """The encoder of the model chosen for `library` (`Library.model_for`: named, recorded or default)."""
