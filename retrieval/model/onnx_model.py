@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,12 +47,17 @@ class OnnxModel:
         self._dim = dim
         self._lock = threading.Lock()
         self._towers: dict[str, OnnxTower] = {}
+        self._verified: dict[str, Path] = {}  # checked by `ready`: hashing a large tower once is enough
         self._tokenizer: Callable[[list[str]], np.ndarray] | None = None
 
     def ready(self, tower: str) -> bool:
         """Whether `tower` ("text" or "image") can run from verified files, with no export."""
         name = self.image_tower_name if tower == "image" else "text"
-        return self.folder.verified(name) is not None and (tower != "text" or self._vocab_intact())
+        path = self.folder.verified(name)
+        if path is None or (tower == "text" and not self._vocab_intact()):
+            return False
+        self._verified[name] = path
+        return True
 
     def manifest(self) -> dict[str, Any]:
         return self.folder.manifest() or {}
@@ -77,8 +83,8 @@ class OnnxModel:
 
     def _tower(self, name: str) -> OnnxTower:
         if name not in self._towers:
-            path = self.folder.verified(name)
-            if path is None or (name == "text" and not self._vocab_intact()):
+            path = self._verified.get(name) or self.folder.verified(name)
+            if path is None or (name == "text" and name not in self._verified and not self._vocab_intact()):
                 self._export(name)
                 path = self.folder.tower_path(name)
             self._towers[name] = OnnxTower(path)
