@@ -11,13 +11,13 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from retrieval.config import DEFAULT_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, default_onnx_cache_dir
-from retrieval.errors import InvalidQueryError
+from retrieval.errors import InvalidQueryError, OnnxExportError
 from retrieval.model.devices import resolve_backend, resolve_precision
 from retrieval.model.loading import LoadedModel, RandomWeightsWarning, load_model
 from retrieval.model.onnx_files import ExportFolder
@@ -27,7 +27,12 @@ from retrieval.model.specs import ModelIdentity, ModelSpec, check_pretrained, em
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Encoder", "RandomWeightsWarning"]
+__all__ = ["Encoder", "OnnxFallbackWarning", "RandomWeightsWarning"]
+T = TypeVar("T")
+
+
+class OnnxFallbackWarning(UserWarning):
+    """`backend` auto could not export the model to ONNX and runs it with torch instead."""
 
 
 class Encoder:
@@ -53,6 +58,7 @@ class Encoder:
     ) -> None:
         self.spec = spec.absolute()
         self.backend, self.device = resolve_backend(backend, device, precision)
+        self._may_fall_back = backend == DEFAULT_BACKEND and precision != "int8"  # torch can run what auto chose
         self.precision = resolve_precision(precision, self.device, self.backend)
         self.batch_size = batch_size
         self.cache_dir = cache_dir
@@ -96,10 +102,10 @@ class Encoder:
 
     def load(self) -> None:
         """Load the model now (otherwise the first encode does): on ONNX, export it first if need be."""
+        if self.onnx is not None and self._preprocess is None:
+            self._warn_random()
+            self._preprocess = self._on_onnx(lambda onnx: onnx.preprocess())
         if self.onnx is not None:
-            if self._preprocess is None:
-                self._warn_random()
-                self._preprocess = self.onnx.preprocess()
             return
         with self._lock:
             if self._model is None:
@@ -120,6 +126,18 @@ class Encoder:
             self._loaded = loaded
             self._preprocess = loaded.eval_transform
         return loaded
+
+    def _on_onnx(self, call: Callable[[OnnxModel], T]) -> T | None:
+        """`call` on the ONNX model; when `backend` auto cannot export it, warn and switch to torch (None)."""
+        assert self.onnx is not None
+        try:
+            return call(self.onnx)
+        except OnnxExportError as exc:
+            if not self._may_fall_back:
+                raise
+            warnings.warn(f"{exc} `backend` auto runs it with torch instead.", OnnxFallbackWarning, stacklevel=3)
+            self.onnx, self.backend = None, "torch"
+            return None
 
     def _warn_random(self) -> None:
         if self.spec.random_weights and not self._warned:
@@ -159,13 +177,18 @@ class Encoder:
 
     def _images(self, pixels: torch.Tensor) -> np.ndarray:
         if self.onnx is not None:
-            return self.onnx.image(pixels.numpy())
+            vectors = self._on_onnx(lambda onnx: onnx.image(pixels.numpy()))
+            if vectors is not None:
+                return vectors
+        self.load()
         return self._run(self._model.encode_image, pixels)
 
     def _texts(self, texts: Sequence[str]) -> np.ndarray:
         if self.onnx is not None:
             self._warn_random()
-            return self.onnx.text(texts)
+            vectors = self._on_onnx(lambda onnx: onnx.text(texts))
+            if vectors is not None:
+                return vectors
         self.load()
         assert self._loaded is not None
         return self._run(self._model.encode_text, self._loaded.tokenizer(list(texts)))

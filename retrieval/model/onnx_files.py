@@ -51,7 +51,7 @@ class ExportFolder:
         file exists but cannot be used)."""
         try:
             text = self.manifest_path.read_text()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             warn_stale(f"cannot read {self.manifest_path}: {exc}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.errors import OnnxExportError
 from retrieval.model.loading import LoadedModel
 from retrieval.model.onnx_backend import OnnxTower
 from retrieval.model.onnx_files import ExportFolder, warn_stale
@@ -98,7 +99,9 @@ class OnnxModel:
                 facts.pop("vocab_sha256")
                 self._tokenizer = ClipTokenizer(vocab, **facts)
             else:  # a tokenizer the port does not reproduce: open_clip's own, which needs torch
-                tokenizer = self._torch_model().tokenizer
+                from open_clip import get_tokenizer
+
+                tokenizer = get_tokenizer(self._name())
                 self._tokenizer = lambda texts: tokenizer(texts).numpy()
         return self._tokenizer
 
@@ -114,9 +117,19 @@ class OnnxModel:
 
     def _export(self, wanted: str) -> None:
         """Export and verify every fp32 tower that is not verified yet, then `wanted` if it is the int8 one."""
+        loaded = self._torch_model()
+        try:
+            self._export_from(loaded, wanted)
+        except OSError as exc:
+            raise OnnxExportError(
+                f"cannot write the ONNX export of {self.folder.identity.description} to {self.folder.path}: {exc}. "
+                "Make the folder writable, or use `backend` torch",
+                parameters=("backend",),
+            ) from exc
+
+    def _export_from(self, loaded: LoadedModel, wanted: str) -> None:
         from retrieval.model import onnx_export
 
-        loaded = self._torch_model()
         self.folder.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: exports carry the weights
         self.folder.path.mkdir(mode=0o700, exist_ok=True)
         base = self._base_facts(loaded)

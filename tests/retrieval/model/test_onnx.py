@@ -22,7 +22,7 @@ from retrieval.errors import DeviceUnavailableError, OnnxExportError
 from retrieval.library import Library
 from retrieval.model import onnx_export
 from retrieval.model.devices import resolve_backend, resolve_precision
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, OnnxFallbackWarning
 from retrieval.model.loading import load_model
 from retrieval.model.onnx_files import ExportFolder, StaleExportWarning
 from retrieval.model.reference import reference_spec
@@ -194,3 +194,22 @@ def test_a_library_keeps_its_exports(library: Library, tiny_spec: ModelSpec) -> 
     expected = ExportFolder(library.directory / ONNX_FOLDER, encoder.identity)
     assert encoder.onnx.folder == expected
     assert expected.verified("text") is not None and expected.verified("image") is not None
+
+
+def test_auto_falls_back_to_torch_when_it_cannot_export(
+    tiny_spec: ModelSpec, tmp_path: Path, images: list[Image.Image]
+) -> None:
+    """An export folder that cannot be written (here: under a file) fails `backend` onnx with a typed error
+    naming the fix, while `backend` auto warns once and encodes with torch, giving torch's vectors."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OnnxExportError, match="cannot write the ONNX export"):
+        Encoder(tiny_spec, device="cpu", backend="onnx", onnx_dir=blocker / "onnx").encode_texts(TEXTS)
+    auto = Encoder(tiny_spec, device="cpu", onnx_dir=blocker / "onnx")
+    assert auto.backend == "onnx"
+    with pytest.warns(OnnxFallbackWarning, match="runs it with torch instead"):
+        vectors = auto.encode_images(images[:3])
+    assert (auto.backend, auto.onnx) == ("torch", None)
+    expected = Encoder(tiny_spec, device="cpu", backend="torch")
+    np.testing.assert_allclose(vectors, expected.encode_images(images[:3]), atol=TOLERANCE)
+    np.testing.assert_allclose(auto.encode_texts(TEXTS), expected.encode_texts(TEXTS), atol=TOLERANCE)
