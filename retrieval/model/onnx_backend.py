@@ -6,6 +6,7 @@ Imports neither torch nor open_clip, so a text query on an exported model starts
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ def onnxruntime_available() -> bool:
 
 
 class OnnxTower:
-    """One ONNX file (an image or a text tower) in an onnxruntime session on the CPU."""
+    """One ONNX file (an image or a text tower) in an onnxruntime session on the CPU. It uses as many threads
+    as OMP_NUM_THREADS says when that is set (as torch does), else onnxruntime's default (one per core)."""
 
     def __init__(self, path: str | Path) -> None:
         import onnxruntime
@@ -25,6 +27,9 @@ class OnnxTower:
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: its notes about unused initialisers are not ours to show
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
+            options.intra_op_num_threads = int(threads)
         self.path = Path(path)
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
