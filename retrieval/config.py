@@ -97,3 +97,35 @@ INDEX_DIGEST_FULL_MAX_BYTES = 64 << 20
 (reading it all would defeat memory-mapped loading)."""
 INDEX_DIGEST_BLOCKS = 256
 INDEX_DIGEST_BLOCK_BYTES = 4096
+
+
+# --- onnx branch: the ONNX Runtime backend -----------------------------------------------------------
+DEFAULT_BACKEND = "auto"
+BACKEND_CHOICES = ("auto", "torch", "onnx")
+"""What runs the model: `auto` is ONNX Runtime on the CPU when onnxruntime is installed, torch on a GPU."""
+BACKEND_ENV = "CLIPSEARCH_BACKEND"
+ONNX_FOLDER = "onnx"
+"""Where a library keeps its models' exports: `<library>/onnx/<model short key>/`."""
+ONNX_CACHE_ENV = "CLIPSEARCH_ONNX_CACHE"
+ONNX_MAX_ABS_DIFF = 1e-4
+ONNX_MIN_COSINE = 0.9999
+"""An fp32 export is used only if, on a fixed batch, no vector component differs from torch's by more than
+ONNX_MAX_ABS_DIFF and every vector has at least this cosine to torch's (measured: 1e-7 and 1.0)."""
+INT8_MIN_COSINE = 0.99
+"""A dynamically quantised (int8) image tower is used only if every vector of the fixed batch keeps at least
+this cosine to torch's fp32 vector; its recall cost is measured with `clipsearch bench recall`."""
+
+
+def default_onnx_cache_dir() -> Path:
+    """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
+    user's cache folder)."""
+    env = os.environ.get(ONNX_CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    elif sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "clipsearch" / ONNX_FOLDER

@@ -106,3 +106,10 @@ class IndexFileWarning(UserWarning):
 
 class IndexSaveWarning(UserWarning):
     """A rebuilt FAISS index could not be saved; this search runs from memory and the next one rebuilds."""
+
+
+# --- onnx branch: the ONNX Runtime backend -----------------------------------------------------------
+
+
+class OnnxExportError(ClipsearchError):
+    """A model could not be exported to ONNX, or its export gives other vectors than torch."""

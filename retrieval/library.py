@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrieval.config import (
     DATABASE_FILE,
+    DEFAULT_BACKEND,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_FAILURES_SHOWN,
@@ -26,6 +27,7 @@ from retrieval.config import (
     INDEX_FILE_PREFIX,
     INDEX_FILE_SUFFIX,
     LIBRARY_ENV,
+    ONNX_FOLDER,
     default_library_dir,
 )
 from retrieval.errors import (
@@ -174,12 +176,20 @@ class Library:
         precision: str = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         cache_dir: str | None = None,
+        backend: str = DEFAULT_BACKEND,
     ) -> Encoder:
-        """An encoder for this library: the recorded model unless `spec` names one; a conflict is refused."""
+        """An encoder for this library: the recorded model unless `spec` names one; a conflict is refused.
+        Its ONNX exports (`backend`) are kept in the library, under `onnx/`."""
         from retrieval.model.encoder import Encoder  # model code loads with a model, not with the library
 
         encoder = Encoder(
-            spec or self.model_for(), device=device, precision=precision, batch_size=batch_size, cache_dir=cache_dir
+            spec or self.model_for(),
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            backend=backend,
+            onnx_dir=self.directory / ONNX_FOLDER,
         )
         self.check_model(encoder)
         return encoder

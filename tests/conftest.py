@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tests import imagefactory, netguard
 
 netguard.install()
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("CLIPSEARCH_ONNX_CACHE", tempfile.mkdtemp(prefix="clipsearch-test-onnx-"))  # not ~/.cache
 
 TINY_CONFIG = {
     "embed_dim": 32,

@@ -21,6 +21,7 @@ FLAGS = {
     "directory": "--library",
     "library": "--library",
     "device": "--device",
+    "backend": "--backend",
     "precision": "--precision",
     "format": "--format",
     "output": "--output",

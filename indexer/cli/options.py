@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from retrieval.config import (
+    BACKEND_CHOICES,
+    BACKEND_ENV,
+    DEFAULT_BACKEND,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_MODEL,
@@ -64,18 +67,22 @@ class LibraryChoice:
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which model and how it runs: `--model`, `--pretrained`, `--device`, `--precision`, `--batch-size`."""
+    """Which model and how it runs: `--model`, `--pretrained`, `--device`, `--backend`, `--precision`,
+    `--batch-size`."""
 
     model: str | None
     pretrained: str | None
     device: str
     precision: str
     batch_size: int
+    backend: str = DEFAULT_BACKEND
 
     def encoder_for(self, library: Library, *, or_default: bool = False) -> Encoder:
         """The encoder of the model chosen for `library` (`Library.model_for`: named, recorded or default)."""
         spec = library.model_for(self.model, self.pretrained, or_default=or_default)
-        return library.encoder(spec, device=self.device, precision=self.precision, batch_size=self.batch_size)
+        return library.encoder(
+            spec, device=self.device, precision=self.precision, batch_size=self.batch_size, backend=self.backend
+        )
 
 
 @dataclass(frozen=True)
@@ -151,11 +158,19 @@ model_options = option_group(
         help="Where the model runs.",
     ),
     click.option(
+        "--backend",
+        type=click.Choice(BACKEND_CHOICES),
+        default=DEFAULT_BACKEND,
+        envvar=BACKEND_ENV,
+        show_default=True,
+        help="What runs the model: auto = ONNX Runtime on CPU (exported once into the library), torch on GPU.",
+    ),
+    click.option(
         "--precision",
         type=click.Choice(PRECISION_CHOICES),
         default="auto",
         show_default=True,
-        help="auto = fp16 on GPU, fp32 on CPU.",
+        help="auto = fp16 on GPU, fp32 on CPU; int8 = quantised image tower (CPU, ONNX backend).",
     ),
     click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True),
 )

@@ -11,10 +11,10 @@ import platform
 import sys
 from pathlib import Path
 
-from retrieval.config import DEVICE_CHOICES
+from retrieval.config import BACKEND_CHOICES, DEVICE_CHOICES
 from retrieval.errors import DeviceUnavailableError
 
-PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 _CUDA_DRIVER = {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}
 
 
@@ -84,8 +84,10 @@ def _macos_version() -> tuple[int, ...]:
     return tuple(int(part) for part in platform.mac_ver()[0].split(".")[:2] if part.isdigit())
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """`auto` is fp16 on a GPU (half the memory, tensor cores) and fp32 on the CPU, where fp16 is slow."""
+def resolve_precision(precision: str, device: str, backend: str = "torch") -> str:
+    """`auto` is fp16 on a GPU (half the memory, tensor cores) and fp32 on the CPU, where fp16 is slow.
+    int8 (the image tower dynamically quantised; text stays fp32) exists only for ONNX Runtime on the CPU,
+    which in turn runs only fp32 and int8."""
     if precision not in PRECISION_CHOICES:
         raise DeviceUnavailableError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISION_CHOICES)}")
     if precision == "auto":
@@ -94,4 +96,41 @@ def resolve_precision(precision: str, device: str) -> str:
         raise DeviceUnavailableError(
             "fp16 is not supported on the CPU; use `precision` fp32 or bf16", parameters=("precision",)
         )
+    if precision == "int8" and (device != "cpu" or backend != "onnx"):
+        raise DeviceUnavailableError(
+            f"`precision` int8 runs only on the CPU with the ONNX backend, not with `backend` {backend} on "
+            f"`device` {device}; on a GPU use `precision` fp16 (the default there)",
+            parameters=("precision", "backend", "device"),
+        )
+    if backend == "onnx" and precision not in ("fp32", "int8"):
+        raise DeviceUnavailableError(
+            f"the ONNX backend runs fp32 or int8, not {precision}; use `precision` fp32 or int8, or `backend` torch",
+            parameters=("precision", "backend"),
+        )
     return precision
+
+
+def resolve_backend(backend: str, device: str, precision: str) -> tuple[str, str]:
+    """(backend, device) for what was asked. `auto` is ONNX Runtime on the CPU when onnxruntime is installed
+    (except for bf16, which only torch runs), torch on a GPU. The device is found without importing torch
+    when it is the CPU, so an exported model's text query stays light."""
+    from retrieval.model.onnx_backend import onnxruntime_available
+
+    if backend not in BACKEND_CHOICES:
+        raise DeviceUnavailableError(f"unknown backend '{backend}'; choose one of {', '.join(BACKEND_CHOICES)}")
+    cpu = device == "cpu" or (device == "auto" and probe_device() == "cpu")
+    device = "cpu" if cpu else resolve_device(device)
+    if backend == "auto":
+        onnx = device == "cpu" and precision not in ("bf16", "fp16") and onnxruntime_available()
+        backend = "onnx" if onnx else "torch"
+    if backend == "onnx" and not onnxruntime_available():
+        raise DeviceUnavailableError(
+            "`backend` onnx needs onnxruntime (pip install onnxruntime); or use `backend` torch",
+            parameters=("backend",),
+        )
+    if backend == "onnx" and device != "cpu":
+        raise DeviceUnavailableError(
+            f"the ONNX backend runs on the CPU, not on {device}; use `device` cpu, or `backend` torch",
+            parameters=("backend", "device"),
+        )
+    return backend, device

@@ -1,29 +1,48 @@
-"""One `Encoder` over open_clip: lazy model load, batched image and text encoding to L2-normalised float32."""
+"""One `Encoder` over open_clip: lazy model load, batched image and text encoding to L2-normalised float32,
+run by torch or by ONNX Runtime (`backend`).
+
+Nothing heavy is imported here at module level: on the ONNX backend, with the model's text tower already
+exported and verified, a text query imports neither torch nor open_clip (see `onnx_model`).
+"""
 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 from PIL import Image
 
-from retrieval.config import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE
-from retrieval.errors import InvalidQueryError
-from retrieval.model.devices import resolve_device, resolve_precision
-from retrieval.model.loading import RandomWeightsWarning, load_model
+from retrieval.config import DEFAULT_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, default_onnx_cache_dir
+from retrieval.errors import InvalidQueryError, OnnxExportError
+from retrieval.model.devices import resolve_backend, resolve_precision
+from retrieval.model.loading import LoadedModel, RandomWeightsWarning, load_model
+from retrieval.model.onnx_files import ExportFolder
+from retrieval.model.onnx_model import OnnxModel
 from retrieval.model.specs import ModelIdentity, ModelSpec, check_pretrained, embedding_dim, identity_of, open_clip_name
 
-__all__ = ["Encoder", "RandomWeightsWarning"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Encoder", "OnnxFallbackWarning", "RandomWeightsWarning"]
+T = TypeVar("T")
+
+
+class OnnxFallbackWarning(UserWarning):
+    """`backend` auto could not export the model to ONNX and runs it with torch instead."""
 
 
 class Encoder:
     """Turns images and texts into comparable unit vectors with one open_clip model.
 
-    The model is loaded on first use, so asking for `dim` or `identity` is cheap. Encoding runs under
-    `torch.inference_mode`, in half precision on CUDA unless told otherwise.
+    The model is loaded on first use, so asking for `dim` or `identity` is cheap. `backend` `auto` runs
+    ONNX Runtime on the CPU when onnxruntime is installed and torch on a GPU (fp16 unless told otherwise).
+    ONNX exports are kept in `onnx_dir` (a library passes its own folder; default: the user's cache) and
+    made, and verified against torch, the first time they are needed. `precision` int8 quantises the image
+    tower (ONNX on the CPU only); text always runs in fp32.
     """
 
     def __init__(
@@ -34,23 +53,42 @@ class Encoder:
         precision: str = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         cache_dir: str | None = None,
+        backend: str = DEFAULT_BACKEND,
+        onnx_dir: str | Path | None = None,
     ) -> None:
         self.spec = spec.absolute()
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.backend, self.device = resolve_backend(backend, device, precision)
+        self._may_fall_back = backend == DEFAULT_BACKEND and precision != "int8"  # torch can run what auto chose
+        self.precision = resolve_precision(precision, self.device, self.backend)
         self.batch_size = batch_size
         self.cache_dir = cache_dir
-        self._name = open_clip_name(self.spec)
-        check_pretrained(self.spec)
         self._lock = threading.Lock()
         self._model: Any = None
+        self._loaded: LoadedModel | None = None
         self._preprocess: Callable[[Image.Image], torch.Tensor] | None = None
-        self._tokenizer: Any = None
         self._identity: ModelIdentity | None = None
+        self._dim: int | None = None
+        self._warned = False
+        self.onnx: OnnxModel | None = None
+        if self.backend == "onnx":
+            folder = ExportFolder(Path(onnx_dir) if onnx_dir else default_onnx_cache_dir(), self.identity)
+            self.onnx = OnnxModel(
+                folder,
+                image_precision=self.precision,
+                torch_model=self._torch_model,
+                name=lambda: open_clip_name(self.spec),
+                dim=lambda: embedding_dim(self.spec),
+            )
+        if self.onnx is None or not self.onnx.ready("text"):
+            open_clip_name(self.spec)  # a verified export vouches for the model; otherwise check it now
+            check_pretrained(self.spec)
 
     @property
     def dim(self) -> int:
-        return embedding_dim(self.spec)
+        if self._dim is None:
+            recorded = self.onnx.manifest().get("dim") if self.onnx is not None else None
+            self._dim = int(recorded) if recorded else embedding_dim(self.spec)
+        return self._dim
 
     @property
     def identity(self) -> ModelIdentity:
@@ -63,17 +101,53 @@ class Encoder:
         return self.spec.random_weights
 
     def load(self) -> None:
-        """Load the model now (otherwise the first encode does)."""
+        """Load the model now (otherwise the first encode does): on ONNX, export it first if need be."""
+        if self.onnx is not None and self._preprocess is None:
+            self._warn_random()
+            self._preprocess = self._on_onnx(lambda onnx: onnx.preprocess())
+        if self.onnx is not None:
+            return
         with self._lock:
             if self._model is None:
-                self._load_locked()
+                self._model = self._torch_model().model
 
-    def _load_locked(self) -> None:
-        loaded = load_model(self.spec, device=self.device, precision=self.precision, cache_dir=self.cache_dir)
+    def _torch_model(self) -> LoadedModel:
+        """The open_clip model in torch: the torch backend's model (kept), or the source of an ONNX export
+        (not kept: once exported, its weights would only take memory)."""
+        if self._loaded is not None:
+            return self._loaded
+        with warnings.catch_warnings():
+            if self.onnx is not None:  # the ONNX path warns on its own, once, whether or not it exports
+                warnings.simplefilter("ignore", RandomWeightsWarning)
+            precision = "fp32" if self.onnx is not None else self.precision
+            loaded = load_model(self.spec, device=self.device, precision=precision, cache_dir=self.cache_dir)
         loaded.model.eval()
-        self._tokenizer = loaded.tokenizer
-        self._preprocess = loaded.eval_transform
-        self._model = loaded.model
+        if self.onnx is None:
+            self._loaded = loaded
+            self._preprocess = loaded.eval_transform
+        return loaded
+
+    def _on_onnx(self, call: Callable[[OnnxModel], T]) -> T | None:
+        """`call` on the ONNX model; when `backend` auto cannot export it, warn and switch to torch (None)."""
+        assert self.onnx is not None
+        try:
+            return call(self.onnx)
+        except OnnxExportError as exc:
+            if not self._may_fall_back:
+                raise
+            warnings.warn(f"{exc} `backend` auto runs it with torch instead.", OnnxFallbackWarning, stacklevel=3)
+            self.onnx, self.backend = None, "torch"
+            return None
+
+    def _warn_random(self) -> None:
+        if self.spec.random_weights and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{self.spec.model} has RANDOM weights (`pretrained` none): results are meaningless "
+                "beyond finding the same image again; use it for tests only.",
+                RandomWeightsWarning,
+                stacklevel=3,
+            )
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model's own resize/crop/normalise of one RGB image; safe to call from worker threads."""
@@ -83,28 +157,45 @@ class Encoder:
         return self._preprocess(image)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
         return self.encode_image_tensors(torch.stack([self.preprocess(image) for image in images]))
 
     def encode_image_tensors(self, pixels: torch.Tensor) -> np.ndarray:
         """Encode a preprocessed batch (N, 3, H, W) in chunks of `batch_size`."""
         self.load()
-        chunks = [
-            self._run(self._model.encode_image, pixels[start : start + self.batch_size])
-            for start in range(0, len(pixels), self.batch_size)
-        ]
+        starts = range(0, len(pixels), self.batch_size)
+        chunks = [self._images(pixels[start : start + self.batch_size]) for start in starts]
         return _concat(chunks, self.dim)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if any(not text.strip() for text in texts):
             raise InvalidQueryError("a text query is empty")
-        self.load()
-        chunks = [
-            self._run(self._model.encode_text, self._tokenizer(list(texts[start : start + self.batch_size])))
-            for start in range(0, len(texts), self.batch_size)
-        ]
+        starts = range(0, len(texts), self.batch_size)
+        chunks = [self._texts(texts[start : start + self.batch_size]) for start in starts]
         return _concat(chunks, self.dim)
 
+    def _images(self, pixels: torch.Tensor) -> np.ndarray:
+        if self.onnx is not None:
+            vectors = self._on_onnx(lambda onnx: onnx.image(pixels.numpy()))
+            if vectors is not None:
+                return vectors
+        self.load()
+        return self._run(self._model.encode_image, pixels)
+
+    def _texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self.onnx is not None:
+            self._warn_random()
+            vectors = self._on_onnx(lambda onnx: onnx.text(texts))
+            if vectors is not None:
+                return vectors
+        self.load()
+        assert self._loaded is not None
+        return self._run(self._model.encode_text, self._loaded.tokenizer(list(texts)))
+
     def _run(self, encode: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> np.ndarray:
+        import torch
+
         batch = batch.to(self.device)
         if batch.is_floating_point():
             batch = batch.to(next(self._model.parameters()).dtype)

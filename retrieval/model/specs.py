@@ -153,6 +153,9 @@ def open_clip_name(spec: ModelSpec) -> str:
 
 
 def embedding_dim(spec: ModelSpec) -> int:
+    """The model's vector width; read from a config file without open_clip."""
+    if spec.is_config_file:
+        return int(load_config_file(spec.model)["embed_dim"])
     import open_clip
 
     config = open_clip.get_model_config(open_clip_name(spec))

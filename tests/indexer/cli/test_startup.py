@@ -1,4 +1,5 @@
-"""Starting is cheap: help, version and `info` on a real library import neither torch nor open_clip.
+"""Starting is cheap: help, version, `info` and a text `search` on an exported library import neither torch
+nor open_clip.
 
 Each case runs `clipsearch` in a fresh interpreter (the modules a test process already holds say nothing).
 """
@@ -15,6 +16,7 @@ from indexer.pipeline import index_folders
 from retrieval.library import Library
 from retrieval.model.devices import resolve_device
 from retrieval.model.encoder import Encoder
+from retrieval.model.reference import reference_spec
 from tests.clirunner import leaf_commands
 from tests.fresh import run_python
 
@@ -63,3 +65,25 @@ def test_info_on_a_real_library_imports_no_model_code(library: Library, tiny_enc
     facts = json.loads(data)
     assert (facts["indexed"], facts["model_identity"]) == (13, tiny_encoder.identity.key)
     assert facts["model_device"] == resolve_device("auto")
+
+
+def test_a_text_search_on_an_exported_library_imports_no_model_code(library: Library, photos: Path) -> None:
+    """After indexing with the ONNX backend (which exports both towers into the library), a cold
+    `clipsearch search` imports neither torch nor open_clip, and finds what the torch backend finds."""
+    encoder = library.encoder(reference_spec(), device="cpu")
+    assert encoder.backend == "onnx"
+    index_folders(library, encoder, [str(photos)], workers=1)
+    where = ("--library", str(library.directory), "-k", "5", "--json")
+    query = "two red circles on a striped background"
+    light, heavy = run_cli("search", query, *where)
+    assert heavy == []
+    assert_same_results(light, run_cli("search", query, *where, "--backend", "torch"))
+
+
+def assert_same_results(light: str, torch_run: tuple[str, list[str]]) -> None:
+    output, heavy = torch_run
+    assert "torch" in heavy  # the comparison is with a real torch run
+    got, expected = ([json.loads(line) for line in text.splitlines()] for text in (light, output))
+    assert len(got) == 5
+    assert [hit["path"] for hit in got] == [hit["path"] for hit in expected]
+    assert [hit["score"] for hit in got] == pytest.approx([hit["score"] for hit in expected], abs=1e-5)

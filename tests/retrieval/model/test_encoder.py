@@ -161,7 +161,9 @@ def test_checkpoint_round_trip_and_identity_by_content(
 ) -> None:
     """A saved state_dict loads back as the same model: same vectors, and one identity for the same bytes
     at two paths. Perturbed weights give other vectors and another identity."""
-    state = tiny_encoder._model.state_dict()
+    torch_encoder = Encoder(ModelSpec(str(tiny_config), "none"), device="cpu", backend="torch")
+    torch_encoder.load()
+    state = torch_encoder._model.state_dict()
     first, second = tmp_path / "one" / "weights.pt", tmp_path / "two" / "weights.pt"
     for path in (first, second):
         path.parent.mkdir()
