@@ -23,6 +23,10 @@ FLAGS = {
     "output": "--output",
     "resume": "--resume",
     "lr": "--lr",
+    # model branch: training on generated scenes
+    "hard_negatives": "--hard-negatives",
+    "match_targets": "--match-targets",
+    "style": "--style",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 

@@ -259,7 +259,7 @@ def test_coco_karpathy_train_includes_restval(coco: Path) -> None:
 
 
 def test_flickr_karpathy_detected_by_dataset_key_and_train_excludes_restval(tmp_path: Path) -> None:
-    """"dataset": "flickr30k" picks the Flickr reader: flat file names (no filepath), and train is train only."""
+    """ "dataset": "flickr30k" picks the Flickr reader: flat file names (no filepath), and train is train only."""
     entries = [
         _entry("1.jpg", "train", "first"),
         _entry("2.jpg", "restval", "second"),
@@ -348,7 +348,7 @@ def test_empty_caption_is_refused_with_its_line(tmp_path: Path) -> None:
     message = _error(jsonl_path)
     assert "line 1: empty caption for a.jpg" in message
     assert "line 2: empty caption for a.jpg" in message
-    assert "line 3: needs \"caption\"" in message
+    assert 'line 3: needs "caption"' in message
 
 
 def test_empty_caption_is_an_error_even_with_skip_missing(tmp_path: Path) -> None:
