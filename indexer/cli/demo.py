@@ -53,6 +53,9 @@ def _print_query(result: QueryResult) -> None:
     click.echo(f'search "{result.query.text}"  (asks for {asked})')
     _print_hits(result.hits)
     right = sum(hit.right for hit in result.hits)
+    if result.relevant == 0:
+        click.echo("    precision: no picture in the set has all of it (try more --images)")
+        return
     possible = min(len(result.hits), result.relevant)
     click.echo(
         f"    precision: {right}/{len(result.hits)} right, {100 * result.precision:.0f}% of the {possible} that "
@@ -69,7 +72,7 @@ def _print_demo(report: DemoReport) -> None:
     for result in report.text_queries:
         _print_query(result)
     path, caption, hits = report.image_query
-    click.echo(f"\nsimilar to {Path(path).name} (shows: {caption})")
+    click.echo(f"\nsimilar to {Path(path).name} (shows: {caption}; hits checked for the same objects)")
     _print_hits(hits)
     shown = sum(result.precision for result in report.text_queries) / len(report.text_queries)
     click.echo(f"\nshowcase precision@{len(report.text_queries[0].hits)}: {100 * shown:.1f}%")
