@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from open_clip.loss import ClipLoss
 from retrieval.errors import TrainingError
 from retrieval.model.specs import ModelSpec
 from retrieval.quality.captions import CaptionedDataset, load_captions
+from retrieval.quality.scenes import sample_scene
 from retrieval.training import TrainOptions, train
 from retrieval.training.batches import iterate_epoch
 from retrieval.training.scene_batches import SceneLabels, hard_negative_batches, match_targets, soft_clip_loss
@@ -40,19 +42,31 @@ def test_labels_refuse_captions_that_describe_no_scene(tmp_path: Path, scenes: A
 
 
 def test_hard_negative_batches_hold_look_alikes_and_are_a_function_of_seed_and_epoch() -> None:
-    """Anchors come with a same-colour-other-shape and a same-shape-other-count partner: far more such pairs
-    than in a random batch; batches hold distinct images and repeat for the same (seed, epoch)."""
-    shapes, colours = ("circle", "square", "star"), ("red", "blue", "green", "white")
-    scenes = [_scene(shapes[i % 3], colours[(i // 3) % 4], 1 + (i // 12) % 3) for i in range(360)]
+    """Anchors come with a same-colour-other-shape, a same-shape-other-count and a same-shape-elsewhere
+    partner; batches hold distinct images and repeat for the same (seed, epoch)."""
+    rng = random.Random(0)
+    scenes = [sample_scene(rng, held_out=None).to_json() for _ in range(600)]
     batches = hard_negative_batches(scenes, 12, seed=1, epoch=0, batches=20)
     assert len(batches) == 20 and all(len(batch) == len(set(batch)) == 12 for batch in batches)
     assert batches == hard_negative_batches(scenes, 12, seed=1, epoch=0, batches=20)
     assert batches != hard_negative_batches(scenes, 12, seed=1, epoch=1, batches=20)
-    for batch in batches:
-        for start in range(0, 12, 3):
-            anchor, same_colour, same_shape = (scenes[i] for i in batch[start : start + 3])
-            assert same_colour["colour"] == anchor["colour"] and same_colour["shape"] != anchor["shape"]
-            assert same_shape["shape"] == anchor["shape"] and same_shape["count"] != anchor["count"]
+
+    def partnered(offset: int, same: str, other: str) -> float:
+        """Share of the anchors (every 4th image) whose image `offset` places later is such a partner."""
+        groups = [batch[start : start + 4] for batch in batches for start in range(0, 12, 4)]
+        return sum(
+            scenes[g[0]][same] == scenes[g[offset]][same] and scenes[g[0]][other] != scenes[g[offset]][other]
+            for g in groups
+        ) / len(groups)
+
+    # by chance (a shuffled order) these shares would be about 0.1, 0.13 and 0.16
+    assert partnered(1, "colour", "shape") >= 0.9
+    assert partnered(2, "shape", "count") >= 0.9
+    assert partnered(3, "shape", "position") >= 0.9
+    first = [scenes[i] for i in batches[0][:4]]  # an anchor and its three partners, in order
+    assert first[1]["colour"] == first[0]["colour"] and first[1]["shape"] != first[0]["shape"]
+    assert first[2]["shape"] == first[0]["shape"] and first[2]["count"] != first[0]["count"]
+    assert first[3]["shape"] == first[0]["shape"] and first[3]["position"] != first[0]["position"]
 
 
 def test_match_targets_mark_every_caption_true_of_an_image() -> None:
