@@ -85,14 +85,8 @@ def bench_recall(
         raise DatasetError("recall needs at least one k >= 1")
     clock: dict[str, float] = {}
     started = time.perf_counter()
-    _check_own_library(library, library.directory / LINKS_FOLDER)
-    links = _link_images(library.directory / LINKS_FOLDER, data)
-    follow = ScanOptions(follow_symlinks=True)  # the folder holds only our own links to the dataset's images
-    index_folders(library, encoder, [str(links)], options=follow, workers=workers, progress=progress)
+    index, image_ids, image_vectors, unreadable = index_dataset(library, encoder, data, workers, progress)
     clock["index"] = time.perf_counter() - started
-
-    index = library.load_index()
-    image_ids, image_vectors, unreadable = _dataset_vectors(library, index, links, data)
     kept = data if not unreadable else _without(data, {position for position, _ in unreadable})
     if not kept.captions:
         raise DatasetError(f"no readable image in {data.source}")
@@ -103,7 +97,7 @@ def bench_recall(
     depth = max(ks)
 
     started = time.perf_counter()
-    ranked_images = _ranked(index, text_vectors, depth, id_to_position={int(i): p for p, i in enumerate(image_ids)})
+    ranked_images = ranked_positions(index, text_vectors, depth, image_ids)
     caption_index = VectorIndex(text_vectors.shape[1], gpu="never")
     caption_index.add(np.arange(len(text_vectors)), text_vectors)
     ranked_captions = _ranked(caption_index, image_vectors, depth, id_to_position=None)
@@ -125,6 +119,24 @@ def bench_recall(
     if ann:
         result.ann = _ann_recall(ann, image_vectors, text_vectors, owners, ks)
     return result
+
+
+def index_dataset(
+    library: Library, encoder: Encoder, data: CaptionedDataset, workers: int, progress: ProgressCallback | None
+) -> tuple[VectorIndex, np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Index exactly `data`'s images into `library` (a benchmark's own): its index, the store ids and vectors
+    of the readable images in dataset order, and (position, reason) of the others."""
+    _check_own_library(library, library.directory / LINKS_FOLDER)
+    links = _link_images(library.directory / LINKS_FOLDER, data)
+    follow = ScanOptions(follow_symlinks=True)  # the folder holds only our own links to the dataset's images
+    index_folders(library, encoder, [str(links)], options=follow, workers=workers, progress=progress)
+    index = library.load_index()
+    return (index, *_dataset_vectors(library, index, links, data))
+
+
+def ranked_positions(index: VectorIndex, queries: np.ndarray, k: int, ids: np.ndarray) -> np.ndarray:
+    """Top-k dataset positions (of the images whose store ids are `ids`) per query, through the FAISS index."""
+    return _ranked(index, queries, k, id_to_position={int(i): p for p, i in enumerate(ids)})
 
 
 def _check_own_library(library: Library, links: Path) -> None:

@@ -34,9 +34,7 @@ def _message_strings(path: Path) -> Iterator[tuple[int, str]]:
     """The string constants inside `raise` statements and `warnings.warn` calls."""
     tree = ast.parse(path.read_text(), str(path))
     for node in ast.walk(tree):
-        is_warning = (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "warn"
-        )
+        is_warning = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "warn"
         if isinstance(node, ast.Raise) or is_warning:
             for inner in ast.walk(node):
                 if isinstance(inner, ast.Constant) and isinstance(inner.value, str):

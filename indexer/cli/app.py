@@ -30,6 +30,10 @@ FLAGS = {
     "k": "--top-k",
     "within": "--in",
     "min_score": "--min-score",
+    # model branch: training on generated scenes
+    "hard_negatives": "--hard-negatives",
+    "match_targets": "--match-targets",
+    "style": "--style",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 

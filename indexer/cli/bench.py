@@ -1,16 +1,20 @@
-"""`clipsearch bench recall`: recall@k of the engine on a captioned dataset."""
+"""`clipsearch bench recall` and `bench attributes`: recall@k and attribute precision@k of the engine."""
 
 from __future__ import annotations
 
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from indexer.cli.options import CaptionsChoice, ModelChoice, captions_options, model_options
 from indexer.cli.output import echo_json, print_recall
 from retrieval.config import DEFAULT_DECODE_WORKERS
+
+if TYPE_CHECKING:
+    from retrieval.quality.attributes import AttributePrecision
 
 
 @click.group()
@@ -73,3 +77,67 @@ def recall(
         echo_json(report.to_json())
     else:
         print_recall(report)
+
+
+@bench.command("attributes")
+@click.argument("captions", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-k", "ks", type=click.IntRange(min=1), multiple=True, help="Precision@k cut-offs [default: 1, 3, 10].")
+@click.option(
+    "--library",
+    "library_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A library of the benchmark's own, kept so reruns embed nothing [default: a temporary one].",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_DECODE_WORKERS, show_default=True)
+@click.option("--queries", "show_queries", is_flag=True, help="Also print every query's precision.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results (with every query's) as one JSON object.")
+@model_options
+def attributes(
+    captions: Path,
+    ks: tuple[int, ...],
+    library_dir: Path | None,
+    workers: int,
+    show_queries: bool,
+    as_json: bool,
+    model: ModelChoice,
+) -> None:
+    """Precision@k of short queries per attribute on a generated split (shape, colour, count, ...).
+
+    Each query names one attribute ("three circles", "something red", "a striped background") or colour
+    and shape together ("a blue triangle"); a hit counts if the scene of the picture found has every
+    attribute the query names. The split must come from generate-dataset (its records carry the scenes).
+
+    \b
+    Example:
+      clipsearch bench attributes shapes/test.jsonl --model retrieval/model/data/reference.json \\
+          --pretrained retrieval/model/data/reference.pt
+    """
+    from indexer.bench_attributes import bench_attributes
+    from retrieval.library import Library
+    from retrieval.quality.attributes import DEFAULT_PRECISION_KS
+
+    with ExitStack() as stack:
+        folder = library_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clipsearch-")))
+        library = stack.enter_context(Library(folder, create=True))
+        encoder = model.encoder_for(library, or_default=True)
+        report = bench_attributes(library, encoder, captions, ks=ks or DEFAULT_PRECISION_KS, workers=workers)
+    if as_json:
+        echo_json(report.to_json())
+        return
+    click.echo(f"{report.dataset}: {report.images} images, {report.model}")
+    if show_queries:
+        for entry in report.precision.per_query:
+            cells = "  ".join(f"P@{k} {entry[f'P@{k}']:6.2f}" for k in report.precision.ks)
+            click.echo(f"  {entry['attribute']:<13} {entry['query']:<32} {cells}")
+    print_attribute_table(report.precision)
+
+
+def print_attribute_table(precision: AttributePrecision) -> None:
+    """The attribute table: one row per attribute, mean precision@k over its queries, in percent."""
+    header = " | ".join(f"P@{k}" for k in precision.ks)
+    click.echo(f"| attribute | queries | {header} |")
+    click.echo("|---|---|" + "---|" * len(precision.ks))
+    for attribute, row in precision.table.items():
+        cells = " | ".join(f"{row[f'P@{k}']:.1f}" for k in precision.ks)
+        click.echo(f"| {attribute} | {int(row['queries'])} | {cells} |")

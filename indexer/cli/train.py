@@ -10,7 +10,13 @@ import click
 from indexer.cli.options import CaptionsChoice, captions_options
 from indexer.cli.output import ProgressBar, echo_json
 from retrieval import config
-from retrieval.quality.scene_dataset import DEFAULT_CAPTIONS_PER_IMAGE, DEFAULT_IMAGE_SIZE, DEFAULT_SPLIT_SIZES
+from retrieval.quality.scene_dataset import (
+    DEFAULT_CAPTIONS_PER_IMAGE,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_SPLIT_SIZES,
+    DEFAULT_STYLE,
+    STYLE_CHOICES,
+)
 
 if TYPE_CHECKING:
     from retrieval.training import TrainProgress, TrainReport
@@ -40,8 +46,16 @@ def _split_sizes(_ctx: click.Context, _param: click.Parameter, values: tuple[str
 )
 @click.option("--image-size", type=click.IntRange(min=16), default=DEFAULT_IMAGE_SIZE, show_default=True)
 @click.option("--captions-per-image", type=click.IntRange(min=1), default=DEFAULT_CAPTIONS_PER_IMAGE, show_default=True)
+@click.option(
+    "--style",
+    type=click.Choice(STYLE_CHOICES),
+    default=DEFAULT_STYLE,
+    show_default=True,
+    help="v2: objects large enough to count, short captions in training splits; v1: the first reference "
+    "model's data; sketch: a second renderer, for test splits only.",
+)
 def generate_dataset(
-    folder: Path, seed: int, sizes: dict[str, int] | None, image_size: int, captions_per_image: int
+    folder: Path, seed: int, sizes: dict[str, int] | None, image_size: int, captions_per_image: int, style: str
 ) -> None:
     """Generate a captioned dataset of shapes on textured backgrounds (train/val/test/held-out splits).
 
@@ -51,10 +65,14 @@ def generate_dataset(
     Example:
       clipsearch generate-dataset ./shapes
       clipsearch generate-dataset ./small --size train=2000 --size val=200 --size test=500
+      clipsearch generate-dataset ./shapes-v1 --style v1
+      clipsearch generate-dataset ./sketch --style sketch --size test=1000
     """
     from retrieval.quality.scene_dataset import generate_dataset as generate
 
-    dataset = generate(folder, seed=seed, sizes=sizes, image_size=image_size, captions_per_image=captions_per_image)
+    dataset = generate(
+        folder, seed=seed, sizes=sizes, image_size=image_size, captions_per_image=captions_per_image, style=style
+    )
     for split, facts in dataset.manifest["splits"].items():
         click.echo(
             f"{split:>14}: {facts['images']} images, {facts['captions']} captions -> {dataset.split_file(split)}"
@@ -112,6 +130,13 @@ def generate_dataset(
     help="Validate on at most this many images.",
 )
 @click.option("--fp16-weights", is_flag=True, help="Store best.pt in half precision (half the size).")
+@click.option("--augment", is_flag=True, help="Photo-like distortions of training images (JPEG, blur, zoom, ...).")
+@click.option(
+    "--hard-negatives", is_flag=True, help="Batches with same-colour and same-shape look-alikes (generated data)."
+)
+@click.option(
+    "--match-targets", is_flag=True, help="Count every caption true of an image as its match (generated data)."
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--device", type=click.Choice(config.DEVICE_CHOICES), default=config.DEFAULT_DEVICE, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loading processes.")
@@ -137,6 +162,9 @@ def train(
     eval_every: int,
     val_images: int,
     fp16_weights: bool,
+    augment: bool,
+    hard_negatives: bool,
+    match_targets: bool,
     resume: bool,
     device: str,
     workers: int,
@@ -162,6 +190,7 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         grad_clip=grad_clip, lock_image=lock_image, lock_text=lock_text, seed=seed, max_steps=max_steps,
         device=device, workers=workers, eval_every=eval_every, val_images=val_images, fp16_weights=fp16_weights,
+        augment=augment, hard_negatives=hard_negatives, match_targets=match_targets,
     )  # fmt: skip
     train_data = reader.load(captions)
     val_data = reader.load(val_captions) if val_captions else None

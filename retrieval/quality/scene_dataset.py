@@ -27,14 +27,26 @@ from retrieval.quality.scenes import (
     POSITIONS,
     SHAPES,
     SIZES,
+    STYLES,
     TEXTURES,
+    Scene,
     captions_of,
     render,
     sample_scene,
+    short_caption_of,
 )
 
 MANIFEST = "manifest.json"
-GENERATOR_VERSION = 2
+DEFAULT_STYLE = "v2"
+GENERATORS = {"v1": "clipsearch.scenes v2", "v2": "clipsearch.scenes v3", "sketch": "clipsearch.scenes sketch v1"}
+"""Generator name per `style`, as the manifest records it. "v1" draws what the first reference model trained
+on (small objects; its name is the one its manifest in data/ records); "v2" draws objects large enough to
+count, and gives training splits short query-like captions too; "sketch" is the second renderer
+(`retrieval.quality.sketch`), for evaluation splits only."""
+STYLE_CHOICES = tuple(GENERATORS)
+SHORT_CAPTIONS_PER_IMAGE = 3
+"""Style v2: short captions added per training image, beside the full ones."""
+EVALUATION_SPLITS = frozenset({"test", "heldout-test"})
 DEFAULT_IMAGE_SIZE = 128
 DEFAULT_CAPTIONS_PER_IMAGE = 3
 JPEG_QUALITY = 90
@@ -79,8 +91,11 @@ def generate_dataset(
     captions_per_image: int = DEFAULT_CAPTIONS_PER_IMAGE,
     workers: int = 2,
     progress: ProgressCallback | None = None,
+    style: str = DEFAULT_STYLE,
 ) -> GeneratedDataset:
     """Generate (or find already generated) the splits into `folder`; deterministic in its arguments.
+
+    `style` picks the generator (`GENERATORS`); "v1" reproduces the first reference model's data exactly.
 
     A folder that already holds a dataset made with the same arguments is returned as is; any other
     non-empty folder is refused, so nothing of the user's is overwritten.
@@ -94,24 +109,34 @@ def generate_dataset(
         raise DatasetError("split sizes must be >= 0, image size >= 16 and captions per image >= 1")
     if not any(wanted.values()):
         raise DatasetError("nothing to generate: every split size is 0; give at least one split a size above 0")
+    if style not in GENERATORS:
+        raise DatasetError(f"unknown `style` {style!r}; the styles are {', '.join(GENERATORS)}")
+    training = sorted(split for split, count in wanted.items() if count > 0 and split not in EVALUATION_SPLITS)
+    if style == "sketch" and training:
+        raise DatasetError(
+            f"the sketch style is for evaluation only (test, heldout-test), not {', '.join(training)}: "
+            "a model must never train on the second renderer's pictures"
+        )
     params: dict[str, Any] = {
         "seed": seed,
         "image_size": image_size,
         "captions_per_image": captions_per_image,
         "sizes": {split: count for split, count in wanted.items() if count > 0},
     }
-    existing = _existing(root, params)
+    generator = GENERATORS[style]
+    existing = _existing(root, params, generator)
     if existing is not None:
         return existing
     splits = {
-        split: _write_split(root, split, count, params, workers, progress) for split, count in params["sizes"].items()
+        split: _write_split(root, split, count, params, style, workers, progress)
+        for split, count in params["sizes"].items()
     }
-    manifest = _manifest(params, splits)
+    manifest = _manifest(generator, params, splits)
     write_atomic(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return GeneratedDataset(root, manifest)
 
 
-def _existing(root: Path, params: dict[str, Any]) -> GeneratedDataset | None:
+def _existing(root: Path, params: dict[str, Any], generator: str) -> GeneratedDataset | None:
     if not root.exists():
         return None
     if not root.is_dir():
@@ -122,12 +147,12 @@ def _existing(root: Path, params: dict[str, Any]) -> GeneratedDataset | None:
             manifest = json.loads(manifest_path.read_text())
         except ValueError as exc:
             raise DatasetError(f"{manifest_path} is not valid JSON: {exc}") from exc
-        if manifest.get("generator") == _generator_name() and manifest.get("parameters") == params:
+        if manifest.get("generator") == generator and manifest.get("parameters") == params:
             return GeneratedDataset(root, manifest)
         what = (
             f"other parameters ({manifest.get('parameters')})"
-            if manifest.get("generator") == _generator_name()
-            else f"another generator version ({manifest.get('generator')}, now {_generator_name()})"
+            if manifest.get("generator") == generator
+            else f"another generator ({manifest.get('generator')}, now {generator})"
         )
         raise DatasetError(f"{root} holds a dataset generated with {what}; choose another folder or delete it")
     if any(root.iterdir()):
@@ -136,7 +161,13 @@ def _existing(root: Path, params: dict[str, Any]) -> GeneratedDataset | None:
 
 
 def _write_split(
-    root: Path, split: str, count: int, params: dict[str, Any], workers: int, progress: ProgressCallback | None
+    root: Path,
+    split: str,
+    count: int,
+    params: dict[str, Any],
+    style: str,
+    workers: int,
+    progress: ProgressCallback | None,
 ) -> dict[str, Any]:
     image_dir = root / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -144,9 +175,15 @@ def _write_split(
     def make(index: int) -> dict[str, Any]:
         rng = random.Random(f"clipsearch-scenes/{params['seed']}/{split}/{index}")
         scene = sample_scene(rng, held_out=HELD_OUT_POLICY[split])
-        captions = captions_of(scene, rng, params["captions_per_image"], partial=split in PARTIAL_CAPTION_SPLITS)
+        captions = _captions(scene, rng, params["captions_per_image"], style, training=split in PARTIAL_CAPTION_SPLITS)
         relative = f"images/{split}/{index:06d}.jpg"
-        render(scene, rng, params["image_size"]).save(root / relative, quality=JPEG_QUALITY)
+        if style == "sketch":
+            from retrieval.quality.sketch import render_sketch  # numpy: only where the sketch style is drawn
+
+            image = render_sketch(scene, rng, params["image_size"])
+        else:
+            image = render(scene, rng, params["image_size"], STYLES[style])
+        image.save(root / relative, quality=JPEG_QUALITY)
         return {"image": relative, "captions": captions, "scene": scene.to_json()}
 
     lines: list[str] = []
@@ -169,13 +206,25 @@ def _write_split(
     }
 
 
-def _generator_name() -> str:
-    return f"clipsearch.scenes v{GENERATOR_VERSION}"
+def _captions(scene: Scene, rng: random.Random, count: int, style: str, *, training: bool) -> list[str]:
+    """Style v1: `count` captions, the last of a training split's partial. Other styles: `count` full
+    captions, and on training splits SHORT_CAPTIONS_PER_IMAGE short ones after them."""
+    if style == "v1":
+        return captions_of(scene, rng, count, partial=training)
+    captions = captions_of(scene, rng, count)
+    wanted = len(captions) + (SHORT_CAPTIONS_PER_IMAGE if training else 0)
+    for _ in range(SHORT_CAPTIONS_PER_IMAGE * 20):
+        if len(captions) == wanted:
+            break
+        short = short_caption_of(scene, rng)
+        if short not in captions:
+            captions.append(short)
+    return captions
 
 
-def _manifest(params: dict[str, Any], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _manifest(generator: str, params: dict[str, Any], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
-        "generator": _generator_name(),
+        "generator": generator,
         "parameters": params,
         "splits": splits,
         "held_out_pairs": [list(pair) for pair in HELD_OUT_PAIRS],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +42,12 @@ HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = (
 whether the model composes attributes it learned apart, and fine-tuning on them is the before/after demo."""
 
 _PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars", "cross": "crosses"}
+
+
+def plural(shape: str) -> str:
+    return _PLURAL[shape]
+
+
 _COUNT_WORDS = {1: ("a", "one", "a single"), 2: ("two", "a pair of"), 3: ("three",)}
 _SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
 _POSITION_WORDS = {
@@ -73,6 +80,28 @@ _REGIONS = {
     "center": (0.35, 0.35, 0.65, 0.65),
 }
 _DIAMETER = {"small": 0.13, "large": 0.22}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How big objects are drawn and where their centres go: what separates generator versions."""
+
+    name: str
+    diameter: dict[str, float]  # size -> object diameter as a fraction of the canvas
+    size_jitter: float  # the diameter varies by this fraction either way
+    place: Callable[[Scene, int, float, random.Random], list[tuple[float, float]]]
+
+
+def _place_v1(scene: Scene, size: int, diameter: float, rng: random.Random) -> list[tuple[float, float]]:
+    return _place(scene, size, diameter, rng, _REGIONS[scene.position])
+
+
+V1 = Style("v1", _DIAMETER, 0.1, _place_v1)
+"""The first generator: objects an eighth to a fifth of the canvas, too small to count at a 64 px input."""
+V2 = Style("v2", {"small": 0.17, "large": 0.25}, 0.05, lambda *args: _place_v2(*args))
+"""Objects a sixth to a quarter of the canvas, side by side around the position's anchor and whole inside
+the canvas (a margin of 0.05 at least), so shape and count survive a 96 px input and training crops."""
+STYLES = {style.name: style for style in (V1, V2)}
 
 
 @dataclass(frozen=True)
@@ -144,6 +173,30 @@ def partial_caption_of(scene: Scene, rng: random.Random) -> str:
     return parts[rng.choice(list(parts))]
 
 
+def short_caption_of(scene: Scene, rng: random.Random) -> str:
+    """A short query-like caption naming one attribute or two (generator v2): the words users type."""
+    noun = scene.shape if scene.count == 1 else _PLURAL[scene.shape]
+    a_noun = f"a {noun}" if scene.count == 1 else noun
+    count = rng.choice(_COUNT_WORDS[scene.count])
+    size = rng.choice(_SIZE_WORDS[scene.size])
+    texture = rng.choice(_TEXTURE_WORDS[scene.texture])
+    forms = (
+        a_noun,
+        f"{count} {noun}",
+        f"{count} {scene.colour} {noun}",
+        rng.choice((f"something {scene.colour}", f"{scene.colour} shapes")),
+        f"a {scene.colour} {noun}" if scene.count == 1 else f"{scene.colour} {noun}",
+        f"{size} {noun}" if scene.count > 1 else f"a {size} {noun}",
+        f"{size} {scene.colour} {noun}" if scene.count > 1 else f"a {size} {scene.colour} {noun}",
+        f"{a_noun} {rng.choice(_POSITION_WORDS[scene.position])}",
+        f"{scene.colour} {noun} {rng.choice(_POSITION_WORDS[scene.position])}",
+        rng.choice((f"on a {scene.background} background", f"{a_noun} on {scene.background}")),
+        f"a {texture} background",
+        f"a {texture} {scene.background} background",
+    )
+    return rng.choice(forms)
+
+
 def captions_of(scene: Scene, rng: random.Random, count: int, *, partial: bool = False) -> list[str]:
     """`count` different wordings of one scene (fewer only if the wordings run out); with `partial`, the
     last one names only some attributes, so a model trained on them also answers short queries."""
@@ -160,13 +213,13 @@ def captions_of(scene: Scene, rng: random.Random, count: int, *, partial: bool =
     return captions
 
 
-def render(scene: Scene, rng: random.Random, size: int) -> Image.Image:
+def render(scene: Scene, rng: random.Random, size: int, style: Style = V1) -> Image.Image:
     """Draw the scene on a `size` x `size` RGB canvas; positions, jitter and rotation come from `rng`."""
     image = Image.new("RGB", (size, size), _jitter(COLOURS[scene.background], rng))
     draw = ImageDraw.Draw(image)
     _draw_texture(draw, scene, size, rng)
-    diameter = _DIAMETER[scene.size] * size * rng.uniform(0.9, 1.1)
-    for x, y in _place(scene, size, diameter, rng):
+    diameter = style.diameter[scene.size] * size * rng.uniform(1 - style.size_jitter, 1 + style.size_jitter)
+    for x, y in style.place(scene, size, diameter, rng):
         _draw_shape(draw, scene.shape, (x, y), diameter / 2, _jitter(COLOURS[scene.colour], rng), rng)
     return image
 
@@ -205,9 +258,11 @@ def _draw_texture(draw: ImageDraw.ImageDraw, scene: Scene, size: int, rng: rando
                     draw.rectangle((left, top, left + step - 1, top + step - 1), fill=colour)
 
 
-def _place(scene: Scene, size: int, diameter: float, rng: random.Random) -> list[tuple[float, float]]:
+def _place(
+    scene: Scene, size: int, diameter: float, rng: random.Random, region: tuple[float, float, float, float]
+) -> list[tuple[float, float]]:
     """Centres for `scene.count` objects inside the position's region, apart from each other."""
-    x0, y0, x1, y1 = (fraction * size for fraction in _REGIONS[scene.position])
+    x0, y0, x1, y1 = (fraction * size for fraction in region)
     centres: list[tuple[float, float]] = []
     min_gap = diameter * 1.05
     for _ in range(400):
@@ -221,6 +276,30 @@ def _place(scene: Scene, size: int, diameter: float, rng: random.Random) -> list
     while len(centres) < scene.count:
         centres.append((rng.uniform(x0, x1), rng.uniform(y0, y1)))
     return centres
+
+
+_ANCHORS = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75), "center": (0.5, 0.5)}
+
+
+def _place_v2(scene: Scene, size: int, diameter: float, rng: random.Random) -> list[tuple[float, float]]:
+    """Centres side by side along the position's edge (around the middle: a pair or a triangle), a little
+    more than a diameter apart, around the position's anchor moved by a little."""
+    anchor_x, anchor_y = _ANCHORS[scene.position]
+    cx, cy = (anchor_x + rng.uniform(-0.03, 0.03)) * size, (anchor_y + rng.uniform(-0.03, 0.03)) * size
+    spacing = diameter * rng.uniform(1.08, 1.15)
+    if scene.position == "center":
+        turn = rng.uniform(0, 2 * math.pi)
+        radius = 0.0 if scene.count == 1 else spacing / (2 if scene.count == 2 else math.sqrt(3))
+        return [
+            (
+                cx + radius * math.cos(turn + k * 2 * math.pi / scene.count),
+                cy + radius * math.sin(turn + k * 2 * math.pi / scene.count),
+            )
+            for k in range(scene.count)
+        ]
+    offsets = [(k - (scene.count - 1) / 2) * spacing for k in range(scene.count)]
+    vertical = scene.position in ("left", "right")
+    return [(cx, cy + offset) if vertical else (cx + offset, cy) for offset in offsets]
 
 
 def _draw_shape(

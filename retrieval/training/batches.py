@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from retrieval.decode import read_and_decode
 from retrieval.errors import TrainingError, UnreadableImageError
 from retrieval.quality.captions import CaptionedDataset
+from retrieval.training.scene_batches import SceneLabels, hard_negative_batches, match_targets
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Batch:
     pixels: torch.Tensor
     tokens: torch.Tensor
     skipped: list[tuple[str, str]]  # (path, reason) of images left out of this batch
+    targets: torch.Tensor | None = None  # [i, j] = 1 where caption j is true of image i (`match_targets`)
 
 
 def dataset_digest(data: CaptionedDataset) -> str:
@@ -62,6 +64,7 @@ class _BatchLoader(Dataset[Batch]):
         tokenizer: Callable[[list[str]], torch.Tensor],
         caption_seed: str,
         first_batch: int = 0,
+        labels: SceneLabels | None = None,
     ) -> None:
         self.data = data
         self.batches = batches
@@ -69,15 +72,16 @@ class _BatchLoader(Dataset[Batch]):
         self.tokenizer = tokenizer
         self.caption_seed = caption_seed
         self.first_batch = first_batch  # epoch position of batches[0], so a resumed epoch draws the same crops
-        self.captions_by_image: list[list[str]] = [[] for _ in data.images]
-        for text, owner in zip(data.captions, data.caption_image, strict=True):
-            self.captions_by_image[owner].append(text)
+        self.labels = labels
+        self.captions_by_image: list[list[int]] = [[] for _ in data.images]
+        for caption, owner in enumerate(data.caption_image):
+            self.captions_by_image[owner].append(caption)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, position: int) -> Batch:
-        pixels, texts, skipped = [], [], []
+        pixels, images, captions, skipped = [], [], [], []
         with torch.random.fork_rng(devices=[]):
             # Random augmentations (crops) draw from torch's global generator: seed it per batch, so a batch's
             # pixels are the same whatever ran before it (a resumed run, another worker process).
@@ -91,10 +95,13 @@ class _BatchLoader(Dataset[Batch]):
                     continue
                 pixels.append(self.transform(decoded.image))
                 rng = random.Random(f"{self.caption_seed}/{image_index}")
-                texts.append(rng.choice(self.captions_by_image[image_index]))
+                images.append(image_index)
+                captions.append(rng.choice(self.captions_by_image[image_index]))
         if len(pixels) < 2:
             return Batch(torch.zeros(0), torch.zeros(0, dtype=torch.long), skipped)
-        return Batch(torch.stack(pixels), self.tokenizer(texts), skipped)
+        tokens = self.tokenizer([self.data.captions[caption] for caption in captions])
+        targets = match_targets(self.labels, images, captions) if self.labels is not None else None
+        return Batch(torch.stack(pixels), tokens, skipped, targets)
 
 
 def iterate_epoch(
@@ -107,10 +114,21 @@ def iterate_epoch(
     transform: Callable[[Any], torch.Tensor],
     tokenizer: Callable[[list[str]], torch.Tensor],
     workers: int,
+    labels: SceneLabels | None = None,
+    hard_negatives: bool = False,
 ) -> Iterator[Batch]:
-    """The batches of `epoch` from `start_batch` on (a batch with fewer than 2 readable images is empty)."""
-    batches = epoch_batches(len(data), batch_size, seed, epoch)[start_batch:]
-    loader = _BatchLoader(data, batches, transform, tokenizer, caption_seed=f"{seed}/{epoch}", first_batch=start_batch)
+    """The batches of `epoch` from `start_batch` on (a batch with fewer than 2 readable images is empty).
+
+    With `labels`, each batch carries its match targets; with `hard_negatives` too, batches are made of
+    anchors and their hard negatives (`scene_batches.hard_negative_batches`)."""
+    if hard_negatives and labels is not None:
+        count = batches_per_epoch(len(data), batch_size)
+        batches = hard_negative_batches(labels.scenes, min(batch_size, len(data)), seed, epoch, count)[start_batch:]
+    else:
+        batches = epoch_batches(len(data), batch_size, seed, epoch)[start_batch:]
+    loader = _BatchLoader(
+        data, batches, transform, tokenizer, caption_seed=f"{seed}/{epoch}", first_batch=start_batch, labels=labels
+    )
     yield from DataLoader(
         loader,
         batch_size=None,

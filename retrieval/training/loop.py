@@ -24,7 +24,8 @@ from retrieval.model.loading import LoadedModel, load_model
 from retrieval.model.specs import ModelSpec
 from retrieval.quality.captions import CaptionedDataset
 from retrieval.quality.recall import Recall
-from retrieval.training.batches import batches_per_epoch, iterate_epoch
+from retrieval.training.augment import augmenting
+from retrieval.training.batches import Batch, batches_per_epoch, iterate_epoch
 from retrieval.training.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -40,6 +41,7 @@ from retrieval.training.options import RunSetup, TrainOptions
 from retrieval.training.parameters import lock_towers, make_optimizer
 from retrieval.training.report import StepCallback, TrainProgress, TrainReport
 from retrieval.training.runlog import write_run_log
+from retrieval.training.scene_batches import SceneLabels, soft_clip_loss
 from retrieval.training.schedule import lr_at
 
 _MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp on the learned temperature
@@ -92,6 +94,9 @@ class Trainer:
         max_steps = self.options.max_steps
         self.stop_at = min(self.total, max_steps) if max_steps is not None else self.total
         self.loss_fn = ClipLoss()
+        wants_labels = self.options.hard_negatives or self.options.match_targets
+        self.labels = SceneLabels.of(setup.train_data) if wants_labels else None
+        self.transform = augmenting(loaded.eval_transform) if self.options.augment else loaded.train_transform
         self.amp = setup.device == "cuda"
         self.autocast_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
         fp16_amp = self.amp and self.autocast_dtype == torch.float16
@@ -111,15 +116,17 @@ class Trainer:
                 seed=self.options.seed,
                 epoch=epoch,
                 start_batch=start_batch,
-                transform=self.loaded.train_transform,
+                transform=self.transform,
                 tokenizer=self.loaded.tokenizer,
                 workers=self.options.workers,
+                labels=self.labels,
+                hard_negatives=self.options.hard_negatives,
             ):
                 for path, reason in batch.skipped:
                     if path not in self._skipped_paths:
                         self._skipped_paths.add(path)
                         self.skipped.append((path, reason))
-                loss = self._step(batch.pixels, batch.tokens) if len(batch.pixels) else self.last_loss
+                loss = self._step(batch) if len(batch.pixels) else self.last_loss
                 self.state.step += 1
                 val = self._evaluate_and_save() if self._is_eval_step() else None
                 if self.on_step is not None:
@@ -142,15 +149,20 @@ class Trainer:
             return step % self.options.eval_every == 0 or step == self.stop_at
         return step % self.per_epoch == 0 or step == self.stop_at
 
-    def _step(self, pixels: torch.Tensor, tokens: torch.Tensor) -> float:
+    def _step(self, batch: Batch) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.state.step, self.options, self.total)
         device = self.setup.device
-        pixels, tokens = pixels.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
+        pixels, tokens = batch.pixels.to(device, non_blocking=True), batch.tokens.to(device, non_blocking=True)
+        use_targets = self.options.match_targets and batch.targets is not None
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type="cuda", dtype=self.autocast_dtype, enabled=self.amp):
             image_features, text_features, logit_scale = self.model(pixels, tokens)[:3]
-            loss = self.loss_fn(image_features, text_features, logit_scale)
+            if use_targets and batch.targets is not None:
+                targets = batch.targets.to(device)
+                loss = soft_clip_loss(image_features.float(), text_features.float(), logit_scale.float(), targets)
+            else:
+                loss = self.loss_fn(image_features, text_features, logit_scale)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the loss became {loss.item()} at step {self.state.step}; lower `lr`", parameters=("lr",)

@@ -42,6 +42,12 @@ class TrainOptions:
     val_images: int = DEFAULT_TRAIN_VAL_IMAGES
     fp16_weights: bool = False
     """Store best.pt in half precision (half the size; it loads into a float32 model unchanged)."""
+    augment: bool = False
+    """Photo-like distortions of training images (`retrieval.training.augment`) instead of open_clip's crop."""
+    hard_negatives: bool = False
+    """Batches of anchors with same-colour-other-shape and same-shape-other-count partners (generated data)."""
+    match_targets: bool = False
+    """Count every caption in a batch that is true of an image as its match (generated data)."""
 
 
 RUNTIME_OPTIONS = ("workers", "device", "eval_every", "val_images", "fp16_weights", "max_steps")

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from indexer.bench_attributes import bench_attributes
 from indexer.bench_recall import bench_recall
 from indexer.cli import cli
-from indexer.demo import DEMO_TEXT_QUERIES, reference_spec
+from indexer.demo import DEMO_QUERIES, DEMO_SEED, DEMO_SPLIT, DEMO_TEXT_QUERIES, reference_spec
 from indexer.pipeline import index_folders
 from retrieval.library import Library
 from retrieval.quality.captions import load_captions
@@ -67,40 +68,50 @@ def _shown(indexed: Indexed, query: str, k: int) -> list[dict[str, Any]]:
         ("a striped black background", "texture", "striped"),
         ("a dotted orange background", "texture", "dotted"),
         ("a checkered white background", "texture", "checkered"),
+        ("three circles", "count", 3),
+        ("stars", "shape", "star"),
+        ("crosses on the left", "position", "left"),
+        ("large stars", "size", "large"),
     ],
 )
 def test_text_query_puts_images_with_the_attribute_on_top(
     indexed: Indexed, query: str, attribute: str, value: object
 ) -> None:
-    """At least 4 of the top 5 images for a query show the attribute it names (chance: 1 in 3 to 1 in 8)."""
+    """At least 4 of the top 5 images for a query show the attribute it names (chance: 1 in 2 to 1 in 8)."""
     shown = [scene[attribute] for scene in _shown(indexed, query, 5)]
     assert sum(found == value for found in shown) >= 4, f"{query!r}: top 5 {attribute}s are {shown}"
 
 
-def test_short_queries_find_the_shape_named_well_above_chance(indexed: Indexed) -> None:
-    """Shape is the reference model's weakest attribute (objects are 8-14 px at its 64 px input), so this pins
-    a floor, not perfection: over five colour+shape queries, the top 5 show the shape named at least 9 times
-    out of 25 (chance: 5). Measured when the model was committed: 11 of 25."""
-    queries = {"red circles": "circle", "blue squares": "square", "yellow stars": "star", "white crosses": "cross"}
-    queries["green triangles"] = "triangle"
-    hits = sum(scene["shape"] == shape for query, shape in queries.items() for scene in _shown(indexed, query, 5))
-    assert hits >= 9, f"only {hits}/25 of the top 5 images show the shape the query names"
+def test_attribute_precision_on_unseen_scenes(indexed: Indexed, tmp_path: Path) -> None:
+    """The attribute benchmark through the engine on these 240 unseen scenes. Floors a little under what the
+    committed model measured here (P@3: shape 100, colour 100, count 91.1, size 93.3, position 66.7;
+    colour+shape P@1 72.5, with only about 6 pictures per pair in 240, some held-out pairs among them);
+    the v1 model measured shape 50, count 31, position 13 on its own test split."""
+    with Library(tmp_path / "bench", create=True) as library:
+        report = bench_attributes(library, library.encoder(reference_spec()), indexed.captions_file)
+    table = report.precision.table
+    floors = {"shape": 90, "colour": 90, "count": 80, "size": 80, "position": 50, "background": 90, "texture": 90}
+    for attribute, floor in floors.items():
+        assert table[attribute]["P@3"] >= floor, (attribute, table)
+    assert table["colour+shape"]["P@1"] >= 60, table
 
 
 def test_full_description_finds_its_scene_first(indexed: Indexed) -> None:
-    """A caption naming every attribute of a scene ranks an image matching all of them first, most of the time."""
+    """A caption naming every attribute of a scene ranks an image matching shape, colour, count, background and
+    texture first, nearly always (measured: 40 of 40)."""
     records = [json.loads(line) for line in indexed.captions_file.read_text().splitlines()][:40]
     exact = 0
+    names = ("shape", "colour", "count", "background", "texture")
     for record in records:
         top = _shown(indexed, record["captions"][0], 1)[0]
-        exact += all(top[name] == record["scene"][name] for name in ("shape", "colour", "background", "texture"))
-    assert exact >= 30, f"only {exact}/40 full captions found a scene with the same shape, colour and background"
+        exact += all(top[name] == record["scene"][name] for name in names)
+    assert exact >= 34, f"only {exact}/40 full captions found a scene with the same {', '.join(names)}"
 
 
 def test_similar_images_share_attributes_far_above_chance(indexed: Indexed) -> None:
     """The 3 nearest images of a scene share its colour and background far more often than chance (measured:
-    0.67 and 0.73 against 0.125 and 0.14). Shape is not asserted: image-to-image similarity of this small
-    model is dominated by colours (shape agreement was at chance, 0.20), which the closing note reports."""
+    0.51 and 0.57 against 0.125 and 0.14), and its shape and count too (0.58 and 0.68 against 0.2 and 0.33;
+    the v1 model's shape agreement was at chance)."""
     shared = dict.fromkeys(CHANCE, 0.0)
     queries = sorted(indexed.scenes)[:30]
     for path in queries:
@@ -111,16 +122,20 @@ def test_similar_images_share_attributes_far_above_chance(indexed: Indexed) -> N
     rates = {name: count / (3 * len(queries)) for name, count in shared.items()}
     for name in ("colour", "background"):
         assert rates[name] >= 3 * CHANCE[name], f"similar images share {name} at rate {rates[name]:.2f}: {rates}"
+    for name in ("shape", "count"):
+        assert rates[name] >= 1.8 * CHANCE[name], f"similar images share {name} at rate {rates[name]:.2f}: {rates}"
 
 
 def test_recall_on_unseen_scenes_is_far_above_chance(indexed: Indexed, tmp_path: Path) -> None:
-    """Through the engine (indexer + FAISS), R@10 both ways is far above the 4% that chance gives."""
+    """Through the engine (indexer + FAISS), R@10 both ways is far above the 4% that chance gives, and R@1
+    text->image is high."""
     with Library(tmp_path / "bench", create=True) as library:
         report = bench_recall(library, library.encoder(reference_spec()), load_captions(indexed.captions_file))
     assert report.images == 240 and report.captions == 720
     assert report.index_matches_exact
     assert report.index.text_to_image[10] >= 60.0, report.to_json()
     assert report.index.image_to_text[10] >= 60.0, report.to_json()
+    assert report.index.text_to_image[1] >= 85.0, report.to_json()  # measured 99.2 on these 240
     assert "checkpoint sha256:" in report.model
 
 
@@ -130,6 +145,8 @@ def test_demo_runs_end_to_end_offline_and_reuses_its_folder(tmp_path: Path) -> N
     assert first.exit_code == 0, first.output
     for query in DEMO_TEXT_QUERIES:
         assert f'search "{query}"' in first.output
+    assert "precision:" in first.output and "✓" in first.output
+    assert "| colour+shape |" in first.output and "showcase precision@3" in first.output
     assert "similar to" in first.output and "shows:" in first.output
     assert "R@1" in first.output and "text->image" in first.output
     assert "60 embedded" in first.output
@@ -137,3 +154,19 @@ def test_demo_runs_end_to_end_offline_and_reuses_its_folder(tmp_path: Path) -> N
     again = runner.invoke(cli, ["demo", "--folder", str(tmp_path / "demo"), "--images", "60"])
     assert again.exit_code == 0, again.output
     assert "0 embedded, 60 unchanged" in again.output
+
+
+def test_demo_set_holds_three_pictures_for_every_showcase_query() -> None:
+    """With the default 300 images, every showcase query can have 3 right hits: the scenes (seed DEMO_SEED,
+    the same in every style) hold at least 3 pictures with all the attributes it asks for. No model needed."""
+    import random
+
+    from retrieval.config import DEFAULT_DEMO_IMAGES
+    from retrieval.quality.scenes import sample_scene
+
+    scenes = [
+        sample_scene(random.Random(f"clipsearch-scenes/{DEMO_SEED}/{DEMO_SPLIT}/{index}"), held_out=None).to_json()
+        for index in range(DEFAULT_DEMO_IMAGES)
+    ]
+    for query in DEMO_QUERIES:
+        assert sum(query.matches(scene) for scene in scenes) >= 3, query.text

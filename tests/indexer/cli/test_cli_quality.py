@@ -78,13 +78,15 @@ def test_generate_dataset_writes_splits_and_prints_a_line_each(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 2
-    assert re.fullmatch(rf"\s*train: 8 images, 24 captions -> {re.escape(str(folder / 'train.jsonl'))}", lines[0])
+    # style v2 (the default): 3 full captions per image, and 3 short ones more in training splits
+    assert re.fullmatch(rf"\s*train: 8 images, 48 captions -> {re.escape(str(folder / 'train.jsonl'))}", lines[0])
     assert re.fullmatch(rf"\s*val: 4 images, 12 captions -> {re.escape(str(folder / 'val.jsonl'))}", lines[1])
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["parameters"]["sizes"] == {"train": 8, "val": 4}
-    for split, count in (("train", 8), ("val", 4)):
+    assert manifest["generator"] == "clipsearch.scenes v3"
+    for split, count, captions in (("train", 8, 6), ("val", 4, 3)):
         data = load_captions(folder / f"{split}.jsonl")
-        assert len(data) == count and len(data.captions) == 3 * count
+        assert len(data) == count and len(data.captions) == captions * count
         assert all(path.parent == folder / "images" / split for path in data.images)
         with Image.open(data.images[0]) as image:
             assert image.size == (32, 32)
@@ -103,6 +105,19 @@ def test_generate_dataset_again_is_a_no_op_and_other_parameters_are_refused(tmp_
     other = invoke("generate-dataset", folder, "--size", "val=3", "--image-size", "48")
     output = assert_clean_failure(other)
     assert "other parameters" in output and str(folder) in output
+
+
+def test_generate_dataset_styles_v1_and_sketch(tmp_path: Path) -> None:
+    """--style v1 writes the first generator's data (its manifest name); --style sketch writes test splits
+    and refuses a training split with a one-line error."""
+    v1 = invoke("generate-dataset", tmp_path / "v1", "--style", "v1", "--size", "train=4", "--image-size", "32")
+    assert v1.exit_code == 0, v1.output
+    assert "train: 4 images, 12 captions" in v1.stdout
+    assert json.loads((tmp_path / "v1" / "manifest.json").read_text())["generator"] == "clipsearch.scenes v2"
+    sketch = invoke("generate-dataset", tmp_path / "sk", "--style", "sketch", "--size", "test=3", "--image-size", "32")
+    assert sketch.exit_code == 0, sketch.output
+    refused = invoke("generate-dataset", tmp_path / "bad", "--style", "sketch", "--size", "train=3")
+    assert "evaluation only" in assert_clean_failure(refused)
 
 
 @pytest.mark.parametrize("value", ["train:8", "train=", "train=many", "train=-1", "=5"])
@@ -231,6 +246,33 @@ def exact_recall_of_library(library_dir: Path, captions: Path, encoder: Encoder,
         assert len(ids) == len(data)
         vectors = library.load_index(gpu="never").reconstruct(ids)
     return recall_at_k(vectors, encoder.encode_texts(list(data.captions)), data.caption_image, ks)
+
+
+def test_bench_attributes_table_and_json(scenes: Scenes, tiny_config: Path) -> None:
+    """The table has one row per attribute with the numbers --json gives; every query is in the JSON with
+    its precision; a split without scenes (a plain captions file) fails in one line."""
+    result = invoke("bench", "attributes", scenes.val, *tiny_args(tiny_config), "-k", "1", "-k", "3")
+    assert result.exit_code == 0, result.output
+    report = ok_json(invoke("bench", "attributes", scenes.val, *tiny_args(tiny_config), "-k", "1", "-k", "3", "--json"))
+    assert report["images"] == VAL_IMAGES and report["ks"] == [1, 3]
+    assert list(report["attributes"]) == [
+        "shape",
+        "colour",
+        "count",
+        "size",
+        "position",
+        "background",
+        "texture",
+        "colour+shape",
+    ]
+    assert len(report["queries"]) == sum(int(row["queries"]) for row in report["attributes"].values())
+    for attribute, row in report["attributes"].items():
+        line = f"| {attribute} | {int(row['queries'])} | {row['P@1']:.1f} | {row['P@3']:.1f} |"
+        assert line in result.stdout, result.stdout
+    plain = scenes.folder / "plain.csv"
+    plain.write_text(f"image,caption\n{scenes.folder / 'images' / 'val' / '000000.jpg'},a picture\n")
+    failed = invoke("bench", "attributes", plain, *tiny_args(tiny_config))
+    assert_clean_failure(failed)
 
 
 def test_bench_recall_table(scenes: Scenes, tiny_config: Path) -> None:

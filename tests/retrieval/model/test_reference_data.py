@@ -24,8 +24,8 @@ from retrieval.model.specs import load_config_file
 ROOT = Path(__file__).resolve().parents[3]
 SITE = Path(retrieval.__file__).resolve().parent.parent  # where the `retrieval` package sits
 SHIPPED = ("reference.json", "reference.pt", "tiny.json")
-REFERENCE_CHECKPOINT_SHA256 = "dcebde22c8b2272323461e328a1bf29c704fa1cde93e29e4fdd9f3ed2c9fb553"
-"""sha256 of reference.pt as trained and committed (f9ea28b, then data/models/reference.pt)."""
+REFERENCE_CHECKPOINT_SHA256 = "387e1851d746eaf638482ffd6345a5f1d750b02a2100e158a6f2f420e88b5413"
+"""sha256 of reference.pt as trained and committed (v2, branch model; v1 was dcebde22c8b22723...)."""
 
 
 def _sha256(data: bytes) -> str:

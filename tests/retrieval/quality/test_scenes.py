@@ -6,6 +6,7 @@ Datasets are generated into tmp folders at 64 px (a few dozen images, well under
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -21,9 +22,11 @@ from PIL import Image
 from retrieval.errors import DatasetError
 from retrieval.quality.captions import load_captions
 from retrieval.quality.scene_dataset import (
+    GENERATORS,
     HELD_OUT_POLICY,
     MANIFEST,
     PARTIAL_CAPTION_SPLITS,
+    SHORT_CAPTIONS_PER_IMAGE,
     GeneratedDataset,
     generate_dataset,
 )
@@ -39,7 +42,10 @@ from retrieval.quality.scenes import (
     POSITIONS,
     SHAPES,
     TEXTURES,
+    V1,
+    V2,
     Scene,
+    Style,
     _pattern_colour,
     captions_of,
     render,
@@ -68,7 +74,18 @@ def _generate(folder: Path, **overrides: Any) -> GeneratedDataset:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> GeneratedDataset:
+    """The default style (v2)."""
     return _generate(tmp_path_factory.mktemp("scenes") / "data")
+
+
+@pytest.fixture(scope="module")
+def dataset_v1(tmp_path_factory: pytest.TempPathFactory) -> GeneratedDataset:
+    return _generate(tmp_path_factory.mktemp("scenes-v1") / "data", style="v1")
+
+
+def _captions_per_image(split: str, style: str) -> int:
+    """v1: CAPTIONS everywhere; v2: CAPTIONS full ones, and short ones after them in training splits."""
+    return CAPTIONS + (SHORT_CAPTIONS_PER_IMAGE if style == "v2" and split in PARTIAL_CAPTION_SPLITS else 0)
 
 
 def _records(folder: Path, split: str) -> list[dict[str, Any]]:
@@ -87,7 +104,7 @@ def _object_mask(image: Image.Image, colour: str, tolerance: int = OBJECT_TOLERA
 
 
 def _in_stated_part(mask: np.ndarray, position: str) -> float:
-    """Fraction of the mask's pixels in the half (or, for center, the middle box) the position names."""
+    """Fraction of the mask's pixels in the half (or, for center, the middle box 0.15-0.85) the position names."""
     height, width = mask.shape
     ys, xs = np.nonzero(mask)
     inside = {
@@ -95,7 +112,7 @@ def _in_stated_part(mask: np.ndarray, position: str) -> float:
         "right": xs >= width / 2,
         "top": ys < height / 2,
         "bottom": ys >= height / 2,
-        "center": (xs >= 0.2 * width) & (xs < 0.8 * width) & (ys >= 0.2 * height) & (ys < 0.8 * height),
+        "center": (xs >= 0.15 * width) & (xs < 0.85 * width) & (ys >= 0.15 * height) & (ys < 0.85 * height),
     }[position]
     return float(inside.mean())
 
@@ -166,6 +183,7 @@ def test_manifest_records_parameters_and_held_out_policy(dataset: GeneratedDatas
     """The manifest on disk names the held-out pairs, each split's policy, counts and caption digest."""
     manifest = json.loads((dataset.folder / MANIFEST).read_text())
     assert manifest == dataset.manifest
+    assert manifest["generator"] == GENERATORS["v2"] == "clipsearch.scenes v3"
     assert [tuple(pair) for pair in manifest["held_out_pairs"]] == list(HELD_OUT_PAIRS)
     assert manifest["parameters"] == {
         "seed": SEED,
@@ -184,7 +202,7 @@ def test_manifest_records_parameters_and_held_out_policy(dataset: GeneratedDatas
     for split, count in SIZES.items():
         info = manifest["splits"][split]
         assert info["images"] == count
-        assert info["captions"] == count * CAPTIONS
+        assert info["captions"] == count * _captions_per_image(split, "v2")
         assert dataset.split_file(split) == dataset.folder / f"{split}.jsonl"
 
 
@@ -228,14 +246,14 @@ def _check_consistent(caption: str, scene: dict[str, Any]) -> None:
     assert named(several) <= {scene["count"]}, (caption, scene)
 
 
-def test_dataset_captions_describe_their_scene(dataset: GeneratedDataset) -> None:
-    """Every caption is true of its scene and one image's captions are distinct. Evaluation splits have full
-    captions only; training splits end each image's captions with a partial one (only some attributes)."""
+def test_v1_dataset_captions_describe_their_scene(dataset_v1: GeneratedDataset) -> None:
+    """v1: every caption is true of its scene and one image's captions are distinct. Evaluation splits have
+    full captions only; training splits end each image's captions with a partial one (only some attributes)."""
     assert {"train", "heldout-train"} <= PARTIAL_CAPTION_SPLITS
     assert not PARTIAL_CAPTION_SPLITS & {"val", "test", "heldout-test"}
     for split in SIZES:
         partial = 0
-        for record in _records(dataset.folder, split):
+        for record in _records(dataset_v1.folder, split):
             captions = record["captions"]
             assert len(captions) == CAPTIONS
             assert len(set(captions)) == CAPTIONS, captions
@@ -249,6 +267,44 @@ def test_dataset_captions_describe_their_scene(dataset: GeneratedDataset) -> Non
             assert partial >= 0.9 * SIZES[split], split
         else:
             assert partial == 0, split
+
+
+def test_v2_dataset_has_full_captions_and_short_ones_in_training_splits(dataset: GeneratedDataset) -> None:
+    """v2: CAPTIONS full captions per image everywhere; training splits add SHORT_CAPTIONS_PER_IMAGE short,
+    query-like ones (none full), all true of the scene and distinct."""
+    for split in SIZES:
+        for record in _records(dataset.folder, split):
+            captions = record["captions"]
+            assert len(captions) == len(set(captions)) == _captions_per_image(split, "v2"), captions
+            for caption in captions:
+                _check_consistent(caption, record["scene"])
+            for caption in captions[:CAPTIONS]:
+                _check_caption(caption, record["scene"])
+            for caption in captions[CAPTIONS:]:
+                assert not _is_full(caption, record["scene"]) and len(caption.split()) <= 7, caption
+
+
+def test_v1_style_reproduces_the_first_generator_exactly(tmp_path: Path) -> None:
+    """Style v1 writes what the first generator wrote (captions digests and pixels, measured with the code
+    before style v2 existed): the first reference model's data and README commands stay reproducible."""
+    made = generate_dataset(tmp_path / "v1", seed=3, sizes={"train": 12, "test": 8}, image_size=32, style="v1")
+    assert made.manifest["generator"] == "clipsearch.scenes v2"
+    digests = {split: info["captions_sha256"] for split, info in made.manifest["splits"].items()}
+    assert digests == {
+        "train": "4dcdd8e8b291677cc5ab9c30b0e9020cc7709a892511dd409295458df266afbc",
+        "test": "fe901745f8fcc49bb4c34d850badabc0d2115193abbe0982277d1327230b4150",
+    }
+    first = (tmp_path / "v1" / "images" / "test" / "000000.jpg").read_bytes()
+    assert hashlib.sha256(first).hexdigest()[:16] == "98f5a675f47ddccb"
+
+
+def test_sketch_style_is_refused_for_training_splits(tmp_path: Path) -> None:
+    """The second renderer is for evaluation: asking it for a training split is refused, nothing written."""
+    with pytest.raises(DatasetError, match=r"evaluation only.*train"):
+        generate_dataset(tmp_path / "sketch", sizes={"train": 4, "test": 4}, image_size=32, style="sketch")
+    assert not (tmp_path / "sketch").exists()
+    with pytest.raises(DatasetError, match="unknown `style`"):
+        generate_dataset(tmp_path / "other", sizes={"test": 4}, style="v9")
 
 
 def test_captions_cover_every_attribute_value() -> None:
@@ -298,7 +354,7 @@ def test_splits_load_as_captioned_datasets_of_real_images(dataset: GeneratedData
     for split, count in SIZES.items():
         data = load_captions(dataset.folder / f"{split}.jsonl")
         assert len(data) == count
-        assert len(data.captions) == count * CAPTIONS
+        assert len(data.captions) == count * _captions_per_image(split, "v2")
         assert data.skipped_missing == 0
         records = _records(dataset.folder, split)
         assert [str(path) for path in data.images] == [str(dataset.folder / r["image"]) for r in records]
@@ -421,8 +477,9 @@ def test_progress_reports_done_and_total_per_split(tmp_path: Path) -> None:
 # --- rendering -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("style", [V1, V2], ids=["v1", "v2"])
 @pytest.mark.parametrize("position", POSITIONS)
-def test_render_places_objects_in_the_stated_region(position: str) -> None:
+def test_render_places_objects_in_the_stated_region(position: str, style: Style) -> None:
     """Red objects on a blue background (any texture, shape, count): >= 99 % of red pixels lie in the stated
     half (middle box for center), and the opposite half holds none."""
     opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
@@ -430,7 +487,7 @@ def test_render_places_objects_in_the_stated_region(position: str) -> None:
         for count in COUNTS:
             for texture in TEXTURES:
                 scene = Scene(shape, "red", "large", count, position, "blue", texture)
-                image = render(scene, random.Random(f"{shape}/{count}/{texture}"), SIZE)
+                image = render(scene, random.Random(f"{shape}/{count}/{texture}"), SIZE, style)
                 assert image.size == (SIZE, SIZE) and image.mode == "RGB"
                 mask = _object_mask(image, "red")
                 assert mask.sum() >= 40, scene
@@ -439,13 +496,14 @@ def test_render_places_objects_in_the_stated_region(position: str) -> None:
                     assert _in_stated_part(mask, opposite[position]) <= 0.01, scene
 
 
-def test_render_size_and_colour_follow_the_scene() -> None:
+@pytest.mark.parametrize("style", [V1, V2], ids=["v1", "v2"])
+def test_render_size_and_colour_follow_the_scene(style: Style) -> None:
     """A large object covers clearly more pixels than a small one; the background is its nominal colour."""
     for shape in SHAPES:
         areas = {}
         for size in ("small", "large"):
             scene = Scene(shape, "yellow", size, 1, "center", "black", "plain")
-            image = render(scene, random.Random(shape), SIZE)
+            image = render(scene, random.Random(shape), SIZE, style)
             areas[size] = int(_object_mask(image, "yellow").sum())
             background = _object_mask(image, "black")
             assert background.sum() + areas[size] == SIZE * SIZE
@@ -458,3 +516,21 @@ def test_render_is_a_pure_function_of_the_rng() -> None:
     first = np.asarray(render(scene, random.Random("a"), SIZE))
     assert np.array_equal(first, np.asarray(render(scene, random.Random("a"), SIZE)))
     assert not np.array_equal(first, np.asarray(render(scene, random.Random("b"), SIZE)))
+
+
+def test_v2_objects_are_a_sixth_of_the_canvas_or_more_and_whole() -> None:
+    """v2: the smallest object spans at least 0.14 of the canvas (nominal diameter 0.17, about a sixth; v1's
+    small ones: 0.13 nominal, at a 64 px input 8 px), and no object
+    of any size, count or position touches the canvas edge (training crops cut nothing of it)."""
+    spans = []
+    for shape in SHAPES:
+        for position in POSITIONS:
+            for count in COUNTS:
+                for size in ("small", "large"):
+                    scene = Scene(shape, "red", size, count, position, "blue", "plain")
+                    mask = _object_mask(render(scene, random.Random(f"{shape}{position}{count}"), 128, V2), "red")
+                    ys, xs = np.nonzero(mask)
+                    assert min(xs.min(), ys.min()) >= 4 and max(xs.max(), ys.max()) <= 123, scene
+                    if count == 1:
+                        spans.append((max(xs.max() - xs.min(), ys.max() - ys.min()) + 1) / 128)
+    assert min(spans) >= 0.14, min(spans)

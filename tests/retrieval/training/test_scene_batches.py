@@ -1,0 +1,145 @@
+"""Tests of training.scene_batches: hard-negative batches, match targets and the loss that uses them."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from open_clip.loss import ClipLoss
+
+from retrieval.errors import TrainingError
+from retrieval.model.specs import ModelSpec
+from retrieval.quality.captions import CaptionedDataset, load_captions
+from retrieval.quality.scenes import sample_scene
+from retrieval.training import TrainOptions, train
+from retrieval.training.batches import iterate_epoch
+from retrieval.training.scene_batches import SceneLabels, hard_negative_batches, match_targets, soft_clip_loss
+from tests.retrieval.training.runs import BASE
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _scene(shape: str, colour: str, count: int) -> dict[str, Any]:
+    return {"shape": shape, "colour": colour, "count": count}
+
+
+def test_labels_read_every_generated_image_and_caption(scenes: Any) -> None:
+    train_data: CaptionedDataset = scenes[0]
+    labels = SceneLabels.of(train_data)
+    assert all(scene is not None for scene in labels.scenes)
+    assert len(labels.wants) == len(train_data.captions) and all(labels.wants)
+
+
+def test_labels_refuse_captions_that_describe_no_scene(tmp_path: Path, scenes: Any) -> None:
+    image = scenes[0].images[0]
+    captions = tmp_path / "photos.csv"
+    captions.write_text(f"image,caption\n{image},a dog on the beach\n{scenes[0].images[1]},a cat\n")
+    with pytest.raises(TrainingError, match="generate_dataset"):
+        SceneLabels.of(load_captions(captions))
+
+
+def test_hard_negative_batches_hold_look_alikes_and_are_a_function_of_seed_and_epoch() -> None:
+    """Anchors come with a same-colour-other-shape, a same-shape-other-count and a same-shape-elsewhere
+    partner; batches hold distinct images and repeat for the same (seed, epoch)."""
+    rng = random.Random(0)
+    scenes = [sample_scene(rng, held_out=None).to_json() for _ in range(600)]
+    batches = hard_negative_batches(scenes, 12, seed=1, epoch=0, batches=20)
+    assert len(batches) == 20 and all(len(batch) == len(set(batch)) == 12 for batch in batches)
+    assert batches == hard_negative_batches(scenes, 12, seed=1, epoch=0, batches=20)
+    assert batches != hard_negative_batches(scenes, 12, seed=1, epoch=1, batches=20)
+
+    def partnered(offset: int, same: str, other: str) -> float:
+        """Share of the anchors (every 4th image) whose image `offset` places later is such a partner."""
+        groups = [batch[start : start + 4] for batch in batches for start in range(0, 12, 4)]
+        return sum(
+            scenes[g[0]][same] == scenes[g[offset]][same] and scenes[g[0]][other] != scenes[g[offset]][other]
+            for g in groups
+        ) / len(groups)
+
+    # by chance (a shuffled order) these shares would be about 0.1, 0.13 and 0.16
+    assert partnered(1, "colour", "shape") >= 0.9
+    assert partnered(2, "shape", "count") >= 0.9
+    assert partnered(3, "shape", "position") >= 0.9
+    first = [scenes[i] for i in batches[0][:4]]  # an anchor and its three partners, in order
+    assert first[1]["colour"] == first[0]["colour"] and first[1]["shape"] != first[0]["shape"]
+    assert first[2]["shape"] == first[0]["shape"] and first[2]["count"] != first[0]["count"]
+    assert first[3]["shape"] == first[0]["shape"] and first[3]["position"] != first[0]["position"]
+
+
+def test_match_targets_mark_every_caption_true_of_an_image() -> None:
+    labels = SceneLabels(
+        scenes=(
+            {"shape": "circle", "colour": "red", "count": 3, "size": "large"},
+            {"shape": "circle", "colour": "red", "count": 2, "size": "large"},
+            {"shape": "square", "colour": "red", "count": 3, "size": "large"},
+            None,
+        ),
+        wants=(
+            {"shape": frozenset({"circle"}), "count": frozenset({3})},  # "three circles"
+            {"colour": frozenset({"red"}), "shape": frozenset({"circle"})},  # "red circles"
+            {"colour": frozenset({"red"})},  # "something red"
+            {},
+        ),
+    )
+    targets = match_targets(labels, images=[0, 1, 2, 3], captions=[0, 1, 2, 3])
+    expected = torch.tensor(
+        [
+            [1, 1, 1, 0],  # three red circles: all three captions
+            [0, 1, 1, 0],  # two red circles: not "three circles"
+            [0, 0, 1, 0],  # three red squares: "something red" only
+            [0, 0, 0, 1],  # unknown scene: its own caption only
+        ],
+        dtype=torch.float32,
+    )
+    assert torch.equal(targets, expected)
+
+
+def test_soft_loss_with_one_match_per_row_is_clip_loss() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
+    texts = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
+    scale = torch.tensor(10.0)
+    ours = soft_clip_loss(images, texts, scale, torch.eye(6))
+    assert torch.allclose(ours, ClipLoss()(images, texts, scale))
+    shared = torch.eye(6)
+    shared[0, 1] = 1.0  # caption 1 is true of image 0 too: no longer a negative there
+    assert soft_clip_loss(images, texts, scale, shared) != ours
+
+
+def test_batches_carry_targets_and_training_with_all_options_runs(
+    tiny_spec: ModelSpec, scenes: Any, tmp_path: Path
+) -> None:
+    """With labels each batch carries its targets (diagonal included); a run with augment, hard negatives and
+    match targets trains, evaluates and saves like any other, and resumes to the same weights."""
+    from retrieval.model.loading import load_model
+
+    loaded = load_model(tiny_spec, warn_random=False)
+    labels = SceneLabels.of(scenes[0])
+    batch = next(
+        iterate_epoch(
+            scenes[0],
+            batch_size=8,
+            seed=0,
+            epoch=0,
+            start_batch=0,
+            transform=loaded.train_transform,
+            tokenizer=loaded.tokenizer,
+            workers=0,
+            labels=labels,
+            hard_negatives=True,
+        )
+    )
+    assert batch.targets is not None and batch.targets.shape == (8, 8)
+    assert torch.all(batch.targets.diagonal() == 1)
+    options = TrainOptions(**(BASE.__dict__ | {"augment": True, "hard_negatives": True, "match_targets": True}))
+    report = train(tiny_spec, scenes[0], tmp_path / "run", options, val_data=scenes[1])
+    assert report.steps == 12 and report.best_checkpoint.is_file()
+    stopped = TrainOptions(**(options.__dict__ | {"max_steps": 5}))
+    train(tiny_spec, scenes[0], tmp_path / "resumed", stopped)
+    resumed = train(tiny_spec, scenes[0], tmp_path / "resumed", options, val_data=scenes[1], resume=True)
+    first = torch.load(report.output / "last.pt", weights_only=True)["state_dict"]
+    second = torch.load(resumed.output / "last.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(first[name], second[name]) for name in first)
