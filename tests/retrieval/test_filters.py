@@ -27,7 +27,7 @@ def store(tmp_path: Path) -> Iterator[tuple[Store, dict[str, int]]]:
     for folder in ("a/sub", "ab"):
         (tmp_path / folder).mkdir(parents=True)
     paths = ["a/1.jpg", "a/sub/2.jpg", "ab/3.jpg", "4.jpg"]
-    opened = Store(f"sqlite:///{tmp_path / 'library.db'}")
+    opened = Store(f"sqlite:///{tmp_path / 'library.db'}", create=True)
     ids = {}
     with opened.writer() as writer:
         for n, path in enumerate(paths):
