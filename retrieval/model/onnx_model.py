@@ -129,9 +129,11 @@ class OnnxModel:
 
     def _export_from(self, loaded: LoadedModel, wanted: str) -> None:
         from retrieval.model import onnx_export
+        from retrieval.storage.opening import private_folder
 
-        self.folder.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: exports carry the weights
-        self.folder.path.mkdir(mode=0o700, exist_ok=True)
+        # private (0700 whatever the umask), the library folder too when this creates it: exports carry the weights
+        for folder in (self.folder.root.parent, self.folder.root, self.folder.path):
+            private_folder(folder)
         base = self._base_facts(loaded)
         for tower in ("image", "text"):
             if self.folder.verified(tower) is None or (tower == "text" and wanted == "text"):

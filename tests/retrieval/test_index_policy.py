@@ -16,6 +16,7 @@ from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.storage.records import FileMetadata
+from retrieval.storage.vectors import as_stored
 from tests import imagefactory as factory
 from tests.libcheck import assert_index_matches_store, unit_vectors
 
@@ -70,7 +71,7 @@ def growing(tmp_path: Path, tiny_encoder: Encoder, small_threshold: None) -> Ite
 def _add(library: Library, ids: list[int], count: int, seed: int) -> None:
     """What an index run does: load the index, commit rows, mirror them in the index, save it."""
     index = library.load_index(gpu="never")
-    vectors = unit_vectors(count, seed, library.dim() or 1)
+    vectors = as_stored(unit_vectors(count, seed, library.dim() or 1))  # float16-rounded, as the store keeps them
     with library.store.writer() as writer:
         new = [
             writer.upsert_image(FileMetadata(f"/fake/{seed}/{n}.jpg", n, n, f"h{seed}-{n}"), vectors[n], "tiny")

@@ -213,3 +213,20 @@ def test_auto_falls_back_to_torch_when_it_cannot_export(
     expected = Encoder(tiny_spec, device="cpu", backend="torch")
     np.testing.assert_allclose(vectors, expected.encode_images(images[:3]), atol=TOLERANCE)
     np.testing.assert_allclose(auto.encode_texts(TEXTS), expected.encode_texts(TEXTS), atol=TOLERANCE)
+
+
+def test_an_export_into_a_new_library_keeps_the_library_private(
+    tiny_spec: ModelSpec, tmp_path: Path, images: list[Image.Image]
+) -> None:
+    """The export is a model's first write into a new library (before any row): under umask 022 the library
+    folder it creates is 0700, as the store would have made it, not 0755."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        with Library(tmp_path / "new-library", create=True) as library:
+            library.encoder(tiny_spec, backend="onnx").encode_images(images[:1])
+    finally:
+        os.umask(previous)
+    for folder in (tmp_path / "new-library", tmp_path / "new-library" / ONNX_FOLDER):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
