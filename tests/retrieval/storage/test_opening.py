@@ -38,6 +38,7 @@ from retrieval.errors import (
 )
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
+from retrieval.model.specs import ModelSpec
 from retrieval.search import Searcher
 from retrieval.storage import migrations
 from retrieval.storage.records import FileMetadata
@@ -46,6 +47,10 @@ from tests import imagefactory
 from tests.libcheck import unit_vectors
 
 _FORK = multiprocessing.get_context("fork")  # children inherit the imports: nothing left to read as nobody
+_RACE = multiprocessing.get_context("forkserver")
+"""Racing runs fork from a clean single-threaded server that has this module imported: forking the test
+process itself (its SQLAlchemy pools, torch and faiss threads) can leave a child stuck on a lock that another
+thread held at the fork, which then holds the database's write lock until the others time out."""
 _NOBODY = 65534
 DIM = 8
 
@@ -172,8 +177,9 @@ def test_an_existing_library_keeps_its_modes(tmp_path: Path) -> None:
     assert stat.S_IMODE((folder / DATABASE_FILE).stat().st_mode) == 0o640
 
 
-def _first_run(folder: str, encoder: Encoder, start: Any, n: int) -> None:
+def _first_run(folder: str, spec: ModelSpec, start: Any, n: int) -> None:
     """Child process: what a first `index` run does to the store, from a fresh folder, all children at once."""
+    encoder = Encoder(spec, device="cpu")
     start.wait()
     try:
         with Library(folder, create=True) as library:
@@ -192,10 +198,13 @@ def _first_run(folder: str, encoder: Encoder, start: Any, n: int) -> None:
 def test_racing_first_runs_create_one_library(tmp_path: Path, tiny_encoder: Encoder) -> None:
     """Four first-ever runs racing on a fresh folder, fifteen times: each one writes or is told another
     process is indexing; the library is created once (each migration recorded once, the model once)."""
+    _RACE.set_forkserver_preload([__name__])
     for trial in range(15):
         folder = tmp_path / f"race-{trial}"
-        start = _FORK.Event()
-        children = [_FORK.Process(target=_first_run, args=(str(folder), tiny_encoder, start, n)) for n in range(4)]
+        start = _RACE.Event()
+        children = [
+            _RACE.Process(target=_first_run, args=(str(folder), tiny_encoder.spec, start, n)) for n in range(4)
+        ]
         for child in children:
             child.start()
         start.set()
