@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,12 +15,37 @@ from indexer.cli.output import echo_json, print_recall
 from retrieval.config import DEFAULT_DECODE_WORKERS
 
 if TYPE_CHECKING:
+    from retrieval.library import Library
+    from retrieval.model.encoder import Encoder
     from retrieval.quality.attributes import AttributePrecision
 
 
 @click.group()
 def bench() -> None:
     """Measure retrieval quality and speed."""
+
+
+def _benchmark_library_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`--library` and `--workers`, the options every benchmark that indexes its dataset takes."""
+    command = click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_DECODE_WORKERS, show_default=True)(
+        command
+    )
+    return click.option(
+        "--library",
+        "library_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="A library of the benchmark's own, kept so reruns embed nothing [default: a temporary one].",
+    )(command)
+
+
+def _benchmark_library(stack: ExitStack, library_dir: Path | None, model: ModelChoice) -> tuple[Library, Encoder]:
+    """The benchmark's library (`library_dir`, else a temporary folder that `stack` removes) and its encoder."""
+    from retrieval.library import Library  # model code loads with a command, not with --help
+
+    folder = library_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clipsearch-")))
+    library = stack.enter_context(Library(folder, create=True))
+    return library, model.encoder_for(library, or_default=True)
 
 
 @bench.command("recall")
@@ -31,14 +57,7 @@ def bench() -> None:
     metavar="FACTORY",
     help='Also measure an approximate faiss index, e.g. "HNSW32" or "IVF64,Flat".',
 )
-@click.option(
-    "--library",
-    "library_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="A library of the benchmark's own, kept so reruns embed nothing [default: a temporary one].",
-)
-@click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_DECODE_WORKERS, show_default=True)
+@_benchmark_library_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @model_options
 @captions_options
@@ -64,14 +83,11 @@ def recall(
       clipsearch bench recall dataset_coco.json --images-root ~/coco --split test --ann HNSW32 --json
     """
     from indexer.bench_recall import bench_recall
-    from retrieval.library import Library
     from retrieval.quality.recall import DEFAULT_KS
 
     data = reader.load(captions)
     with ExitStack() as stack:
-        folder = library_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clipsearch-")))
-        library = stack.enter_context(Library(folder, create=True))
-        encoder = model.encoder_for(library, or_default=True)
+        library, encoder = _benchmark_library(stack, library_dir, model)
         report = bench_recall(library, encoder, data, ks=ks or DEFAULT_KS, ann=ann, workers=workers)
     if as_json:
         echo_json(report.to_json())
@@ -82,14 +98,7 @@ def recall(
 @bench.command("attributes")
 @click.argument("captions", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-k", "ks", type=click.IntRange(min=1), multiple=True, help="Precision@k cut-offs [default: 1, 3, 10].")
-@click.option(
-    "--library",
-    "library_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="A library of the benchmark's own, kept so reruns embed nothing [default: a temporary one].",
-)
-@click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_DECODE_WORKERS, show_default=True)
+@_benchmark_library_options
 @click.option("--queries", "show_queries", is_flag=True, help="Also print every query's precision.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results (with every query's) as one JSON object.")
 @model_options
@@ -114,13 +123,10 @@ def attributes(
           --pretrained retrieval/model/data/reference.pt
     """
     from indexer.bench_attributes import bench_attributes
-    from retrieval.library import Library
     from retrieval.quality.attributes import DEFAULT_PRECISION_KS
 
     with ExitStack() as stack:
-        folder = library_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clipsearch-")))
-        library = stack.enter_context(Library(folder, create=True))
-        encoder = model.encoder_for(library, or_default=True)
+        library, encoder = _benchmark_library(stack, library_dir, model)
         report = bench_attributes(library, encoder, captions, ks=ks or DEFAULT_PRECISION_KS, workers=workers)
     if as_json:
         echo_json(report.to_json())
