@@ -24,18 +24,24 @@ INDEX_FILE_PREFIX = "index-"
 INDEX_FILE_SUFFIX = ".faiss"
 
 
-def default_library_dir() -> Path:
-    """Where a library lives when neither `--library` nor CLIPSEARCH_LIBRARY says: the user's data dir."""
-    env = os.environ.get(LIBRARY_ENV)
-    if env:
-        return Path(env).expanduser()
+def _user_folder(env: str, macos_folder: str, xdg_variable: str, xdg_default: str, name: str) -> Path:
+    """`env` if set; else `clipsearch/name` under the platform's folder of that kind: ~/Library/`macos_folder`
+    on macOS, LOCALAPPDATA on Windows, `xdg_variable` (default ~/`xdg_default`) elsewhere."""
+    given = os.environ.get(env)
+    if given:
+        return Path(given).expanduser()
     if sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
+        base = Path.home() / "Library" / macos_folder
     elif sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
     else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "clipsearch" / "default"
+        base = Path(os.environ.get(xdg_variable) or Path.home() / xdg_default)
+    return base / "clipsearch" / name
+
+
+def default_library_dir() -> Path:
+    """Where a library lives when neither `--library` nor CLIPSEARCH_LIBRARY says: the user's data dir."""
+    return _user_folder(LIBRARY_ENV, "Application Support", "XDG_DATA_HOME", ".local/share", "default")
 
 
 REFERENCE_CONFIG_FILE = "reference.json"
@@ -119,13 +125,4 @@ this cosine to torch's fp32 vector; its recall cost is measured with `clipsearch
 def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""
-    env = os.environ.get(ONNX_CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "clipsearch" / ONNX_FOLDER
+    return _user_folder(ONNX_CACHE_ENV, "Caches", "XDG_CACHE_HOME", ".cache", ONNX_FOLDER)
