@@ -179,7 +179,7 @@ def fp32_row(results: Results, name: str, fp16: Encoder, pixels: torch.Tensor, a
     (on the CPU, a dry run, both encoders are fp32)."""
     batch = max(args.batch_sizes)
     fp32, _ = load_encoder(name, args, "fp32", batch)
-    wall, _cpu = time_encode(fp32, pixels, 1)
+    wall, _cpu = time_encode(fp32, pixels[: 4 * batch], 1)  # fp32 is several times slower: fewer images
     sample = pixels[:64]
     cosines = np.sum(fp32.encode_image_tensors(sample) * fp16.encode_image_tensors(sample), axis=1)
     results.add(
@@ -217,6 +217,26 @@ def model_rows(results: Results, name: str, photos: Path, args: argparse.Namespa
     if args.device == "cuda":
         results.note(f"peak_gpu_memory_gb {name}", round(torch.cuda.max_memory_allocated() / 2**30, 2))
     del encoder
+
+
+def limits(cells: list[dict[str, Any]], models: list[str]) -> list[str]:
+    """One line per model and worker count: the index rate against the decode-only rate with as many
+    workers and against the encoder's best rate, and which of the two it is closer to being held by."""
+    rate = {(c["model"], c["stage"]): c["photos_per_s"] for c in cells}
+    decode = {c.get("workers"): c["photos_per_s"] for c in cells if c["stage"].startswith("decode only")}
+    lines = []
+    for name in models:
+        encode = max((r for (m, stage), r in rate.items() if m == name and stage.startswith("encoder ")), default=0.0)
+        for workers, ceiling in decode.items():
+            index = rate.get((name, f"index, {workers} workers"))
+            if index is None or not ceiling or not encode:
+                continue
+            held = "decoding" if ceiling < encode else "the encoder"
+            lines.append(
+                f"{name}: index with {workers} workers {index:.0f}/s = {index / ceiling:.0%} of decode-only "
+                f"({ceiling:.0f}/s), {index / encode:.0%} of the encoder's best ({encode:.0f}/s): {held} limits"
+            )
+    return lines
 
 
 def setup_facts(args: argparse.Namespace) -> dict[str, Any]:
@@ -279,6 +299,9 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             model_rows(results, name, photos, args, decode_rows=position == 0)
             results.note(f"model_seconds {name}", round(time.perf_counter() - started, 1))
+    summary = limits(results.data["cells"], args.models)
+    results.note("limits", summary)
+    print("\n".join(["", *summary]), flush=True)
 
 
 if __name__ == "__main__":
