@@ -11,16 +11,16 @@
 #     OUT/gpu_throughput.json    the benchmark's cells, rewritten after each one
 # Overrides for a dry run on a machine without a GPU or without wheels (py3.11 cannot take py3.12 wheels):
 #     SKIP_INSTALL=1 PYTHON=python BENCH_ARGS="--device cpu --quick" bash benchmarks/gpu/device_run.sh /tmp/out
-# Other knobs: BENCH_TIMEOUT (default 200), TEST_TIMEOUT (75), INSTALL_TIMEOUT (90), SITE (/tmp/site).
+# Other knobs: BENCH_TIMEOUT (default 170), TEST_TIMEOUT (60), INSTALL_TIMEOUT (60), SITE (/tmp/site).
 set -u
 out=${1:-${OUT:?give OUT as the first argument or in the environment}}
 mkdir -p "$out"
 PYTHON=${PYTHON:-python3}
 SITE=${SITE:-/tmp/site}
 TOTAL_S=${TOTAL_S:-530}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-200}
-TEST_TIMEOUT=${TEST_TIMEOUT:-75}
-INSTALL_TIMEOUT=${INSTALL_TIMEOUT:-90}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-170}
+TEST_TIMEOUT=${TEST_TIMEOUT:-60}
+INSTALL_TIMEOUT=${INSTALL_TIMEOUT:-60}
 BENCH_ARGS=${BENCH_ARGS:-}
 export PYTHONUNBUFFERED=1 HF_HUB_DISABLE_TELEMETRY=1
 started=$SECONDS
@@ -84,16 +84,20 @@ EOF
 }
 
 run_tests() {
-  step "CUDA and device tests (pytest, at most ${TEST_TIMEOUT} s)"
-  timeout "$(bounded "$TEST_TIMEOUT" 60)" "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m "not slow" \
+  local limit
+  limit=$(bounded "$TEST_TIMEOUT" 60)
+  step "CUDA and device tests (pytest, at most $limit s)"
+  timeout "$limit" "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m "not slow" \
     tests/retrieval/model/test_encoder_cuda.py tests/retrieval/model/test_devices.py \
     tests/retrieval/model/test_encoder.py || echo "TESTS: rc $? (124 = timed out)"
 }
 
 run_benchmark() {
-  step "GPU throughput benchmark (at most ${BENCH_TIMEOUT} s)"
+  local limit
+  limit=$(bounded "$BENCH_TIMEOUT" 30)
+  step "GPU throughput benchmark (at most $limit s)"
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-  timeout "$(bounded "$BENCH_TIMEOUT" 30)" "$PYTHON" benchmarks/gpu_throughput.py --out "$out" $BENCH_ARGS ||
+  timeout "$limit" "$PYTHON" benchmarks/gpu_throughput.py --out "$out" $BENCH_ARGS ||
     echo "BENCHMARK: rc $? (124 = timed out; $out/gpu_throughput.json holds the cells measured)"
 }
 
@@ -108,8 +112,9 @@ run_benchmark() {
 export PYTHONPATH=$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}  # the block above ran in a subshell (the pipe)
 
 if [[ -f benchmarks/gpu/train_reference.sh ]]; then
-  step "benchmarks/gpu/train_reference.sh (at most $(bounded 600 5) s)"
-  timeout "$(bounded 600 5)" bash benchmarks/gpu/train_reference.sh "$out" ||
+  limit=$(bounded 600 5)
+  step "benchmarks/gpu/train_reference.sh (at most $limit s)"
+  timeout "$limit" bash benchmarks/gpu/train_reference.sh "$out" ||
     echo "train_reference.sh: rc $? (124 = timed out)"
 else
   step "no benchmarks/gpu/train_reference.sh here: skipped"
