@@ -196,9 +196,11 @@ class Encoder:
     def _run(self, encode: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> np.ndarray:
         import torch
 
-        batch = batch.to(self.device)
+        batch = batch.to(self.device, non_blocking=True)
         if batch.is_floating_point():
-            batch = batch.to(next(self._model.parameters()).dtype)
+            # The precision's dtype, not a parameter's: open_clip's fp16 keeps some parameters (embeddings,
+            # LayerNormFp32) in fp32, so the first parameter's dtype can differ from what conv1 expects.
+            batch = batch.to({"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32))
         with torch.inference_mode():
             features = encode(batch).float()
             features = torch.nn.functional.normalize(features, dim=-1)

@@ -96,6 +96,16 @@ def test_batch_size_does_not_change_vectors(
     np.testing.assert_allclose(small.encode_texts(TEXTS), tiny_encoder.encode_texts(TEXTS), atol=1e-5)
 
 
+def test_bf16_images_match_fp32(tiny_spec: ModelSpec, images: list[Image.Image]) -> None:
+    """Half-precision weights take input of their own dtype (open_clip keeps some parameters in fp32, so
+    the first parameter's dtype is the wrong guide): bf16 on the CPU, like fp16 on a GPU, encodes images,
+    close to fp32. Before the fix it failed with "Input type (torch.FloatTensor) and weight type ..."."""
+    half = Encoder(tiny_spec, device="cpu", backend="torch", precision="bf16").encode_images(images)
+    full = Encoder(tiny_spec, device="cpu", backend="torch", precision="fp32").encode_images(images)
+    _assert_unit_float32(half, len(images), EMBED_DIM)
+    assert float(np.min(np.sum(half * full, axis=1))) > 0.98
+
+
 def test_distinct_inputs_distinct_vectors_identical_inputs_identical(
     tiny_encoder: Encoder, images: list[Image.Image]
 ) -> None:
