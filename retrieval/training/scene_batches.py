@@ -2,10 +2,10 @@
 
 On captions in the scene generator's vocabulary (`retrieval.quality.attributes.constraints_of`), each
 image's scene is read from its captions. Two things follow:
-- hard negatives (`hard_negative_batches`): a quarter of each batch are anchors, and each anchor brings an
-  image of the same colour and another shape, one of the same shape and another count, and one of the
-  same shape in another position, so the loss must tell shape, count and place apart instead of winning
-  on colour and background alone;
+- hard negatives (`hard_negative_batches`): a fifth of each batch are anchors, and each anchor brings an
+  image of the same colour and another shape, one of the same shape and another count, one of the same
+  shape in another position and one of the same shape in the other size, so the loss must tell shape,
+  count, place and size apart instead of winning on colour and background alone;
 - match targets (`match_targets`): a short caption ("three circles") is true of every image in the batch
   with three circles, not only of its own; the loss spreads each caption's target over all of them instead
   of pushing the other true images away.
@@ -53,8 +53,8 @@ def hard_negative_batches(
     scenes: Sequence[dict[str, Any] | None], batch_size: int, seed: int, epoch: int, batches: int
 ) -> list[list[int]]:
     """`batches` batches of distinct images: anchors in a shuffled order, each followed by a partner of the
-    same colour and another shape, one of the same shape and another count, and one of the same shape in
-    another position (where one exists)."""
+    same colour and another shape, one of the same shape and another count, one of the same shape in
+    another position and one of the same shape in another size (where one exists)."""
     rng = random.Random(f"hard-negatives/{seed}/{epoch}")
     by_colour: dict[str, list[int]] = defaultdict(list)
     by_shape: dict[str, list[int]] = defaultdict(list)
@@ -78,6 +78,7 @@ def hard_negative_batches(
                 _partner(rng, by_colour[scene["colour"]], scenes, "shape", scene["shape"]),
                 _partner(rng, by_shape[scene["shape"]], scenes, "count", scene["count"]),
                 _partner(rng, by_shape[scene["shape"]], scenes, "position", scene["position"]),
+                _partner(rng, by_shape[scene["shape"]], scenes, "size", scene["size"]),
             ):
                 if partner is not None and len(batch) < batch_size:
                     batch[partner] = None
