@@ -130,9 +130,9 @@ class Trainer:
         )
         try:
             for batch in batches:
+                if self._time_spent() >= 1.0:
+                    break  # the budget is spent (a resumed run's too): end with the usual last evaluation
                 self._run_step(batch)
-                if self.state.step >= self.stop_at or self._time_spent() >= 1.0:
-                    break
         finally:
             batches.close()  # ends the loader's worker processes now, also after a budget stop or an error
         if self.state.step > resumed_from and math.isnan(self.last_loss) and self._pending is None:
