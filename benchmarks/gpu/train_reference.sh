@@ -35,6 +35,7 @@ WORK=${WORK:-/tmp/clipsearch-gpu}
 
 REPO=$(pwd)
 export PYTHONPATH="$REPO:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 rm -rf "$WORK"
@@ -144,40 +145,46 @@ for entry in log["history"]:
           f"text->image R@1 {t2i.get('R@1', float('nan')):.2f}")
 EOF
 
-# --- evaluation, on the device -------------------------------------------------------------------------------
+# --- evaluation, on the device: the five measurements at once (each its own process and library) ---------
 MODEL_ARGS=(--model "$MODEL" --pretrained "$OUT_DIR/best.pt" --device "$DEVICE")
-attributes() {  # NAME CAPTIONS
-    cs bench attributes "$2" "${MODEL_ARGS[@]}" --workers 8 --json >"$REPORTS/attributes-$1.json" 2>"$LOGS/attributes-$1.log"
-    python3 - "$REPORTS/attributes-$1.json" "$1" <<'EOF' | tee -a "$SUMMARY"
-import json, sys
-report = json.load(open(sys.argv[1]))
-print(f"attributes on {sys.argv[2]} ({report['images']} images), P@1 / P@3 / P@10:")
-for name, row in report["attributes"].items():
-    print(f"  {name:<13} {row['P@1']:6.1f} {row['P@3']:6.1f} {row['P@10']:6.1f}")
-EOF
-}
 note "[$(stamp)] evaluating"
-attributes test "$WORK/data/shapes/test.jsonl"
-attributes sketch "$WORK/data/sketch/test.jsonl"
-for name in test sketch; do
-    captions=$WORK/data/shapes/test.jsonl
-    [ "$name" = sketch ] && captions=$WORK/data/sketch/test.jsonl
-    cs bench recall "$captions" "${MODEL_ARGS[@]}" --workers 8 --json >"$REPORTS/recall-$name.json" 2>"$LOGS/recall-$name.log"
-    python3 - "$REPORTS/recall-$name.json" "$name" <<'EOF' | tee -a "$SUMMARY"
-import json, sys
-report = json.load(open(sys.argv[1]))
-print(f"recall on {sys.argv[2]} ({report['images']} images, {report['captions']} captions, index matches exact: "
-      f"{report['index_matches_exact']}): {json.dumps(report['index'])}")
-EOF
-done
-
-# --- the demo with these weights as the packaged model: a copy of the package, first on the path ----------
+# The demo with these weights as the packaged model: a copy of the package, first on the path.
 mkdir -p "$WORK/overlay"
 cp -r "$REPO/retrieval" "$WORK/overlay/retrieval"
 cp "$OUT_DIR/reference.json" "$WORK/overlay/retrieval/model/data/reference.json"
 cp "$OUT_DIR/best.pt" "$WORK/overlay/retrieval/model/data/reference.pt"
+pids=()
+for name in test sketch; do
+    folder=shapes
+    [ "$name" = sketch ] && folder=sketch
+    cs bench attributes "$WORK/data/$folder/test.jsonl" "${MODEL_ARGS[@]}" --workers 3 --json \
+        >"$REPORTS/attributes-$name.json" 2>"$LOGS/attributes-$name.log" &
+    pids+=($!)
+    cs bench recall "$WORK/data/$folder/test.jsonl" "${MODEL_ARGS[@]}" --workers 3 --json \
+        >"$REPORTS/recall-$name.json" 2>"$LOGS/recall-$name.log" &
+    pids+=($!)
+done
 PYTHONPATH="$WORK/overlay:$PYTHONPATH" python3 -c 'from indexer.cli import main; main()' \
-    demo --folder "$WORK/demo" --images "$DEMO_IMAGES" >"$REPORTS/demo.txt" 2>"$LOGS/demo.log" || note "demo exited with $?"
-note "[$(stamp)] demo:"
+    demo --folder "$WORK/demo" --images "$DEMO_IMAGES" >"$REPORTS/demo.txt" 2>"$LOGS/demo.log" &
+pids+=($!)
+for pid in "${pids[@]}"; do wait "$pid" || note "an evaluation exited with $? (see its log)"; done
+note "[$(stamp)] evaluated"
+python3 - "$REPORTS" <<'EOF' | tee -a "$SUMMARY"
+import json, sys
+from pathlib import Path
+reports = Path(sys.argv[1])
+for name in ("test", "sketch"):
+    try:
+        report = json.loads((reports / f"attributes-{name}.json").read_text())
+        print(f"attributes on {name} ({report['images']} images), P@1 / P@3 / P@10:")
+        for attribute, row in report["attributes"].items():
+            print(f"  {attribute:<13} {row['P@1']:6.1f} {row['P@3']:6.1f} {row['P@10']:6.1f}")
+        report = json.loads((reports / f"recall-{name}.json").read_text())
+        print(f"recall on {name} ({report['images']} images, {report['captions']} captions, index matches exact: "
+              f"{report['index_matches_exact']}): {json.dumps(report['index'])}")
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"{name}: no report ({exc!r})")
+EOF
+note "demo:"
 tee -a "$SUMMARY" <"$REPORTS/demo.txt"
 note "[$(stamp)] done in $(( $(date +%s) - T0 )) s"
