@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from retrieval.decode import read_and_decode
 from retrieval.errors import TrainingError, UnreadableImageError
 from retrieval.quality.captions import CaptionedDataset
-from retrieval.training.scene_batches import SceneLabels, hard_negative_batches, match_targets
+from retrieval.training.scene_batches import PartnerPools, SceneLabels, hard_negative_batches, match_targets
 
 LOADER_PREFETCH = 4
 """Batches each loader worker keeps ready: enough that a fast GPU step never waits on a slow image."""
@@ -71,6 +71,7 @@ class _EpochPlan:
     labels: SceneLabels | None
     hard_negatives: bool
     _cached: tuple[int, list[list[int]]] | None = None
+    _pools: PartnerPools | None = None
 
     @property
     def per_epoch(self) -> int:
@@ -80,7 +81,9 @@ class _EpochPlan:
         if self._cached is None or self._cached[0] != epoch:
             if self.hard_negatives and self.labels is not None:
                 size = min(self.batch_size, self.images)
-                made = hard_negative_batches(self.labels.scenes, size, self.seed, epoch, self.per_epoch)
+                if self._pools is None:
+                    self._pools = PartnerPools(self.labels.scenes)
+                made = hard_negative_batches(self.labels.scenes, size, self.seed, epoch, self.per_epoch, self._pools)
             else:
                 made = epoch_batches(self.images, self.batch_size, self.seed, epoch)
             self._cached = (epoch, made)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from retrieval.quality.captions import CaptionedDataset, load_captions
 from retrieval.quality.scenes import sample_scene
 from retrieval.training import TrainOptions, train
 from retrieval.training.batches import iterate_epoch
-from retrieval.training.scene_batches import SceneLabels, hard_negative_batches, match_targets, soft_clip_loss
+from retrieval.training.scene_batches import (
+    PARTNER_ATTRIBUTES,
+    SceneLabels,
+    hard_negative_batches,
+    match_targets,
+    soft_clip_loss,
+)
 from tests.retrieval.training.runs import BASE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -69,6 +76,24 @@ def test_hard_negative_batches_hold_look_alikes_and_are_a_function_of_seed_and_e
     assert first[2]["shape"] == first[0]["shape"] and first[2]["count"] != first[0]["count"]
     assert first[3]["shape"] == first[0]["shape"] and first[3]["position"] != first[0]["position"]
     assert first[4]["shape"] == first[0]["shape"] and first[4]["size"] != first[0]["size"]
+
+
+def test_partners_are_the_anchors_twins_where_the_data_has_them() -> None:
+    """On scenes where every scene has twins (all combinations of two values of each attribute, each twice),
+    partners differ from their anchor in their one attribute only: even full captions tell them apart only by
+    it. (Not all: a twin already in the batch is not added twice, which shifts the ones after it.)"""
+    values = {"shape": ("circle", "star"), "colour": ("red", "blue"), "size": ("small", "large"), "count": (1, 3)}
+    values |= {"position": ("left", "top"), "background": ("white", "black"), "texture": ("plain", "dotted")}
+    scenes = [dict(zip(values, combination, strict=True)) for combination in itertools.product(*values.values())] * 2
+    batches = hard_negative_batches(scenes, 15, seed=2, epoch=0, batches=20)
+    twins, partners = 0, 0
+    for batch in batches:
+        for start in range(0, 15, 5):
+            anchor, *others = (scenes[i] for i in batch[start : start + 5])
+            for differs_in, partner in zip(PARTNER_ATTRIBUTES, others, strict=True):
+                partners += 1
+                twins += [name for name in values if partner[name] != anchor[name]] == [differs_in]
+    assert twins / partners >= 0.9  # a loose partner (same colour or shape only) is a twin 1 time in 32
 
 
 def test_match_targets_mark_every_caption_true_of_an_image() -> None:
