@@ -14,6 +14,14 @@
 #   DEVICE=cuda TRAIN_MINUTES=4 PARTS=14 TRAIN_PER_PART=6300 HELDOUT_PER_PART=900 WORKERS=14
 #   BATCH=256 LR=1e-3 WARMUP=300 EVAL_EVERY=500 VAL=500 TEST=1000 SKETCH=1000 DEMO_IMAGES=300
 #   WORK=/tmp/clipsearch-gpu (scratch: datasets and libraries; removed first)
+#
+# On the lent H200 (16 cores), after the missing wheels are installed into /tmp/site:
+#   benchmarks/gpu/train_reference.sh "$OUT" 2>&1 | tail -120      (timeout_s 540)
+# Expected: data ~20 s, labels and loader start ~30 s, training 4 min, evaluations ~1 min: ~6.5 min.
+# A shorter try: TRAIN_MINUTES=3 benchmarks/gpu/train_reference.sh "$OUT".
+# CPU dry run (what was run before committing):
+#   DEVICE=cpu TRAIN_MINUTES=0.4 PARTS=2 TRAIN_PER_PART=300 HELDOUT_PER_PART=40 WORKERS=2 BATCH=64 WARMUP=5 \
+#   EVAL_EVERY=5 VAL=40 TEST=60 SKETCH=60 DEMO_IMAGES=40 benchmarks/gpu/train_reference.sh /tmp/dry
 set -euo pipefail
 
 OUT_DIR=${1:?usage: benchmarks/gpu/train_reference.sh OUT_DIR}
