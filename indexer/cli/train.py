@@ -137,6 +137,14 @@ def generate_dataset(
 @click.option(
     "--match-targets", is_flag=True, help="Count every caption true of an image as its match (generated data)."
 )
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="MINUTES",
+    help="Train at most this long (wall clock, resumes included): the learning rate decays to zero by then "
+    "and the run ends with a last validation; best.pt is still chosen on --val.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--device", type=click.Choice(config.DEVICE_CHOICES), default=config.DEFAULT_DEVICE, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loading processes.")
@@ -165,6 +173,7 @@ def train(
     augment: bool,
     hard_negatives: bool,
     match_targets: bool,
+    time_budget: float | None,
     resume: bool,
     device: str,
     workers: int,
@@ -191,6 +200,7 @@ def train(
         grad_clip=grad_clip, lock_image=lock_image, lock_text=lock_text, seed=seed, max_steps=max_steps,
         device=device, workers=workers, eval_every=eval_every, val_images=val_images, fp16_weights=fp16_weights,
         augment=augment, hard_negatives=hard_negatives, match_targets=match_targets,
+        time_budget=time_budget * 60 if time_budget is not None else None,
     )  # fmt: skip
     train_data = reader.load(captions)
     val_data = reader.load(val_captions) if val_captions else None

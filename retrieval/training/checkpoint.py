@@ -37,6 +37,8 @@ class RunState:
     best_step: int | None = None
     best_val: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    """Wall-clock seconds trained so far, over every resume (what a `time_budget` counts)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ def _names(group: type[RunState] | type[RunIdentity]) -> tuple[str, ...]:
 
 CHECKPOINT_KEYS = ("state_dict", "optimizer", *_names(RunState), *_names(RunIdentity))
 """Every key of a full checkpoint, in the order it is written."""
+OPTIONAL_KEYS = frozenset({"seconds"})
+"""Keys a last.pt may lack: written since the time budget came (an older run starts its clock at 0)."""
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
@@ -101,7 +105,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
 def load_checkpoint(path: Path, device: str) -> Checkpoint:
     """Read a full checkpoint written by `save_checkpoint`; one lacking any key is refused by name."""
     saved = torch.load(path, map_location=device, weights_only=True)
-    missing = [key for key in CHECKPOINT_KEYS if not isinstance(saved, dict) or key not in saved]
+    missing = [
+        key for key in CHECKPOINT_KEYS if key not in OPTIONAL_KEYS and (not isinstance(saved, dict) or key not in saved)
+    ]
     if missing:
         raise TrainingError(
             f"{path} is not a full training checkpoint: it lacks {', '.join(missing)}; "
@@ -110,7 +116,7 @@ def load_checkpoint(path: Path, device: str) -> Checkpoint:
     return Checkpoint(
         state_dict=saved["state_dict"],
         optimizer=saved["optimizer"],
-        state=RunState(**{name: saved[name] for name in _names(RunState)}),
+        state=RunState(**{name: saved[name] for name in _names(RunState) if name in saved}),
         run=RunIdentity(**{name: saved[name] for name in _names(RunIdentity)}),
     )
 

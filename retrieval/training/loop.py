@@ -25,7 +25,7 @@ from retrieval.model.specs import ModelSpec
 from retrieval.quality.captions import CaptionedDataset
 from retrieval.quality.recall import Recall
 from retrieval.training.augment import augmenting
-from retrieval.training.batches import Batch, batches_per_epoch, iterate_epoch
+from retrieval.training.batches import Batch, batches_per_epoch, iterate_steps
 from retrieval.training.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -45,6 +45,8 @@ from retrieval.training.scene_batches import SceneLabels, soft_clip_loss
 from retrieval.training.schedule import lr_at
 
 _MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp on the learned temperature
+LOSS_SYNC_STEPS = 50
+"""Without a progress callback, the loss is read off the device (and checked) only every this many steps."""
 _DEFAULT_OPTIONS = TrainOptions()
 
 
@@ -104,37 +106,36 @@ class Trainer:
         self.skipped: list[tuple[str, str]] = []  # each unreadable image once, however many epochs met it
         self._skipped_paths: set[str] = set()
         self.last_loss = float("nan")
+        self._pending: torch.Tensor | None = None  # the latest step's loss, not yet read off the device
+        self._clock = (time.perf_counter(), state.seconds)  # (when this process started, seconds before it)
+        if self.amp:
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
 
     def execute(self) -> TrainReport:
         started, resumed_from = time.perf_counter(), self.state.step
+        self._clock = (started, self.state.seconds)
         self.model.train()
-        while self.state.step < self.stop_at:
-            epoch, start_batch = divmod(self.state.step, self.per_epoch)
-            for batch in iterate_epoch(
-                self.setup.train_data,
-                batch_size=self.options.batch_size,
-                seed=self.options.seed,
-                epoch=epoch,
-                start_batch=start_batch,
-                transform=self.transform,
-                tokenizer=self.loaded.tokenizer,
-                workers=self.options.workers,
-                labels=self.labels,
-                hard_negatives=self.options.hard_negatives,
-            ):
-                for path, reason in batch.skipped:
-                    if path not in self._skipped_paths:
-                        self._skipped_paths.add(path)
-                        self.skipped.append((path, reason))
-                loss = self._step(batch) if len(batch.pixels) else self.last_loss
-                self.state.step += 1
-                val = self._evaluate_and_save() if self._is_eval_step() else None
-                if self.on_step is not None:
-                    lr = lr_at(self.state.step - 1, self.options, self.total)
-                    self.on_step(TrainProgress(self.state.step, self.stop_at, epoch, loss, lr, val))
-                if self.state.step >= self.stop_at:
-                    break
-        if self.state.step > resumed_from and math.isnan(self.last_loss):
+        batches = iterate_steps(
+            self.setup.train_data,
+            batch_size=self.options.batch_size,
+            seed=self.options.seed,
+            first_step=self.state.step,
+            stop_step=self.stop_at,
+            transform=self.transform,
+            tokenizer=self.loaded.tokenizer,
+            workers=self.options.workers,
+            labels=self.labels,
+            hard_negatives=self.options.hard_negatives,
+            pin_memory=self.setup.device == "cuda",
+        )
+        try:
+            for batch in batches:
+                if self._time_spent() >= 1.0:
+                    break  # the budget is spent (a resumed run's too): end with the usual last evaluation
+                self._run_step(batch)
+        finally:
+            batches.close()  # ends the loader's worker processes now, also after a budget stop or an error
+        if self.state.step > resumed_from and math.isnan(self.last_loss) and self._pending is None:
             raise TrainingError(
                 f"no batch had 2 readable images in {self.state.step - resumed_from} steps; "
                 "check the images (clipsearch index reports why each one fails)"
@@ -143,30 +144,63 @@ class Trainer:
             self._evaluate_and_save()
         return self._report(time.perf_counter() - started, resumed_from)
 
+    def _run_step(self, batch: Batch) -> None:
+        """One training step, then its evaluation (when due) and its progress event."""
+        for path, reason in batch.skipped:
+            if path not in self._skipped_paths:
+                self._skipped_paths.add(path)
+                self.skipped.append((path, reason))
+        if len(batch.pixels):
+            self._pending = self._step(batch)
+        self.state.step += 1
+        step = self.state.step
+        val = self._evaluate_and_save() if self._is_eval_step() else None
+        if self.on_step is not None or step % LOSS_SYNC_STEPS == 0:
+            self._sync_loss()  # a GPU waits for the host only here, not at every step
+        if self.on_step is not None:
+            lr = lr_at(step - 1, self.options, self.total, self._time_spent())
+            epoch = (step - 1) // self.per_epoch
+            self.on_step(TrainProgress(step, self.stop_at, epoch, self.last_loss, lr, val))
+
+    def _time_spent(self) -> float:
+        """The share of `time_budget` used so far (0 without one)."""
+        budget = self.options.time_budget
+        if budget is None:
+            return 0.0
+        started, before = self._clock
+        self.state.seconds = before + time.perf_counter() - started
+        return self.state.seconds / budget if budget > 0 else 1.0
+
+    def _sync_loss(self) -> None:
+        """Read the latest step's loss off the device, and stop the run if it is no longer finite."""
+        if self._pending is None:
+            return
+        loss, self._pending = float(self._pending.item()), None
+        if not math.isfinite(loss):
+            raise TrainingError(f"the loss became {loss} by step {self.state.step}; lower `lr`", parameters=("lr",))
+        self.last_loss = loss
+
     def _is_eval_step(self) -> bool:
         step = self.state.step
         if self.options.eval_every > 0:
             return step % self.options.eval_every == 0 or step == self.stop_at
         return step % self.per_epoch == 0 or step == self.stop_at
 
-    def _step(self, batch: Batch) -> float:
+    def _step(self, batch: Batch) -> torch.Tensor:
+        """Forward, backward and update on one batch; returns the loss, still on the device."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.state.step, self.options, self.total)
+            group["lr"] = lr_at(self.state.step, self.options, self.total, self._time_spent())
         device = self.setup.device
         pixels, tokens = batch.pixels.to(device, non_blocking=True), batch.tokens.to(device, non_blocking=True)
-        use_targets = self.options.match_targets and batch.targets is not None
+        targets = batch.targets.to(device, non_blocking=True) if batch.targets is not None else None
+        use_targets = self.options.match_targets and targets is not None
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type="cuda", dtype=self.autocast_dtype, enabled=self.amp):
             image_features, text_features, logit_scale = self.model(pixels, tokens)[:3]
-            if use_targets and batch.targets is not None:
-                targets = batch.targets.to(device)
+            if use_targets and targets is not None:
                 loss = soft_clip_loss(image_features.float(), text_features.float(), logit_scale.float(), targets)
             else:
                 loss = self.loss_fn(image_features, text_features, logit_scale)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"the loss became {loss.item()} at step {self.state.step}; lower `lr`", parameters=("lr",)
-            )
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -179,11 +213,12 @@ class Trainer:
             self.optimizer.step()
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, _MAX_LOGIT_SCALE)
-        self.last_loss = float(loss.item())
-        return self.last_loss
+        return loss.detach()
 
     def _evaluate_and_save(self) -> Recall | None:
         """Evaluate, record it, and write best.pt (if this is the best so far), last.pt and train.json."""
+        self._sync_loss()  # a loss gone to NaN stops the run before its weights are saved
+        self._time_spent()
         val_data, folder = self.setup.val_data, self.setup.folder
         val = evaluate(self.loaded, val_data, self.setup.device) if val_data is not None else None
         self.model.train()

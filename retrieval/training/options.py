@@ -48,6 +48,10 @@ class TrainOptions:
     """Batches of anchors with same-colour-other-shape and same-shape-other-count partners (generated data)."""
     match_targets: bool = False
     """Count every caption in a batch that is true of an image as its match (generated data)."""
+    time_budget: float | None = None
+    """Wall-clock seconds the run may train (resumed runs included): the learning rate decays to zero by then
+    and the run ends with a last evaluation. The schedule then follows the clock, so such a run is not
+    reproducible step for step."""
 
 
 RUNTIME_OPTIONS = ("workers", "device", "eval_every", "val_images", "fp16_weights", "max_steps")

@@ -2,10 +2,10 @@
 
 On captions in the scene generator's vocabulary (`retrieval.quality.attributes.constraints_of`), each
 image's scene is read from its captions. Two things follow:
-- hard negatives (`hard_negative_batches`): a quarter of each batch are anchors, and each anchor brings an
-  image of the same colour and another shape, one of the same shape and another count, and one of the
-  same shape in another position, so the loss must tell shape, count and place apart instead of winning
-  on colour and background alone;
+- hard negatives (`hard_negative_batches`): a fifth of each batch are anchors, and each anchor brings an
+  image of another shape, one of another count, one in another position and one of the other size, each
+  the anchor's twin but for that attribute where the data has one, so the loss must tell shape, count,
+  place and size apart instead of winning on colour and background alone;
 - match targets (`match_targets`): a short caption ("three circles") is true of every image in the batch
   with three circles, not only of its own; the loss spreads each caption's target over all of them instead
   of pushing the other true images away.
@@ -50,18 +50,23 @@ class SceneLabels:
 
 
 def hard_negative_batches(
-    scenes: Sequence[dict[str, Any] | None], batch_size: int, seed: int, epoch: int, batches: int
+    scenes: Sequence[dict[str, Any] | None],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    batches: int,
+    pools: PartnerPools | None = None,
 ) -> list[list[int]]:
-    """`batches` batches of distinct images: anchors in a shuffled order, each followed by a partner of the
-    same colour and another shape, one of the same shape and another count, and one of the same shape in
-    another position (where one exists)."""
+    """`batches` batches of distinct images: anchors in a shuffled order, each followed by a partner of another
+    shape, one of another count, one in another position and one of another size (where one exists).
+
+    Each partner is the anchor's twin where the data has one: the same scene but for that one attribute, so
+    that even the anchor's full caption tells them apart only by it. Failing that, a partner that keeps the
+    objects (colour, size, count, position) and changes the background; failing that, one of the same colour
+    (for shape) or the same shape (for the rest). `pools` (`PartnerPools(scenes)`) saves making them again
+    for each epoch."""
     rng = random.Random(f"hard-negatives/{seed}/{epoch}")
-    by_colour: dict[str, list[int]] = defaultdict(list)
-    by_shape: dict[str, list[int]] = defaultdict(list)
-    for position, scene in enumerate(scenes):
-        if scene is not None:
-            by_colour[scene["colour"]].append(position)
-            by_shape[scene["shape"]].append(position)
+    pools = pools if pools is not None else PartnerPools(scenes)
     order = list(range(len(scenes)))
     rng.shuffle(order)
     anchors = iter(order * (1 + batches * batch_size // max(1, len(order))))
@@ -74,15 +79,49 @@ def hard_negative_batches(
             scene = scenes[anchor]
             if scene is None:
                 continue
-            for partner in (
-                _partner(rng, by_colour[scene["colour"]], scenes, "shape", scene["shape"]),
-                _partner(rng, by_shape[scene["shape"]], scenes, "count", scene["count"]),
-                _partner(rng, by_shape[scene["shape"]], scenes, "position", scene["position"]),
-            ):
+            for differs_in in PARTNER_ATTRIBUTES:
+                partner = pools.partner(rng, scene, differs_in)
                 if partner is not None and len(batch) < batch_size:
                     batch[partner] = None
         result.append(list(batch))
     return result
+
+
+PARTNER_ATTRIBUTES = ("shape", "count", "position", "size")
+"""What each anchor's partners differ in, in the order they follow it."""
+_SCENE_ATTRIBUTES = ("shape", "colour", "size", "count", "position", "background", "texture")
+_OBJECT_ATTRIBUTES = ("shape", "colour", "size", "count", "position")
+
+
+class PartnerPools:
+    """The images to draw a partner from, per attribute it should differ in: twins, object twins, loose."""
+
+    def __init__(self, scenes: Sequence[dict[str, Any] | None]) -> None:
+        self.scenes = scenes
+        self.tiers: dict[tuple[str, int], dict[tuple[Any, ...], list[int]]] = {}
+        for differs_in in PARTNER_ATTRIBUTES:
+            for tier in range(3):
+                pool: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+                for position, scene in enumerate(scenes):
+                    if scene is not None:
+                        pool[self._key(scene, differs_in, tier)].append(position)
+                self.tiers[(differs_in, tier)] = pool
+
+    @staticmethod
+    def _key(scene: dict[str, Any], differs_in: str, tier: int) -> tuple[Any, ...]:
+        if tier == 0:
+            return tuple(scene[name] for name in _SCENE_ATTRIBUTES if name != differs_in)
+        if tier == 1:
+            return tuple(scene[name] for name in _OBJECT_ATTRIBUTES if name != differs_in)
+        return (scene["colour"],) if differs_in == "shape" else (scene["shape"],)
+
+    def partner(self, rng: random.Random, scene: dict[str, Any], differs_in: str) -> int | None:
+        for tier in range(3):
+            pool = self.tiers[(differs_in, tier)].get(self._key(scene, differs_in, tier), [])
+            found = _partner(rng, pool, self.scenes, differs_in, scene[differs_in]) if pool else None
+            if found is not None:
+                return found
+        return None
 
 
 def _partner(

@@ -224,6 +224,19 @@ def test_train_resume_continues_after_max_steps(scenes: Scenes, tiny_config: Pat
     assert [entry["step"] for entry in history] == [1, 2]
 
 
+def test_train_time_budget_is_minutes_and_ends_the_run(scenes: Scenes, tiny_config: Path, tmp_path: Path) -> None:
+    """`--time-budget 0.02` (1.2 s) on 10000 epochs: the run ends long before its last step, with a summary,
+    and train.json records the budget in seconds; 0 minutes is refused as a usage error."""
+    run = tmp_path / "run"
+    base = ["train", scenes.train, *tiny_args(tiny_config), "--epochs", "10000", "--batch-size", "4", "-o", run]
+    summary = ok_json(invoke(*base, "--time-budget", "0.02", "--json"))
+    assert 0 < summary["steps"] < summary["total_steps"] == 20000
+    assert summary["seconds"] >= 1.2
+    assert json.loads((run / "train.json").read_text())["options"]["time_budget"] == pytest.approx(1.2)
+    refused = invoke(*base[:-1], tmp_path / "other", "--time-budget", "0")
+    assert refused.exit_code == 2 and "--time-budget" in refused.output
+
+
 def test_train_resume_with_nothing_to_resume(scenes: Scenes, tiny_config: Path, tmp_path: Path) -> None:
     """--resume on an empty folder: exit 1 saying there is nothing to resume."""
     run = tmp_path / "empty"

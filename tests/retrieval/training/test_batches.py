@@ -10,7 +10,7 @@ import torch
 from retrieval.errors import TrainingError
 from retrieval.model.loading import load_model
 from retrieval.model.specs import ModelSpec
-from retrieval.training.batches import batches_per_epoch, epoch_batches, iterate_epoch
+from retrieval.training.batches import Batch, batches_per_epoch, epoch_batches, iterate_epoch, iterate_steps
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,3 +48,30 @@ def test_epoch_batches_are_full_distinct_and_a_function_of_seed_and_epoch() -> N
     assert batches_per_epoch(3, 128) == 1
     with pytest.raises(TrainingError, match="at least 2 images"):
         batches_per_epoch(1, 4)
+
+
+def test_steps_across_epochs_are_each_epochs_batches_in_turn(tiny_spec: ModelSpec, scenes: Any) -> None:
+    """One loader over steps 2..8 (4 steps per epoch) gives epoch 0's batches from 2, all of epoch 1 and
+    epoch 2's first, the same as epoch by epoch, pixels and captions alike, from worker processes too."""
+    loaded = load_model(tiny_spec, warn_random=False)
+    common = {"batch_size": 8, "seed": 3, "transform": loaded.train_transform, "tokenizer": loaded.tokenizer}
+    by_epoch = [
+        *iterate_epoch(scenes[0], epoch=0, start_batch=2, workers=0, **common),
+        *iterate_epoch(scenes[0], epoch=1, start_batch=0, workers=0, **common),
+        *list(iterate_epoch(scenes[0], epoch=2, start_batch=0, workers=0, **common))[:1],
+    ]
+    one_loader = list(iterate_steps(scenes[0], first_step=2, stop_step=9, workers=2, **common))
+    assert len(one_loader) == len(by_epoch) == 7
+    for ours, theirs in zip(one_loader, by_epoch, strict=True):
+        assert torch.equal(ours.pixels, theirs.pixels) and torch.equal(ours.tokens, theirs.tokens)
+    assert list(iterate_steps(scenes[0], first_step=5, stop_step=5, workers=0, **common)) == []
+
+
+def test_a_batch_pins_every_tensor_it_carries() -> None:
+    """What DataLoader's pin_memory calls on a batch: pixels, tokens and targets pinned (needs a GPU)."""
+    if not torch.cuda.is_available():
+        pytest.skip("pinned memory needs CUDA; this machine has no GPU")
+    batch = Batch(torch.zeros(2, 3, 4, 4), torch.zeros(2, 5, dtype=torch.long), [], torch.eye(2))
+    pinned = batch.pin_memory()
+    assert pinned.pixels.is_pinned() and pinned.tokens.is_pinned()
+    assert pinned.targets is not None and pinned.targets.is_pinned()

@@ -164,3 +164,28 @@ def test_progress_and_run_log_report_steps_and_validation(tiny_spec: ModelSpec, 
     again = evaluate(best, val_data, "cpu")
     assert again.text_to_image == pytest.approx(report.best_val.text_to_image)
     assert again.image_to_text == pytest.approx(report.best_val.image_to_text)
+
+
+# --- time budget -----------------------------------------------------------------------------------------
+
+
+def test_time_budget_ends_the_run_on_the_clock_with_the_rate_decayed(
+    tiny_spec: ModelSpec, scenes: Any, tmp_path: Path
+) -> None:
+    """A 3 s budget on a run of 1000 epochs: it stops long before its last step, once the budget is spent,
+    the learning rate having decayed with the clock, and ends like any run (validated, best.pt, train.json);
+    last.pt records the seconds, so a resume continues the clock instead of starting it again."""
+    options = replace(BASE, epochs=1000, warmup_steps=0, time_budget=3.0)
+    events: list[TrainProgress] = []
+    report = train(tiny_spec, scenes[0], tmp_path / "run", options, val_data=scenes[1], progress=events.append)
+    assert 0 < report.steps < report.total_steps == 4000
+    assert report.seconds >= 3.0
+    assert events[-1].lr < 0.25 * options.lr  # a step-based schedule would still be at the full rate here
+    assert events[len(events) // 2].lr > events[-1].lr
+    log = json.loads((tmp_path / "run" / RUN_LOG).read_text())
+    assert log["history"][-1]["step"] == report.steps and "val" in log["history"][-1]
+    assert (tmp_path / "run" / BEST_CHECKPOINT).is_file()
+    saved = torch.load(tmp_path / "run" / LAST_CHECKPOINT, weights_only=True)
+    assert saved["seconds"] >= 3.0
+    resumed = train(tiny_spec, scenes[0], tmp_path / "run", options, val_data=scenes[1], resume=True)
+    assert resumed.steps == report.steps  # the budget was spent already: no step more

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from retrieval.quality.captions import CaptionedDataset, load_captions
 from retrieval.quality.scenes import sample_scene
 from retrieval.training import TrainOptions, train
 from retrieval.training.batches import iterate_epoch
-from retrieval.training.scene_batches import SceneLabels, hard_negative_batches, match_targets, soft_clip_loss
+from retrieval.training.scene_batches import (
+    PARTNER_ATTRIBUTES,
+    SceneLabels,
+    hard_negative_batches,
+    match_targets,
+    soft_clip_loss,
+)
 from tests.retrieval.training.runs import BASE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,31 +49,51 @@ def test_labels_refuse_captions_that_describe_no_scene(tmp_path: Path, scenes: A
 
 
 def test_hard_negative_batches_hold_look_alikes_and_are_a_function_of_seed_and_epoch() -> None:
-    """Anchors come with a same-colour-other-shape, a same-shape-other-count and a same-shape-elsewhere
-    partner; batches hold distinct images and repeat for the same (seed, epoch)."""
+    """Anchors come with a same-colour-other-shape, a same-shape-other-count, a same-shape-elsewhere and a
+    same-shape-other-size partner; batches hold distinct images and repeat for the same (seed, epoch)."""
     rng = random.Random(0)
     scenes = [sample_scene(rng, held_out=None).to_json() for _ in range(600)]
-    batches = hard_negative_batches(scenes, 12, seed=1, epoch=0, batches=20)
-    assert len(batches) == 20 and all(len(batch) == len(set(batch)) == 12 for batch in batches)
-    assert batches == hard_negative_batches(scenes, 12, seed=1, epoch=0, batches=20)
-    assert batches != hard_negative_batches(scenes, 12, seed=1, epoch=1, batches=20)
+    batches = hard_negative_batches(scenes, 15, seed=1, epoch=0, batches=20)
+    assert len(batches) == 20 and all(len(batch) == len(set(batch)) == 15 for batch in batches)
+    assert batches == hard_negative_batches(scenes, 15, seed=1, epoch=0, batches=20)
+    assert batches != hard_negative_batches(scenes, 15, seed=1, epoch=1, batches=20)
 
     def partnered(offset: int, same: str, other: str) -> float:
-        """Share of the anchors (every 4th image) whose image `offset` places later is such a partner."""
-        groups = [batch[start : start + 4] for batch in batches for start in range(0, 12, 4)]
+        """Share of the anchors (every 5th image) whose image `offset` places later is such a partner."""
+        groups = [batch[start : start + 5] for batch in batches for start in range(0, 15, 5)]
         return sum(
             scenes[g[0]][same] == scenes[g[offset]][same] and scenes[g[0]][other] != scenes[g[offset]][other]
             for g in groups
         ) / len(groups)
 
-    # by chance (a shuffled order) these shares would be about 0.1, 0.13 and 0.16
+    # by chance (a shuffled order) these shares would be about 0.1, 0.13, 0.16 and 0.1
     assert partnered(1, "colour", "shape") >= 0.9
     assert partnered(2, "shape", "count") >= 0.9
     assert partnered(3, "shape", "position") >= 0.9
-    first = [scenes[i] for i in batches[0][:4]]  # an anchor and its three partners, in order
+    assert partnered(4, "shape", "size") >= 0.9
+    first = [scenes[i] for i in batches[0][:5]]  # an anchor and its four partners, in order
     assert first[1]["colour"] == first[0]["colour"] and first[1]["shape"] != first[0]["shape"]
     assert first[2]["shape"] == first[0]["shape"] and first[2]["count"] != first[0]["count"]
     assert first[3]["shape"] == first[0]["shape"] and first[3]["position"] != first[0]["position"]
+    assert first[4]["shape"] == first[0]["shape"] and first[4]["size"] != first[0]["size"]
+
+
+def test_partners_are_the_anchors_twins_where_the_data_has_them() -> None:
+    """On scenes where every scene has twins (all combinations of two values of each attribute, each twice),
+    partners differ from their anchor in their one attribute only: even full captions tell them apart only by
+    it. (Not all: a twin already in the batch is not added twice, which shifts the ones after it.)"""
+    values = {"shape": ("circle", "star"), "colour": ("red", "blue"), "size": ("small", "large"), "count": (1, 3)}
+    values |= {"position": ("left", "top"), "background": ("white", "black"), "texture": ("plain", "dotted")}
+    scenes = [dict(zip(values, combination, strict=True)) for combination in itertools.product(*values.values())] * 2
+    batches = hard_negative_batches(scenes, 15, seed=2, epoch=0, batches=20)
+    twins, partners = 0, 0
+    for batch in batches:
+        for start in range(0, 15, 5):
+            anchor, *others = (scenes[i] for i in batch[start : start + 5])
+            for differs_in, partner in zip(PARTNER_ATTRIBUTES, others, strict=True):
+                partners += 1
+                twins += [name for name in values if partner[name] != anchor[name]] == [differs_in]
+    assert twins / partners >= 0.9  # a loose partner (same colour or shape only) is a twin 1 time in 32
 
 
 def test_match_targets_mark_every_caption_true_of_an_image() -> None:
