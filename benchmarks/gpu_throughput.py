@@ -130,7 +130,7 @@ def sync(device: str) -> None:
 def model_rate(encoder: Encoder, pixels: torch.Tensor, batch: int, repeat: int) -> float:
     """The image tower alone on a batch already on the device, in the encoder's dtype: best of `repeat`."""
     model = encoder._torch_model().model  # the loaded torch model (kept by a torch-backend encoder)
-    dtype = next(model.parameters()).dtype
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(encoder.precision, torch.float32)  # as Encoder does
     on_device = pixels.to(encoder.device, dtype)
     best = 0.0
     with torch.inference_mode():
