@@ -14,6 +14,7 @@ import pytest
 from retrieval.filters import IdFilter
 from retrieval.index import VectorIndex, gpu_count
 from retrieval.index_policy import nlist_for
+from retrieval.storage.vectors import as_stored
 from tests.fresh import run_python
 from tests.libcheck import unit_vectors
 
@@ -318,7 +319,8 @@ def _clustered(rows: int, seed: int, dim: int = DIM, clusters: int = 80) -> np.n
 
 @pytest.fixture(scope="module")
 def clustered() -> np.ndarray:
-    return _clustered(IVF_COUNT, 11)
+    """Rounded to float16, as the store keeps them: an IVF index keeps exactly those values (SQfp16 codes)."""
+    return as_stored(_clustered(IVF_COUNT, 11))
 
 
 @pytest.fixture(scope="module")
