@@ -56,7 +56,8 @@ def test_add_images_inserts_in_order_with_vectors_and_facts(store: Store) -> Non
     np.testing.assert_array_equal(stored, vectors)
     record = store.image_by_path("/bulk/00007.jpg")
     assert record is not None and record.id == ids[7] and record.has_vector and record.error is None
-    assert (record.size, record.mtime_ns, record.content_hash, record.width, record.height) == (1007, 49, "hash7", 7, 14)
+    facts = (record.size, record.mtime_ns, record.content_hash, record.width, record.height)
+    assert facts == (1007, 49, "hash7", 7, 14)
 
 
 def test_add_images_replaces_known_paths_without_duplicates(store: Store) -> None:
@@ -148,7 +149,7 @@ def test_a_killed_fill_is_finished_by_running_it_again(tmp_path: Path) -> None:
     rows = dict(_paths_and_ids(store))
     assert len(rows) == total and len(set(rows.values())) == total
     assert all(rows[path] == image_id for path, image_id in before.items())
-    _, ids, stored = store_vectors(store, DIM)
+    _, _ids, stored = store_vectors(store, DIM)
     order = np.argsort([path for path, _ in sorted(rows.items(), key=lambda item: item[1])])
     np.testing.assert_array_equal(stored[order], as_stored(unit_vectors(total, 8, DIM)))
     store.close()
