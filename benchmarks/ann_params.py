@@ -176,6 +176,7 @@ def ivf_report(
             quantized = faiss.IndexIVFScalarQuantizer(
                 index.quantizer, index.d, nlist, qtype, faiss.METRIC_INNER_PRODUCT
             )
+            quantized.by_residual = name != "SQfp16"  # as retrieval.index builds it: the store's float16 values
             sample = work.vectors[: per_list * nlist]
             train_s, _ = timed(lambda q=quantized, v=sample: q.train(v))
             add_s, _ = timed(lambda q=quantized: q.add(work.vectors))

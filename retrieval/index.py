@@ -41,8 +41,10 @@ _SQ_TYPES = {"SQfp16": "QT_fp16", "SQ8": "QT_8bit"}
 
 
 def nprobe_for(nlist: int) -> int:
-    """Lists an unfiltered IVF search visits: IVF_NPROBE_PER_SQRT_NLIST * sqrt(nlist) (docs/ann.md)."""
-    return max(1, min(nlist, round(IVF_NPROBE_PER_SQRT_NLIST * math.sqrt(nlist))))
+    """Lists an unfiltered IVF search visits: IVF_NPROBE_PER_SQRT_NLIST * sqrt(nlist), rounded up to a power
+    of two (45 -> 64 at 512 lists, where 45 measured 0.968; docs/ann.md), at most nlist."""
+    wanted = IVF_NPROBE_PER_SQRT_NLIST * math.sqrt(max(1, nlist))
+    return max(1, min(nlist, 1 << math.ceil(math.log2(wanted))))
 
 
 def filtered_nprobe(nprobe: int, nlist: int, kept: int, total: int) -> int:

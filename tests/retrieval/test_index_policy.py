@@ -39,7 +39,7 @@ def test_kind_and_lists_follow_the_size() -> None:
     assert [policy.nlist_for(n) for n in (20_000, 100_000, 1_000_000, 10_000_000)] == [512, 1024, 4096, 16384]
     assert policy.nlist_for(10_000) == 256  # 400 wanted, 10 000 / 39 = 256 allowed
     assert policy.nlist_for(5) == 1
-    assert [nprobe_for(n) for n in (1, 256, 1024, 4096)] == [1, 32, 64, 128]
+    assert [nprobe_for(n) for n in (1, 2, 256, 512, 1024, 4096)] == [1, 2, 32, 64, 64, 128]
     assert filtered_nprobe(128, 4096, 1_000_000, 1_000_000) == 128
     assert filtered_nprobe(128, 4096, 10_000, 1_000_000) == 1280  # keeps 1%: 128 / 0.1
     assert filtered_nprobe(128, 4096, 1_000, 1_000_000) == 4048  # keeps 0.1%: nearly every list
