@@ -76,6 +76,15 @@ def _no_result(rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((rows, k), -np.inf, dtype=np.float32), np.full((rows, k), -1, dtype=np.int64)
 
 
+def _no_prefetch(index: Any) -> None:
+    """Memory-mapped IVF lists come back as `OnDiskInvertedLists`, which by default start 32 threads per
+    search to prefetch the probed lists' pages: for lists already in the page cache that made a query 2.6x
+    slower (5.7 ms against 2.2 at 1M, nprobe 128) and an exhaustive filtered one 7x (70 ms against 10)."""
+    lists = _faiss.downcast_InvertedLists(index.invlists)
+    if hasattr(lists, "prefetch_nthread"):
+        lists.prefetch_nthread = 0
+
+
 class VectorIndex:
     def __init__(
         self, dim: int, *, gpu: str = "auto", index: Any = None, trained_on: int = 0, read_only: bool = False
@@ -268,4 +277,5 @@ class VectorIndex:
         index = _faiss.read_index(str(path), flags)
         if isinstance(index, _faiss.IndexIVF):
             trained_on = trained_on or int(index.ntotal)
+            _no_prefetch(index)
         return cls(index.d, gpu=gpu, index=index, trained_on=trained_on, read_only=mmap)
