@@ -154,8 +154,14 @@ def sweep(work: Workload, index: Any, knob: str, values: list[int], name: str) -
     table(f"{name}, N={index.ntotal}", [knob, "recall@10 text", "recall@10 image", *LATENCY_HEADER], rows)
 
 
-def ivf_report(work: Workload, nlists: list[int], sq8: list[int], per_list: int, probes: list[int], keep: int) -> Any:
-    """IVF{nlist},Flat per nlist (and IVF{nlist},SQ8 on the same trained lists where asked): cost and sweep.
+SQ_KINDS = {"SQ8": faiss.ScalarQuantizer.QT_8bit, "SQfp16": faiss.ScalarQuantizer.QT_fp16}
+
+
+def ivf_report(
+    work: Workload, nlists: list[int], sq: dict[str, list[int]], per_list: int, probes: list[int], keep: int
+) -> Any:
+    """IVF{nlist},Flat per nlist (and IVF{nlist},SQ8 / SQfp16 on the same trained lists where asked): cost and
+    sweep.
     Returns the IVF{keep},Flat index if built (the others are freed: at 1M each holds 2 GB)."""
     built, rows = None, []
     for nlist in nlists:
@@ -164,15 +170,21 @@ def ivf_report(work: Workload, nlists: list[int], sq8: list[int], per_list: int,
             built = index
         rows.append(row)
         sweep(work, index, "nprobe", [p for p in probes if p <= nlist], row[0])
-        if nlist in sq8:
+        for name, qtype in SQ_KINDS.items():
+            if nlist not in sq[name]:
+                continue
             quantized = faiss.IndexIVFScalarQuantizer(
-                index.quantizer, index.d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+                index.quantizer, index.d, nlist, qtype, faiss.METRIC_INNER_PRODUCT
             )
+            quantized.by_residual = name != "SQfp16"  # as retrieval.index builds it: the store's float16 values
             sample = work.vectors[: per_list * nlist]
             train_s, _ = timed(lambda q=quantized, v=sample: q.train(v))
             add_s, _ = timed(lambda q=quantized: q.add(work.vectors))
-            rows.append([f"IVF{nlist},SQ8 (same lists)", per_list * nlist, train_s, add_s, bytes_per_vector(quantized)])
-            sweep(work, quantized, "nprobe", [p for p in probes if p <= nlist], f"IVF{nlist},SQ8")
+            rows.append(
+                [f"IVF{nlist},{name} (same lists)", per_list * nlist, train_s, add_s, bytes_per_vector(quantized)]
+            )
+            sweep(work, quantized, "nprobe", [p for p in probes if p <= nlist], f"IVF{nlist},{name}")
+            del quantized
     header = ["index", "train sample", "train s (lists + codes)", "add s", "bytes/vector"]
     if rows:
         table(f"build cost, N={len(work.vectors)}", header, rows)
@@ -305,6 +317,7 @@ def main() -> None:
     parser.add_argument("--sample-per-list", type=int, default=64, help="training vectors per list")
     parser.add_argument("--no-flat", action="store_true", help="skip the exact flat latency")
     parser.add_argument("--sq8", type=ints, default=[], help="of those nlist, which to sweep as IVF{nlist},SQ8 too")
+    parser.add_argument("--sqfp16", type=ints, default=[], help="of those nlist, which to sweep as IVF{nlist},SQfp16")
     parser.add_argument("--samples", type=int, default=0, help="nlist whose training-sample size to vary")
     parser.add_argument("--hnsw", action="store_true", help="HNSW32: build, efSearch sweep, remove_ids")
     parser.add_argument("--filters", type=int, default=0, help="nlist for filtered search (0: skip)")
@@ -320,7 +333,9 @@ def main() -> None:
         print(f"\n{args.size} vectors: made in {work.seconds_generate:.1f} s, with exact top-{K}: {seconds:.1f} s")
         if not args.no_flat:
             flat_report(work)
-        built = ivf_report(work, args.nlist, args.sq8, args.sample_per_list, args.nprobe, args.filters)
+        built = ivf_report(
+            work, args.nlist, {"SQ8": args.sq8, "SQfp16": args.sqfp16}, args.sample_per_list, args.nprobe, args.filters
+        )
         if args.samples:
             sample_report(work, args.samples, [8, 16, 39, 64, 128], 64)
         if args.hnsw:

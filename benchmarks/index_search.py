@@ -1,6 +1,7 @@
-"""Search latency of the FAISS index kinds on synthetic vectors: build time, unfiltered and filtered
-query time (one query at a time, warm), IVF recall against exact, and loading a saved file whole or
-memory-mapped. Imports only the public index API; the store is not involved.
+"""Search latency of the FAISS index kinds on realistic synthetic CLIP-like vectors
+(`retrieval.quality.synthetic_vectors`, text-like queries): build time, unfiltered and filtered query time
+(one query at a time, warm), IVF recall against exact, and loading a saved file whole or memory-mapped.
+Imports only the public index API; the store is not involved.
 
     python benchmarks/index_search.py --vectors 1000000 --dim 512 --filter-fraction 0.001
 """
@@ -20,19 +21,7 @@ import numpy as np
 from retrieval.filters import IdFilter
 from retrieval.index import VectorIndex
 from retrieval.index_policy import build_index
-
-
-def clustered(rows: int, dim: int, seed: int, clusters: int = 1000) -> np.ndarray:
-    """Unit vectors around random centres, made in chunks so that memory stays near the result's size."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    out = np.empty((rows, dim), dtype=np.float32)
-    for start in range(0, rows, 100_000):
-        stop = min(rows, start + 100_000)
-        chunk = centres[rng.integers(0, clusters, stop - start)]
-        chunk += 0.6 * rng.standard_normal(chunk.shape).astype(np.float32)
-        out[start:stop] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
-    return out
+from retrieval.quality.synthetic_vectors import ClipLikeSpace
 
 
 def timed(function: Callable[[], object]) -> float:
@@ -78,11 +67,11 @@ def main() -> None:
     global CPU_TIME
     CPU_TIME = args.cpu_time
 
-    vectors = clustered(args.vectors, args.dim, seed=0)
+    space = ClipLikeSpace(dim=args.dim)
+    vectors = space.image_vectors(args.vectors).astype(np.float16).astype(np.float32)  # as the store keeps them
     ids = np.arange(args.vectors, dtype=np.int64) * 3 + 1
     rng = np.random.default_rng(1)
-    text_like = rng.standard_normal((args.queries, args.dim)).astype(np.float32)  # off the image clusters
-    text_like /= np.linalg.norm(text_like, axis=1, keepdims=True)
+    text_like, _ = space.text_queries(args.queries, seed=1)  # another cone than the images, near none of them
     allowed = np.sort(rng.choice(ids, size=max(1, int(args.vectors * args.filter_fraction)), replace=False))
 
     rows, answers = [], {}

@@ -234,9 +234,9 @@ class _BatchCommitter:
         vectors = as_stored(self.encoder.encode_image_tensors(torch.stack([g.pixels for g in good]))) if good else None
         written: list[tuple[str, int]] = []
         with self.library.store.writer() as writer:
-            for position, item in enumerate(good):
-                assert vectors is not None
-                written.append((item.meta.path, writer.upsert_image(item.meta, vectors[position], self.model_key)))
+            if vectors is not None:  # new files in one multi-row INSERT, changed ones replaced in place
+                added = writer.add_images([item.meta for item in good], vectors, self.model_key)
+                written += [(item.meta.path, row_id) for item, row_id in zip(good, added, strict=True)]
             for failure in failed:
                 disk = failure.disk
                 row_id = writer.record_failure(

@@ -78,22 +78,31 @@ one indexing run may hold at once; a thread waits until its image fits, and an i
 budget decodes alone. Converting to RGB can briefly take about twice an image's share."""
 
 
-# --- branch index: FAISS index kind, file checks, filtered search ------------------------------------
-ANN_MIN_VECTORS = 100_000
-"""From this many vectors on, the FAISS index is an IVF (approximate) index; below it, exact flat.
-Placeholder until measured (branch `ann`, benchmarks/query_latency.py)."""
+# --- branch index (constants measured on branch ann2, docs/ann.md): FAISS index kind, file checks, filters ---
+ANN_MIN_VECTORS = 20_000
+"""From this many vectors on, the FAISS index is an IVF (approximate) index; below it, exact flat. Exact search
+costs 2.05 ms of one core at 20k vectors and 4.4 ms at 30k: it stops meeting the 3 ms budget near 25k, while
+IVF is already 4x cheaper at 20k (docs/ann.md, "Exact search")."""
 ANN_FLAT_AGAIN_BELOW = ANN_MIN_VECTORS // 2
 """An IVF index whose library shrank below this many vectors is rebuilt flat (hysteresis around the threshold)."""
 ANN_RETRAIN_GROWTH = 4.0
-"""An IVF index is retrained once the library holds this many times the vectors it was trained with."""
+"""An IVF index is retrained once the library holds this many times the vectors it was trained with: recall
+at a fixed nprobe hardly moves with growth, but each list grows with N, so a query's cost grows linearly;
+at 4x the sqrt rule asks for twice the lists and each list is twice as long (docs/ann.md)."""
 IVF_LISTS_PER_SQRT = 4.0
-"""nlist = IVF_LISTS_PER_SQRT * sqrt(vectors), the usual faiss rule of thumb. Placeholder until measured."""
-IVF_NPROBE = 32
-"""Inverted lists an IVF search visits (more: better recall, slower). Placeholder until measured."""
-IVF_TRAIN_POINTS_PER_LIST = 64
-"""Training sample for k-means: this many vectors per list (faiss warns below 39)."""
+"""nlist = IVF_LISTS_PER_SQRT * sqrt(vectors), rounded to a power of two: 512 at 20k, 1024 at 100k, 4096 at 1M."""
+IVF_NPROBE_PER_SQRT_NLIST = 2.0
+"""nprobe = IVF_NPROBE_PER_SQRT_NLIST * sqrt(nlist), rounded up to a power of two: the share of lists needed
+for recall@10 >= 0.97 on text-like queries halves when nlist quadruples (measured: 32 of 256 lists 0.977,
+64 of 512 0.983, 64 of 1024 0.981, 128 of 4096 0.990 at 1M; docs/ann.md)."""
+IVF_CODES = "SQfp16"
+"""How an IVF index keeps its vectors: `SQfp16` (float16, exactly the values the store keeps, half the bytes
+of `Flat`) or `SQ8` (8 bits per component, a quarter, at a recall cost). Chosen at 1M in docs/ann.md."""
+IVF_CODE_CHOICES = ("Flat", "SQfp16", "SQ8")
+IVF_TRAIN_POINTS_PER_LIST = 40
+"""Training sample for k-means: this many vectors per list; recall stops improving near 40 (docs/ann.md)."""
 IVF_MIN_POINTS_PER_LIST = 39
-"""nlist is capped so that every list gets at least this many training vectors."""
+"""nlist is capped so that every list gets at least this many training vectors (faiss warns below 39)."""
 IVF_TRAIN_SEED = 0
 FILTER_BITMAP_MIN_DENSITY = 1 / 64
 """An id filter becomes a bitmap over 0..max id (1 bit per id) once it keeps at least this fraction of

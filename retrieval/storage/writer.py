@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from retrieval.storage.records import FileMetadata, copy_fields
 from retrieval.storage.schema import ImageRow
-from retrieval.storage.vectors import from_blob, to_blob
+from retrieval.storage.vectors import STORED_DTYPE, from_blob, to_blob
 
 _IN_CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
 
@@ -51,6 +51,40 @@ class StoreWriter:
         self.session.flush()
         self.vectors_changed = True
         return row.id
+
+    def add_images(self, metas: Sequence[FileMetadata], vectors: np.ndarray, model_key: str) -> list[int]:
+        """`upsert_image` for many files at once, returning their ids in order: paths the store does not
+        hold yet go in with one multi-row INSERT (SQLAlchemy Core executemany), the others are replaced one by
+        one. Everything stays inside this writer's transaction: a batch commits whole or not at all."""
+        if len(metas) != len(vectors):
+            raise ValueError(f"{len(metas)} files for {len(vectors)} vectors")
+        paths = [meta.path for meta in metas]
+        if len(set(paths)) != len(paths):
+            raise ValueError("`metas` names the same path twice")
+        existing = self._ids_of(paths)
+        blobs = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32).astype(STORED_DTYPE)
+        fresh = [position for position, path in enumerate(paths) if path not in existing]
+        ids = [0] * len(metas)
+        if fresh:
+            now = _now()
+            rows = [_new_row(metas[position], blobs[position].tobytes(), model_key, now) for position in fresh]
+            table = cast(sa.Table, ImageRow.__table__)
+            insert = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
+            for position, new_id in zip(fresh, self.session.connection().execute(insert, rows).scalars(), strict=True):
+                ids[position] = int(new_id)
+            self.vectors_changed = True
+        for position, path in enumerate(paths):
+            if path in existing:
+                ids[position] = self.upsert_image(metas[position], vectors[position], model_key)
+        return ids
+
+    def _ids_of(self, paths: list[str]) -> dict[str, int]:
+        """The ids of those of `paths` that the store holds."""
+        found: dict[str, int] = {}
+        for chunk in in_chunks(paths):
+            rows = self.session.execute(sa.select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(chunk)))
+            found.update((path, image_id) for path, image_id in rows)
+        return found
 
     def record_failure(self, path: str, size: int, mtime_ns: int, reason: str, content_hash: str | None) -> int:
         """Remember an unreadable file (so it is skipped until it changes) and drop any old vector."""
@@ -90,6 +124,12 @@ class StoreWriter:
         if deleted:
             self.vectors_changed = True
         return deleted
+
+
+def _new_row(meta: FileMetadata, blob: bytes, model_key: str, now: datetime) -> dict[str, Any]:
+    """An image row's columns for a multi-row INSERT: every `FileMetadata` field, the vector, no error."""
+    values = {item.name: getattr(meta, item.name) for item in fields(FileMetadata)}
+    return {**values, "vector": blob, "has_vector": True, "model_key": model_key, "error": None, "indexed_at": now}
 
 
 def _apply(row: ImageRow, meta: FileMetadata) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 import retrieval.index_policy as policy
 from indexer.pipeline import index_folders
-from retrieval.index import VectorIndex
+from retrieval.index import VectorIndex, filtered_nprobe, nprobe_for
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.storage.records import FileMetadata
@@ -31,12 +31,19 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_kind_and_lists_follow_the_size() -> None:
-    """Flat below ANN_MIN_VECTORS, IVF from it; nlist ~ 4 sqrt(n), with enough training points per list."""
+    """Flat below ANN_MIN_VECTORS, IVF from it; nlist ~ 4 sqrt(n) as a power of two, with enough training
+    points per list; nprobe 2 sqrt(nlist), more under a filter (nprobe / sqrt(share kept), at most nlist)."""
     assert policy.kind_for(policy.ANN_MIN_VECTORS - 1) == "flat"
     assert policy.kind_for(policy.ANN_MIN_VECTORS) == "ivf"
-    assert policy.nlist_for(1_000_000) == 4000
-    assert policy.nlist_for(10_000) == 10_000 // policy.IVF_MIN_POINTS_PER_LIST
+    assert policy.kind_for(50, min_vectors=40) == "ivf"
+    assert [policy.nlist_for(n) for n in (20_000, 100_000, 1_000_000, 10_000_000)] == [512, 1024, 4096, 16384]
+    assert policy.nlist_for(10_000) == 256  # 400 wanted, 10 000 / 39 = 256 allowed
     assert policy.nlist_for(5) == 1
+    assert [nprobe_for(n) for n in (1, 2, 256, 512, 1024, 4096)] == [1, 2, 32, 64, 64, 128]
+    assert filtered_nprobe(128, 4096, 1_000_000, 1_000_000) == 128
+    assert filtered_nprobe(128, 4096, 10_000, 1_000_000) == 1280  # keeps 1%: 128 / 0.1
+    assert filtered_nprobe(128, 4096, 1_000, 1_000_000) == 4048  # keeps 0.1%: nearly every list
+    assert filtered_nprobe(128, 4096, 500, 1_000_000) == 4096  # keeps 0.05%: every list, exact
 
 
 def _ivf_trained_at(count: int, trained_on: int) -> VectorIndex:

@@ -338,6 +338,31 @@ def test_folder_queries_match_whole_folder_names_literally(folder: str, expected
     assert sorted(under.tolist()) == sorted(with_vectors)
 
 
+def test_ids_under_walks_the_path_index(store: Store) -> None:
+    """The folder query (`--in`) reads the folder's rows through the path index, not every row with a vector:
+    SQLite's plan for the statement `ids_under` runs searches `ix_images_path`. (With `has_vector` in the
+    WHERE clause it took a (has_vector, ...) index instead: 94 ms for a 0.1% folder of 100k rows.)"""
+    with store.writer() as writer:
+        for n in range(200):
+            writer.upsert_image(_meta(f"/f{n % 10}/{n}.jpg"), _vector(n), MODEL_KEY)
+        writer.record_failure("/f3/broken.jpg", 1, 1, "truncated", None)
+    statements: list[tuple[str, object]] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, parameters: object, *_rest: object) -> None:
+        statements.append((statement, parameters))
+
+    sa.event.listen(store.engine, "before_cursor_execute", remember)
+    try:
+        found = store.ids_under("/f3")
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", remember)
+    assert len(found) == 20 and (np.diff(found) > 0).all()
+    statement, parameters = next((s, p) for s, p in statements if "FROM images" in s)
+    with store.engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+    assert "ix_images_path" in plan, plan
+
+
 def test_file_state_fields(store: Store) -> None:
     """A file's stored state carries id, stat, hash, whether a vector exists, and the error."""
     (good,) = _add(store, "/p/good.jpg")
