@@ -202,6 +202,7 @@ def _embed_all(
     if not files:
         return
     encoder.load()  # before the workers start, so they share one loaded preprocess
+    library.record_precision(encoder)
     batches = _BatchCommitter(library, index, encoder, reuse.replaced, report)
     batch: list[_Prepared | _Failed] = []
     done = 0

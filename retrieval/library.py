@@ -38,6 +38,7 @@ from retrieval.errors import (
     LibraryNotFoundError,
     LibraryReadOnlyError,
     ModelMismatchError,
+    PrecisionMixWarning,
 )
 from retrieval.index import VectorIndex, gpu_count
 from retrieval.index_file import Fingerprint, IndexFileProblem, Stamp, ids_digest, read_fingerprint
@@ -53,6 +54,9 @@ if TYPE_CHECKING:
 
 _META_MODEL, _META_PRETRAINED, _META_DIM = "model", "pretrained", "dim"
 _META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"
+_META_PRECISION = "vector_precision"
+"""What made the library's vectors, as `Encoder.made_by` says (`onnx int8`), several joined by `, ` once runs
+with different precisions have embedded into it."""
 _META_LIBRARY_ID = "library_id"
 """A random id, made when the first FAISS file is saved and written into each one: a file of another
 library is never taken for this one's."""
@@ -70,6 +74,9 @@ class LibraryFacts:
     """The recorded model as people read it; None before the first index run."""
     model_identity: str | None
     dim: int | None
+    precision: str | None
+    """The runtime and precision that made the vectors (`onnx int8`, `torch fp32`; several, comma-separated,
+    when index runs used different ones); None before the first image is embedded."""
     stats: LibraryStats
     """Counts, bytes, EXIF date range, generation, and the skipped files asked for."""
     index_file: Path | None
@@ -89,6 +96,7 @@ class LibraryFacts:
             "model": self.model,
             "model_identity": self.model_identity,
             "dim": self.dim,
+            "precision": self.precision,
             **stats,
             "first_taken": self.stats.first_taken.isoformat() if self.stats.first_taken else None,
             "last_taken": self.stats.last_taken.isoformat() if self.stats.last_taken else None,
@@ -222,6 +230,32 @@ class Library:
         value = self.store.get_meta(_META_DIM)
         return int(value) if value else None
 
+    def precision(self) -> str | None:
+        """What made the library's vectors (see `LibraryFacts.precision`)."""
+        return self.store.get_meta(_META_PRECISION)
+
+    def record_precision(self, encoder: Encoder) -> None:
+        """Note that `encoder` (loaded: its backend is settled) is about to embed images into the library.
+
+        Another precision than the recorded one is allowed, with a `PrecisionMixWarning`: int8 and fp32 vectors
+        of one model are comparable (each int8 vector keeps a cosine of at least INT8_MIN_COSINE to its fp32 one;
+        `bench recall` measures the cost), so one library may hold both, and the record then names both. Another
+        runtime at the same precision (torch and ONNX fp32 agree within ONNX_MAX_ABS_DIFF) is recorded silently."""
+        made_by, recorded = encoder.made_by, self.precision()
+        known = recorded.split(", ") if recorded else []
+        if made_by in known:
+            return
+        if known and encoder.precision not in {label.split(" ")[-1] for label in known}:
+            warnings.warn(
+                PrecisionMixWarning(
+                    f"the library's vectors were made with {recorded}; this run adds vectors made with {made_by} "
+                    "(the same model, so they stay comparable). For one precision throughout, index into a new "
+                    "`directory`."
+                ),
+                stacklevel=2,
+            )
+        self.store.set_meta({_META_PRECISION: ", ".join([*known, made_by])})
+
     def facts(self, failure_limit: int = DEFAULT_FAILURES_SHOWN) -> LibraryFacts:
         """The library's facts, with at most `failure_limit` skipped files; imports no model code."""
         stats = self.store.stats(failure_limit)
@@ -231,6 +265,7 @@ class Library:
             model=self.recorded_description(),
             model_identity=self.recorded_identity(),
             dim=self.dim(),
+            precision=self.precision(),
             stats=stats,
             index_file=self._current_index_file(stats.generation, stats.indexed),
             model_device=probe_device(),

@@ -97,6 +97,12 @@ class Encoder:
         return self._identity
 
     @property
+    def made_by(self) -> str:
+        """What makes this encoder's image vectors, `backend precision` (`onnx int8`, `torch fp16`): what a
+        library records of its vectors. Settled once the model is loaded (`backend` auto may fall back)."""
+        return f"{self.backend} {self.precision}"
+
+    @property
     def random_weights(self) -> bool:
         return self.spec.random_weights
 
