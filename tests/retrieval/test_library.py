@@ -25,8 +25,8 @@ from tests import imagefactory
 from tests.clirunner import assert_clean_failure, invoke
 
 FACT_KEYS = [
-    "library", "database", "model", "model_identity", "dim", "precision", "indexed", "failed", "total_bytes", "first_taken",
-    "last_taken", "generation", "index_file", "model_device", "faiss_gpus", "failures",
+    "library", "database", "model", "model_identity", "dim", "precision", "indexed", "failed", "total_bytes",
+    "first_taken", "last_taken", "generation", "index_file", "model_device", "faiss_gpus", "failures",
 ]  # fmt: skip
 
 
