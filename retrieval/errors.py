@@ -120,4 +120,3 @@ class PrecisionMixWarning(UserWarning):
     """An index run embeds with another runtime or precision than the library's vectors were made with (say
     ONNX int8 into an fp32 library): the same model, so the vectors stay comparable and the run goes on; the
     library records both (`LibraryFacts.precision`)."""
-

@@ -6,15 +6,15 @@ it with no model named uses the recorded one, so `search` needs no `--model` aft
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from retrieval.config import (
     DATABASE_FILE,
@@ -31,6 +31,7 @@ from retrieval.config import (
     default_library_dir,
 )
 from retrieval.errors import (
+    DiskFullError,
     IndexFileWarning,
     IndexSaveError,
     IndexSaveWarning,
@@ -43,10 +44,10 @@ from retrieval.errors import (
 from retrieval.index import VectorIndex, gpu_count
 from retrieval.index_file import Fingerprint, IndexFileProblem, Stamp, ids_digest, read_fingerprint
 from retrieval.index_policy import build_index, rebuild_reason
+from retrieval.library_facts import LibraryFacts
 from retrieval.model.devices import probe_device
 from retrieval.model.specs import ModelSpec
 from retrieval.storage.opening import PRIVATE_FILE, private_folder
-from retrieval.storage.records import LibraryStats
 from retrieval.storage.store import Store
 
 if TYPE_CHECKING:
@@ -57,54 +58,12 @@ _META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"
 _META_PRECISION = "vector_precision"
 """What made the library's vectors, as `Encoder.made_by` says (`onnx int8`), several joined by `, ` once runs
 with different precisions have embedded into it."""
+_META_INDEX_STAMP = "index_file_stamp"
+"""`generation size mtime_ns` of the FAISS file this library last wrote, after checking it whole: a file that
+still has that stamp is loaded without the checks that read every id (0.25 s of a cold query at 1M)."""
 _META_LIBRARY_ID = "library_id"
 """A random id, made when the first FAISS file is saved and written into each one: a file of another
 library is never taken for this one's."""
-_STALE_INDEX = "stale or missing (rebuilt on next search)"
-
-
-@dataclass(frozen=True)
-class LibraryFacts:
-    """What there is to know about a library at a glance (`clipsearch info`)."""
-
-    library: Path
-    database: str
-    """The store's URL, password hidden."""
-    model: str | None
-    """The recorded model as people read it; None before the first index run."""
-    model_identity: str | None
-    dim: int | None
-    precision: str | None
-    """The runtime and precision that made the vectors (`onnx int8`, `torch fp32`; several, comma-separated,
-    when index runs used different ones); None before the first image is embedded."""
-    stats: LibraryStats
-    """Counts, bytes, EXIF date range, generation, and the skipped files asked for."""
-    index_file: Path | None
-    """The FAISS file of the current generation; None when it is stale, damaged, another library's or missing
-    (the next search rebuilds it)."""
-    model_device: str
-    """Where a model would run here with `device` auto."""
-    faiss_gpus: int
-
-    def to_json(self) -> dict[str, Any]:
-        """One flat object: the facts, then the stats' own fields, the skipped files last."""
-        stats = asdict(self.stats)
-        failures = stats.pop("failures")
-        return {
-            "library": str(self.library),
-            "database": self.database,
-            "model": self.model,
-            "model_identity": self.model_identity,
-            "dim": self.dim,
-            "precision": self.precision,
-            **stats,
-            "first_taken": self.stats.first_taken.isoformat() if self.stats.first_taken else None,
-            "last_taken": self.stats.last_taken.isoformat() if self.stats.last_taken else None,
-            "index_file": str(self.index_file) if self.index_file else _STALE_INDEX,
-            "model_device": self.model_device,
-            "faiss_gpus": self.faiss_gpus,
-            "failures": failures,
-        }
 
 
 class Library:
@@ -298,18 +257,26 @@ class Library:
         return self.rebuild_index(gpu=gpu)
 
     def _read_checked(self, path: Path, generation: int, dim: int, *, gpu: str, mmap: bool) -> VectorIndex:
-        fingerprint = self._check_fingerprint(path, generation, dim)
+        """The index in `path` after checking it is this library's of `generation`. The file this library wrote
+        (its stamp recorded, unchanged) is checked by its fingerprint alone; any other also against the store's
+        count and by a digest of all its ids."""
+        written_here = self.store.get_meta(_META_INDEX_STAMP) == _file_stamp(path, generation)
+        fingerprint = self._check_fingerprint(path, generation, dim, check_count=not written_here)
         try:
             index = VectorIndex.load(path, gpu=gpu, mmap=mmap, trained_on=fingerprint.trained_on)
         except RuntimeError as exc:
             raise IndexFileProblem("cannot be read by faiss") from exc
-        if (index.dim, len(index), ids_digest(index.ids())) != (dim, fingerprint.count, fingerprint.ids_digest):
+        if (index.dim, len(index)) != (dim, fingerprint.count) or (
+            not written_here and ids_digest(index.ids()) != fingerprint.ids_digest
+        ):
             raise IndexFileProblem("does not hold the vectors its fingerprint names")
         return index
 
-    def _check_fingerprint(self, path: Path, generation: int, dim: int, count: int | None = None) -> Fingerprint:
+    def _check_fingerprint(
+        self, path: Path, generation: int, dim: int, count: int | None = None, *, check_count: bool = True
+    ) -> Fingerprint:
         """The file's fingerprint, if the file is whole and is this library's index of `generation`,
-        `dim` and the store's count; IndexFileProblem otherwise."""
+        `dim` and the store's count (unless not `check_count`); IndexFileProblem otherwise."""
         fingerprint = read_fingerprint(path)
         library_id = self.store.get_meta(_META_LIBRARY_ID)
         if library_id is None or fingerprint.library_id != library_id:
@@ -318,6 +285,8 @@ class Library:
             raise IndexFileProblem(f"was written for generation {fingerprint.generation}, not {generation}")
         if fingerprint.dim != dim:
             raise IndexFileProblem(f"has dimension {fingerprint.dim}, the library {dim}")
+        if not check_count:
+            return fingerprint
         count = self.store.count_vectors() if count is None else count
         if fingerprint.count != count:
             raise IndexFileProblem(f"holds {fingerprint.count} vectors, the store {count}")
@@ -371,6 +340,9 @@ class Library:
                 f"could not save the FAISS index {path}: {exc.strerror or exc}. The store is intact and the "
                 "next search rebuilds the index from it; free some disk space or make the library folder writable."
             ) from exc
+        stamp = _file_stamp(path, generation)
+        with contextlib.suppress(LibraryReadOnlyError, DiskFullError):  # without it, the next load checks every id
+            self.store.set_meta({_META_INDEX_STAMP: stamp or ""})
         for old in self.directory.glob(f"{INDEX_FILE_PREFIX}*{INDEX_FILE_SUFFIX}"):
             number = old.name[len(INDEX_FILE_PREFIX) : -len(INDEX_FILE_SUFFIX)]
             if number.isdigit() and int(number) < generation:
@@ -407,3 +379,12 @@ class Library:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _file_stamp(path: Path, generation: int) -> str | None:
+    """`generation size mtime_ns` of the file at `path` (None if it is gone): what `_META_INDEX_STAMP` holds."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return f"{generation} {stat.st_size} {stat.st_mtime_ns}"

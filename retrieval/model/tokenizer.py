@@ -1,13 +1,13 @@
 """open_clip's CLIP BPE tokenizer (`SimpleTokenizer`) without torch: the same ids from the same vocab file.
 
 A text query on the ONNX backend must not import torch or open_clip, so this is a port of open_clip's
-`tokenizer.SimpleTokenizer` (itself OpenAI CLIP's, MIT licence) to numpy, `regex` and `ftfy`: the same
-cleaning (ftfy, HTML unescaping twice, then `lower`, `whitespace` or `canonicalize`), the same pre-split
-pattern, byte-level BPE over the same merges, `<start_of_text>` first, and when a text is too long the
-ids cut at `context_length` with the last one replaced by `<end_of_text>`. The vocab file is the one
-open_clip ships (bpe_simple_vocab_16e6.txt.gz), copied beside each ONNX export. open_clip's random
-"reduction" tokenizers (training-time augmentation) and HF tokenizers are not ported: a model that uses
-them keeps open_clip's tokenizer (`supported` says which).
+`tokenizer.SimpleTokenizer` (itself OpenAI CLIP's, MIT licence) to numpy, `regex` and `ftfy` (imported only
+for text that is not plain ASCII, which it leaves unchanged): the same cleaning (ftfy, HTML unescaping
+twice, then `lower`, `whitespace` or `canonicalize`), the same pre-split pattern, byte-level BPE over the
+same merges, `<start_of_text>` first, and when a text is too long the ids cut at `context_length` with the
+last one replaced by `<end_of_text>`. The vocab file is the one open_clip ships (bpe_simple_vocab_16e6.txt.gz),
+copied beside each ONNX export. open_clip's random "reduction" tokenizers (training-time augmentation) and HF
+tokenizers are not ported: a model that uses them keeps open_clip's tokenizer (`supported` says which).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import ftfy
 import numpy as np
 import regex
 
@@ -48,7 +47,18 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def _basic_clean(text: str) -> str:
-    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    if not plain(text):
+        import ftfy  # 40-85 ms to import: most queries are plain text, which a cold query then does without
+
+        text = ftfy.fix_text(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+def plain(text: str) -> bool:
+    """Text that `ftfy.fix_text` gives back unchanged: printable ASCII (no control characters, no terminal
+    escapes, nothing that could be mojibake, curly quotes, ligatures or wide forms) with no `&` (no HTML
+    entity to unescape)."""
+    return text.isascii() and text.isprintable() and "&" not in text
 
 
 def _whitespace_clean(text: str) -> str:
