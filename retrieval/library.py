@@ -46,7 +46,7 @@ from retrieval.index_file import Fingerprint, IndexFileProblem, Stamp, ids_diges
 from retrieval.index_policy import build_index, rebuild_reason
 from retrieval.library_facts import LibraryFacts
 from retrieval.model.devices import probe_device
-from retrieval.model.specs import ModelSpec
+from retrieval.model.specs import ModelIdentity, ModelSpec
 from retrieval.storage.opening import PRIVATE_FILE, private_folder
 from retrieval.storage.store import Store
 
@@ -58,6 +58,9 @@ _META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"
 _META_PRECISION = "vector_precision"
 """What made the library's vectors, as `Encoder.made_by` says (`onnx int8`), several joined by `, ` once runs
 with different precisions have embedded into it."""
+_META_CHECKPOINT_STAMP = "checkpoint_stamp"
+"""`size mtime_ns` of the recorded model's checkpoint file when its identity was last worked out: while the file
+keeps it, the recorded identity stands without hashing the file again (a large checkpoint took seconds)."""
 _META_INDEX_STAMP = "index_file_stamp"
 """`generation size mtime_ns` of the FAISS file this library last wrote, after checking it whole: a file that
 still has that stamp is loaded without the checks that read every id (0.25 s of a cold query at 1M)."""
@@ -149,17 +152,44 @@ class Library:
         Its ONNX exports (`backend`) are kept in the library, under `onnx/`."""
         from retrieval.model.encoder import Encoder  # model code loads with a model, not with the library
 
+        spec = (spec or self.model_for()).absolute()
         encoder = Encoder(
-            spec or self.model_for(),
+            spec,
             device=device,
             precision=precision,
             batch_size=batch_size,
             cache_dir=cache_dir,
             backend=backend,
             onnx_dir=self.directory / ONNX_FOLDER,
+            identity=self._known_identity(spec),
         )
         self.check_model(encoder)
+        self._note_checkpoint(spec)
         return encoder
+
+    def _known_identity(self, spec: ModelSpec) -> ModelIdentity | None:
+        """The recorded model's identity, when `spec` is that model and its checkpoint file has the stamp
+        recorded with it; else None (worked out again, the checkpoint hashed)."""
+        from retrieval.model.specs import checkpoint_stamp, identity_of
+
+        key, stamp = self.recorded_identity(), checkpoint_stamp(spec)
+        if key is None or stamp is None or spec != self.recorded_model() or stamp != self._checkpoint_stamp():
+            return None
+        return identity_of(spec, checkpoint_weights=key.split(" | ", 1)[1])
+
+    def _checkpoint_stamp(self) -> str | None:
+        return self.store.get_meta(_META_CHECKPOINT_STAMP)
+
+    def _note_checkpoint(self, spec: ModelSpec) -> None:
+        """Record the stamp of the recorded model's checkpoint once its identity checked out (best effort: a
+        read-only library hashes it on every run instead)."""
+        from retrieval.model.specs import checkpoint_stamp
+
+        stamp = checkpoint_stamp(spec)
+        if stamp is None or stamp == self._checkpoint_stamp() or spec != self.recorded_model():
+            return
+        with contextlib.suppress(LibraryReadOnlyError, DiskFullError):
+            self.store.set_meta({_META_CHECKPOINT_STAMP: stamp})
 
     def check_model(self, encoder: Encoder) -> None:
         identity = self.recorded_identity()
@@ -184,6 +214,7 @@ class Library:
                     _META_DIM: str(encoder.dim),
                 }
             )
+            self._note_checkpoint(encoder.spec)
 
     def dim(self) -> int | None:
         value = self.store.get_meta(_META_DIM)

@@ -55,6 +55,7 @@ class Encoder:
         cache_dir: str | None = None,
         backend: str = DEFAULT_BACKEND,
         onnx_dir: str | Path | None = None,
+        identity: ModelIdentity | None = None,
     ) -> None:
         self.spec = spec.absolute()
         self.backend, self.device = resolve_backend(backend, device, precision)
@@ -66,7 +67,7 @@ class Encoder:
         self._model: Any = None
         self._loaded: LoadedModel | None = None
         self._preprocess: Callable[[Image.Image], torch.Tensor] | None = None
-        self._identity: ModelIdentity | None = None
+        self._identity = identity  # None: worked out from `spec` when first asked
         self._dim: int | None = None
         self._warned = False
         self.onnx: OnnxModel | None = None

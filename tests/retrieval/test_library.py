@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -188,6 +189,38 @@ def test_the_precision_of_the_vectors_is_recorded_and_a_mix_is_named(
         warnings.simplefilter("error", PrecisionMixWarning)
         index_folders(library, Encoder(tiny_spec, device="cpu", backend="torch"), [str(more / "b")], workers=1)
     assert library.precision() == "onnx fp32, onnx int8, torch fp32"
+
+
+def test_a_recorded_checkpoint_is_not_hashed_again_while_its_stamp_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library bound to a checkpoint file records its size and mtime_ns; while the file keeps them, opening the
+    library's encoder takes the recorded identity without hashing the file (seconds for a large checkpoint, on
+    every query). A touched file is hashed once and its new stamp recorded; other weights are refused."""
+    import retrieval.model.specs as specs_module
+    from retrieval.model.reference import reference_spec
+
+    reference = reference_spec()
+    checkpoint = tmp_path / "weights.pt"
+    shutil.copyfile(reference.pretrained, checkpoint)
+    spec = ModelSpec(reference.model, str(checkpoint))
+    with Library(tmp_path / "library", create=True) as library:
+        first = library.encoder(spec, backend="torch")
+        library.bind_model(first)
+        hashed: list[str] = []
+        real = specs_module.file_sha256
+        monkeypatch.setattr(specs_module, "file_sha256", lambda path: hashed.append(str(path)) or real(path))
+        assert library.encoder(backend="torch").identity == first.identity
+        assert hashed == []
+        os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))
+        assert library.encoder(backend="torch").identity == first.identity
+        assert hashed == [str(checkpoint)]
+        assert library.encoder(backend="torch").identity == first.identity
+        assert hashed == [str(checkpoint)]
+        with open(checkpoint, "ab") as handle:
+            handle.write(b"other weights")
+        with pytest.raises(ModelMismatchError):
+            library.encoder(backend="torch")
 
 
 # --- the library's files ---------------------------------------------------------------------------------------
