@@ -164,7 +164,6 @@ class Library:
             identity=self._known_identity(spec),
         )
         self.check_model(encoder)
-        self._note_checkpoint(spec)
         return encoder
 
     def _known_identity(self, spec: ModelSpec) -> ModelIdentity | None:
@@ -181,8 +180,8 @@ class Library:
         return self.store.get_meta(_META_CHECKPOINT_STAMP)
 
     def _note_checkpoint(self, spec: ModelSpec) -> None:
-        """Record the stamp of the recorded model's checkpoint once its identity checked out (best effort: a
-        read-only library hashes it on every run instead)."""
+        """Record the stamp of the recorded model's checkpoint, its identity just checked (`bind_model`, at the
+        start of every index run; a search never writes it, so it never waits for an index run's write lock)."""
         from retrieval.model.specs import checkpoint_stamp
 
         stamp = checkpoint_stamp(spec)
@@ -202,7 +201,8 @@ class Library:
             )
 
     def bind_model(self, encoder: Encoder) -> None:
-        """Record the encoder's model on first use; refuse a different one later."""
+        """Record the encoder's model on first use; refuse a different one later. Its checkpoint's stamp is
+        recorded each time (see `_known_identity`)."""
         self.check_model(encoder)
         if self.recorded_identity() is None:
             self.store.set_meta(
@@ -214,7 +214,7 @@ class Library:
                     _META_DIM: str(encoder.dim),
                 }
             )
-            self._note_checkpoint(encoder.spec)
+        self._note_checkpoint(encoder.spec)
 
     def dim(self) -> int | None:
         value = self.store.get_meta(_META_DIM)

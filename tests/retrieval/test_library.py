@@ -196,7 +196,8 @@ def test_a_recorded_checkpoint_is_not_hashed_again_while_its_stamp_holds(
 ) -> None:
     """A library bound to a checkpoint file records its size and mtime_ns; while the file keeps them, opening the
     library's encoder takes the recorded identity without hashing the file (seconds for a large checkpoint, on
-    every query). A touched file is hashed once and its new stamp recorded; other weights are refused."""
+    every query). A touched file is hashed until an index run (`bind_model`) records its new stamp; other weights
+    are refused."""
     import retrieval.model.specs as specs_module
     from retrieval.model.reference import reference_spec
 
@@ -213,8 +214,10 @@ def test_a_recorded_checkpoint_is_not_hashed_again_while_its_stamp_holds(
         assert library.encoder(backend="torch").identity == first.identity
         assert hashed == []
         os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))
-        assert library.encoder(backend="torch").identity == first.identity
+        touched = library.encoder(backend="torch")
+        assert touched.identity == first.identity
         assert hashed == [str(checkpoint)]
+        library.bind_model(touched)
         assert library.encoder(backend="torch").identity == first.identity
         assert hashed == [str(checkpoint)]
         with open(checkpoint, "ab") as handle:
