@@ -371,13 +371,20 @@ class Library:
                 f"could not save the FAISS index {path}: {exc.strerror or exc}. The store is intact and the "
                 "next search rebuilds the index from it; free some disk space or make the library folder writable."
             ) from exc
-        stamp = _file_stamp(path, generation)
-        with contextlib.suppress(LibraryReadOnlyError, DiskFullError):  # without it, the next load checks every id
-            self.store.set_meta({_META_INDEX_STAMP: stamp or ""})
+        self._stamp_if_complete(path, index, generation)
         for old in self.directory.glob(f"{INDEX_FILE_PREFIX}*{INDEX_FILE_SUFFIX}"):
             number = old.name[len(INDEX_FILE_PREFIX) : -len(INDEX_FILE_SUFFIX)]
             if number.isdigit() and int(number) < generation:
                 old.unlink(missing_ok=True)
+
+    def _stamp_if_complete(self, path: Path, index: VectorIndex, generation: int) -> None:
+        """Record the stamp of the file just written when it holds as many vectors as the store (a caller of
+        `save_index` may save any index): a load trusts a stamped file's count. Best effort: without a stamp,
+        the next load checks every id."""
+        stamp = _file_stamp(path, generation)
+        if stamp is not None and len(index) == self.store.count_vectors():
+            with contextlib.suppress(LibraryReadOnlyError, DiskFullError):
+                self.store.set_meta({_META_INDEX_STAMP: stamp})
 
     # --- one writer at a time ------------------------------------------------------------------
     @contextmanager
