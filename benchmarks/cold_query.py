@@ -142,6 +142,7 @@ def report(name: str, directory: Path, repeat: int) -> None:
     phases = json.loads(
         subprocess.run(
             [sys.executable, "-c", "import json\n" + PHASES, str(directory), QUERY],
+            cwd=directory,  # not the checkout: `python -c` puts the working folder first on sys.path
             capture_output=True,
             text=True,
             check=True,

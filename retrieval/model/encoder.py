@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from retrieval.config import DEFAULT_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, default_onnx_cache_dir
 from retrieval.errors import InvalidQueryError, OnnxExportError
@@ -26,6 +25,7 @@ from retrieval.model.specs import ModelIdentity, ModelSpec, check_pretrained, em
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
 __all__ = ["Encoder", "OnnxFallbackWarning", "RandomWeightsWarning"]
 T = TypeVar("T")
