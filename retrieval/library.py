@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from retrieval import model_record
 from retrieval.config import (
     DATABASE_FILE,
     DEFAULT_BACKEND,
@@ -39,14 +40,13 @@ from retrieval.errors import (
     LibraryNotFoundError,
     LibraryReadOnlyError,
     ModelMismatchError,
-    PrecisionMixWarning,
 )
 from retrieval.index import VectorIndex, gpu_count
 from retrieval.index_file import Fingerprint, IndexFileProblem, Stamp, ids_digest, read_fingerprint
 from retrieval.index_policy import build_index, rebuild_reason
 from retrieval.library_facts import LibraryFacts
 from retrieval.model.devices import probe_device
-from retrieval.model.specs import ModelIdentity, ModelSpec
+from retrieval.model.specs import ModelSpec
 from retrieval.storage.opening import PRIVATE_FILE, private_folder
 from retrieval.storage.store import Store
 
@@ -55,12 +55,6 @@ if TYPE_CHECKING:
 
 _META_MODEL, _META_PRETRAINED, _META_DIM = "model", "pretrained", "dim"
 _META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"
-_META_PRECISION = "vector_precision"
-"""What made the library's vectors, as `Encoder.made_by` says (`onnx int8`), several joined by `, ` once runs
-with different precisions have embedded into it."""
-_META_CHECKPOINT_STAMP = "checkpoint_stamp"
-"""`size mtime_ns` of the recorded model's checkpoint file when its identity was last worked out: while the file
-keeps it, the recorded identity stands without hashing the file again (a large checkpoint took seconds)."""
 _META_INDEX_STAMP = "index_file_stamp"
 """`generation size mtime_ns` of the FAISS file this library last wrote, after checking it whole: a file that
 still has that stamp is loaded without the checks that read every id (0.25 s of a cold query at 1M)."""
@@ -161,34 +155,10 @@ class Library:
             cache_dir=cache_dir,
             backend=backend,
             onnx_dir=self.directory / ONNX_FOLDER,
-            identity=self._known_identity(spec),
+            identity=model_record.known_identity(self.store, spec, self.recorded_model(), self.recorded_identity()),
         )
         self.check_model(encoder)
         return encoder
-
-    def _known_identity(self, spec: ModelSpec) -> ModelIdentity | None:
-        """The recorded model's identity, when `spec` is that model and its checkpoint file has the stamp
-        recorded with it; else None (worked out again, the checkpoint hashed)."""
-        from retrieval.model.specs import checkpoint_stamp, identity_of
-
-        key, stamp = self.recorded_identity(), checkpoint_stamp(spec)
-        if key is None or stamp is None or spec != self.recorded_model() or stamp != self._checkpoint_stamp():
-            return None
-        return identity_of(spec, checkpoint_weights=key.split(" | ", 1)[1])
-
-    def _checkpoint_stamp(self) -> str | None:
-        return self.store.get_meta(_META_CHECKPOINT_STAMP)
-
-    def _note_checkpoint(self, spec: ModelSpec) -> None:
-        """Record the stamp of the recorded model's checkpoint, its identity just checked (`bind_model`, at the
-        start of every index run; a search never writes it, so it never waits for an index run's write lock)."""
-        from retrieval.model.specs import checkpoint_stamp
-
-        stamp = checkpoint_stamp(spec)
-        if stamp is None or stamp == self._checkpoint_stamp() or spec != self.recorded_model():
-            return
-        with contextlib.suppress(LibraryReadOnlyError, DiskFullError):
-            self.store.set_meta({_META_CHECKPOINT_STAMP: stamp})
 
     def check_model(self, encoder: Encoder) -> None:
         identity = self.recorded_identity()
@@ -202,7 +172,7 @@ class Library:
 
     def bind_model(self, encoder: Encoder) -> None:
         """Record the encoder's model on first use; refuse a different one later. Its checkpoint's stamp is
-        recorded each time (see `_known_identity`)."""
+        recorded each time (`model_record.note_checkpoint`)."""
         self.check_model(encoder)
         if self.recorded_identity() is None:
             self.store.set_meta(
@@ -214,7 +184,7 @@ class Library:
                     _META_DIM: str(encoder.dim),
                 }
             )
-        self._note_checkpoint(encoder.spec)
+        model_record.note_checkpoint(self.store, encoder.spec, self.recorded_model())
 
     def dim(self) -> int | None:
         value = self.store.get_meta(_META_DIM)
@@ -222,29 +192,12 @@ class Library:
 
     def precision(self) -> str | None:
         """What made the library's vectors (see `LibraryFacts.precision`)."""
-        return self.store.get_meta(_META_PRECISION)
+        return model_record.precision(self.store)
 
     def record_precision(self, encoder: Encoder) -> None:
-        """Note that `encoder` (loaded: its backend is settled) is about to embed images into the library.
-
-        Another precision than the recorded one is allowed, with a `PrecisionMixWarning`: int8 and fp32 vectors
-        of one model are comparable (each int8 vector keeps a cosine of at least INT8_MIN_COSINE to its fp32 one;
-        `bench recall` measures the cost), so one library may hold both, and the record then names both. Another
-        runtime at the same precision (torch and ONNX fp32 agree within ONNX_MAX_ABS_DIFF) is recorded silently."""
-        made_by, recorded = encoder.made_by, self.precision()
-        known = recorded.split(", ") if recorded else []
-        if made_by in known:
-            return
-        if known and encoder.precision not in {label.split(" ")[-1] for label in known}:
-            warnings.warn(
-                PrecisionMixWarning(
-                    f"the library's vectors were made with {recorded}; this run adds vectors made with {made_by} "
-                    "(the same model, so they stay comparable). For one precision throughout, index into a new "
-                    "`directory`."
-                ),
-                stacklevel=2,
-            )
-        self.store.set_meta({_META_PRECISION: ", ".join([*known, made_by])})
+        """Note that `encoder` (loaded: its backend is settled) is about to embed images into the library; another
+        precision than the recorded one warns (`model_record.record_precision` says why it is allowed)."""
+        model_record.record_precision(self.store, encoder)
 
     def facts(self, failure_limit: int = DEFAULT_FAILURES_SHOWN) -> LibraryFacts:
         """The library's facts, with at most `failure_limit` skipped files; imports no model code."""
