@@ -53,6 +53,9 @@ class IndexReport:
     links_skipped: int = 0
     """Symbolic links not followed (see `ScanOptions.follow_symlinks`)."""
     seconds: float = 0.0
+    decode_wait_seconds: float = 0.0
+    """How long the encoding thread waited for decoded images: near 0 when decoding keeps ahead of the model
+    (off the critical path), most of `seconds` when decoding is what limits the run."""
 
     @property
     def images_per_second(self) -> float:
@@ -172,9 +175,15 @@ def _prepare(disk: DiskFile, encoder: Encoder, reading: _Reading) -> _Prepared |
 
 
 def _prepared_in_order(
-    pool: ThreadPoolExecutor, files: list[DiskFile], encoder: Encoder, reading: _Reading, window: int
+    pool: ThreadPoolExecutor,
+    files: list[DiskFile],
+    encoder: Encoder,
+    reading: _Reading,
+    window: int,
+    report: IndexReport,
 ) -> Iterator[_Prepared | _Failed]:
-    """Decode ahead of the consumer by at most `window` files, yielding results in input order."""
+    """Decode ahead of the consumer by at most `window` files, yielding results in input order; the time the
+    consumer waits for a decoded file is added to `report.decode_wait_seconds`."""
     pending: deque[Future[_Prepared | _Failed]] = deque()
     upcoming = iter(files)
     for disk in upcoming:
@@ -182,7 +191,10 @@ def _prepared_in_order(
         if len(pending) >= window:
             break
     while pending:
-        yield pending.popleft().result()
+        waited = time.perf_counter()
+        result = pending.popleft().result()
+        report.decode_wait_seconds += time.perf_counter() - waited
+        yield result
         following = next(upcoming, None)
         if following is not None:
             pending.append(pool.submit(_prepare, following, encoder, reading))
@@ -202,12 +214,13 @@ def _embed_all(
     if not files:
         return
     encoder.load()  # before the workers start, so they share one loaded preprocess
+    library.record_precision(encoder)
     batches = _BatchCommitter(library, index, encoder, reuse.replaced, report)
     batch: list[_Prepared | _Failed] = []
     done = 0
     window = 2 * encoder.batch_size + workers
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="clipsearch-decode") as pool:
-        for position, item in enumerate(_prepared_in_order(pool, files, encoder, reading, window)):
+        for position, item in enumerate(_prepared_in_order(pool, files, encoder, reading, window, report)):
             batch.append(item)
             if len(batch) == encoder.batch_size or position == len(files) - 1:
                 done += batches.commit(batch)

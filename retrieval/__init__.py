@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import UnreadableImageError as UnreadableImageError
     from retrieval.index import VectorIndex as VectorIndex
     from retrieval.library import Library as Library
-    from retrieval.library import LibraryFacts as LibraryFacts
+    from retrieval.library_facts import LibraryFacts as LibraryFacts
     from retrieval.model.encoder import Encoder as Encoder
     from retrieval.model.encoder import RandomWeightsWarning as RandomWeightsWarning
     from retrieval.model.reference import model_file as model_file
@@ -54,7 +54,8 @@ _EXPORTS = {
         "UnreadableImageError",
     ),
     "retrieval.index": ("VectorIndex",),
-    "retrieval.library": ("Library", "LibraryFacts"),
+    "retrieval.library": ("Library",),
+    "retrieval.library_facts": ("LibraryFacts",),
     "retrieval.model.encoder": ("Encoder", "RandomWeightsWarning"),
     "retrieval.model.reference": ("model_file", "reference_spec"),
     "retrieval.model.specs": ("ModelIdentity", "ModelSpec"),

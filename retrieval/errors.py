@@ -113,3 +113,10 @@ class IndexSaveWarning(UserWarning):
 
 class OnnxExportError(ClipsearchError):
     """A model could not be exported to ONNX, or its export gives other vectors than torch."""
+
+
+# --- cold branch: cold queries, ONNX speed, the precision that made the vectors --------------------------
+class PrecisionMixWarning(UserWarning):
+    """An index run embeds with another runtime or precision than the library's vectors were made with (say
+    ONNX int8 into an fp32 library): the same model, so the vectors stay comparable and the run goes on; the
+    library records both (`LibraryFacts.precision`)."""

@@ -6,16 +6,17 @@ it with no model named uses the recorded one, so `search` needs no `--model` aft
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from retrieval import model_record
 from retrieval.config import (
     DATABASE_FILE,
     DEFAULT_BACKEND,
@@ -31,6 +32,7 @@ from retrieval.config import (
     default_library_dir,
 )
 from retrieval.errors import (
+    DiskFullError,
     IndexFileWarning,
     IndexSaveError,
     IndexSaveWarning,
@@ -42,10 +44,10 @@ from retrieval.errors import (
 from retrieval.index import VectorIndex, gpu_count
 from retrieval.index_file import Fingerprint, IndexFileProblem, Stamp, ids_digest, read_fingerprint
 from retrieval.index_policy import build_index, rebuild_reason
+from retrieval.library_facts import LibraryFacts
 from retrieval.model.devices import probe_device
 from retrieval.model.specs import ModelSpec
 from retrieval.storage.opening import PRIVATE_FILE, private_folder
-from retrieval.storage.records import LibraryStats
 from retrieval.storage.store import Store
 
 if TYPE_CHECKING:
@@ -53,50 +55,12 @@ if TYPE_CHECKING:
 
 _META_MODEL, _META_PRETRAINED, _META_DIM = "model", "pretrained", "dim"
 _META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"
+_META_INDEX_STAMP = "index_file_stamp"
+"""`generation size mtime_ns` of the FAISS file this library last wrote, after checking it whole: a file that
+still has that stamp is loaded without the checks that read every id (0.25 s of a cold query at 1M)."""
 _META_LIBRARY_ID = "library_id"
 """A random id, made when the first FAISS file is saved and written into each one: a file of another
 library is never taken for this one's."""
-_STALE_INDEX = "stale or missing (rebuilt on next search)"
-
-
-@dataclass(frozen=True)
-class LibraryFacts:
-    """What there is to know about a library at a glance (`clipsearch info`)."""
-
-    library: Path
-    database: str
-    """The store's URL, password hidden."""
-    model: str | None
-    """The recorded model as people read it; None before the first index run."""
-    model_identity: str | None
-    dim: int | None
-    stats: LibraryStats
-    """Counts, bytes, EXIF date range, generation, and the skipped files asked for."""
-    index_file: Path | None
-    """The FAISS file of the current generation; None when it is stale, damaged, another library's or missing
-    (the next search rebuilds it)."""
-    model_device: str
-    """Where a model would run here with `device` auto."""
-    faiss_gpus: int
-
-    def to_json(self) -> dict[str, Any]:
-        """One flat object: the facts, then the stats' own fields, the skipped files last."""
-        stats = asdict(self.stats)
-        failures = stats.pop("failures")
-        return {
-            "library": str(self.library),
-            "database": self.database,
-            "model": self.model,
-            "model_identity": self.model_identity,
-            "dim": self.dim,
-            **stats,
-            "first_taken": self.stats.first_taken.isoformat() if self.stats.first_taken else None,
-            "last_taken": self.stats.last_taken.isoformat() if self.stats.last_taken else None,
-            "index_file": str(self.index_file) if self.index_file else _STALE_INDEX,
-            "model_device": self.model_device,
-            "faiss_gpus": self.faiss_gpus,
-            "failures": failures,
-        }
 
 
 class Library:
@@ -182,14 +146,16 @@ class Library:
         Its ONNX exports (`backend`) are kept in the library, under `onnx/`."""
         from retrieval.model.encoder import Encoder  # model code loads with a model, not with the library
 
+        spec = (spec or self.model_for()).absolute()
         encoder = Encoder(
-            spec or self.model_for(),
+            spec,
             device=device,
             precision=precision,
             batch_size=batch_size,
             cache_dir=cache_dir,
             backend=backend,
             onnx_dir=self.directory / ONNX_FOLDER,
+            identity=model_record.known_identity(self.store, spec, self.recorded_model(), self.recorded_identity()),
         )
         self.check_model(encoder)
         return encoder
@@ -205,7 +171,8 @@ class Library:
             )
 
     def bind_model(self, encoder: Encoder) -> None:
-        """Record the encoder's model on first use; refuse a different one later."""
+        """Record the encoder's model on first use; refuse a different one later. Its checkpoint's stamp is
+        recorded each time (`model_record.note_checkpoint`)."""
         self.check_model(encoder)
         if self.recorded_identity() is None:
             self.store.set_meta(
@@ -217,10 +184,20 @@ class Library:
                     _META_DIM: str(encoder.dim),
                 }
             )
+        model_record.note_checkpoint(self.store, encoder.spec, self.recorded_model())
 
     def dim(self) -> int | None:
         value = self.store.get_meta(_META_DIM)
         return int(value) if value else None
+
+    def precision(self) -> str | None:
+        """What made the library's vectors (see `LibraryFacts.precision`)."""
+        return model_record.precision(self.store)
+
+    def record_precision(self, encoder: Encoder) -> None:
+        """Note that `encoder` (loaded: its backend is settled) is about to embed images into the library; another
+        precision than the recorded one warns (`model_record.record_precision` says why it is allowed)."""
+        model_record.record_precision(self.store, encoder)
 
     def facts(self, failure_limit: int = DEFAULT_FAILURES_SHOWN) -> LibraryFacts:
         """The library's facts, with at most `failure_limit` skipped files; imports no model code."""
@@ -231,6 +208,7 @@ class Library:
             model=self.recorded_description(),
             model_identity=self.recorded_identity(),
             dim=self.dim(),
+            precision=self.precision(),
             stats=stats,
             index_file=self._current_index_file(stats.generation, stats.indexed),
             model_device=probe_device(),
@@ -263,18 +241,26 @@ class Library:
         return self.rebuild_index(gpu=gpu)
 
     def _read_checked(self, path: Path, generation: int, dim: int, *, gpu: str, mmap: bool) -> VectorIndex:
-        fingerprint = self._check_fingerprint(path, generation, dim)
+        """The index in `path` after checking it is this library's of `generation`. The file this library wrote
+        (its stamp recorded, unchanged) is checked by its fingerprint alone; any other also against the store's
+        count and by a digest of all its ids."""
+        written_here = self.store.get_meta(_META_INDEX_STAMP) == _file_stamp(path, generation)
+        fingerprint = self._check_fingerprint(path, generation, dim, check_count=not written_here)
         try:
             index = VectorIndex.load(path, gpu=gpu, mmap=mmap, trained_on=fingerprint.trained_on)
         except RuntimeError as exc:
             raise IndexFileProblem("cannot be read by faiss") from exc
-        if (index.dim, len(index), ids_digest(index.ids())) != (dim, fingerprint.count, fingerprint.ids_digest):
+        if (index.dim, len(index)) != (dim, fingerprint.count) or (
+            not written_here and ids_digest(index.ids()) != fingerprint.ids_digest
+        ):
             raise IndexFileProblem("does not hold the vectors its fingerprint names")
         return index
 
-    def _check_fingerprint(self, path: Path, generation: int, dim: int, count: int | None = None) -> Fingerprint:
+    def _check_fingerprint(
+        self, path: Path, generation: int, dim: int, count: int | None = None, *, check_count: bool = True
+    ) -> Fingerprint:
         """The file's fingerprint, if the file is whole and is this library's index of `generation`,
-        `dim` and the store's count; IndexFileProblem otherwise."""
+        `dim` and the store's count (unless not `check_count`); IndexFileProblem otherwise."""
         fingerprint = read_fingerprint(path)
         library_id = self.store.get_meta(_META_LIBRARY_ID)
         if library_id is None or fingerprint.library_id != library_id:
@@ -283,6 +269,8 @@ class Library:
             raise IndexFileProblem(f"was written for generation {fingerprint.generation}, not {generation}")
         if fingerprint.dim != dim:
             raise IndexFileProblem(f"has dimension {fingerprint.dim}, the library {dim}")
+        if not check_count:
+            return fingerprint
         count = self.store.count_vectors() if count is None else count
         if fingerprint.count != count:
             raise IndexFileProblem(f"holds {fingerprint.count} vectors, the store {count}")
@@ -336,10 +324,20 @@ class Library:
                 f"could not save the FAISS index {path}: {exc.strerror or exc}. The store is intact and the "
                 "next search rebuilds the index from it; free some disk space or make the library folder writable."
             ) from exc
+        self._stamp_if_complete(path, index, generation)
         for old in self.directory.glob(f"{INDEX_FILE_PREFIX}*{INDEX_FILE_SUFFIX}"):
             number = old.name[len(INDEX_FILE_PREFIX) : -len(INDEX_FILE_SUFFIX)]
             if number.isdigit() and int(number) < generation:
                 old.unlink(missing_ok=True)
+
+    def _stamp_if_complete(self, path: Path, index: VectorIndex, generation: int) -> None:
+        """Record the stamp of the file just written when it holds as many vectors as the store (a caller of
+        `save_index` may save any index): a load trusts a stamped file's count. Best effort: without a stamp,
+        the next load checks every id."""
+        stamp = _file_stamp(path, generation)
+        if stamp is not None and len(index) == self.store.count_vectors():
+            with contextlib.suppress(LibraryReadOnlyError, DiskFullError):
+                self.store.set_meta({_META_INDEX_STAMP: stamp})
 
     # --- one writer at a time ------------------------------------------------------------------
     @contextmanager
@@ -372,3 +370,12 @@ class Library:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _file_stamp(path: Path, generation: int) -> str | None:
+    """`generation size mtime_ns` of the file at `path` (None if it is gone): what `_META_INDEX_STAMP` holds."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return f"{generation} {stat.st_size} {stat.st_mtime_ns}"

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from retrieval.config import DEFAULT_TOP_K
-from retrieval.decode import read_and_decode
 from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnreadableImageError
 from retrieval.filters import SearchFilter
 from retrieval.index import VectorIndex
@@ -105,6 +104,8 @@ class Searcher:
         unchanged = row is not None and (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
         if row is not None and unchanged and row.error is None and self.index.contains(row.id):
             return self.index.reconstruct([row.id])[0], row.id
+        from retrieval.decode import read_and_decode  # Pillow and the decoders: image queries only
+
         _, decoded = read_and_decode(path)
         return self.encoder.encode_images([decoded.image])[0], row.id if row else None
 

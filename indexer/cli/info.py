@@ -13,6 +13,7 @@ _SHOWN = (
     "database",
     "model",
     "dim",
+    "precision",
     "indexed",
     "failed",
     "total_bytes",

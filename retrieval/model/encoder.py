@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from retrieval.config import DEFAULT_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, default_onnx_cache_dir
 from retrieval.errors import InvalidQueryError, OnnxExportError
@@ -26,6 +25,7 @@ from retrieval.model.specs import ModelIdentity, ModelSpec, check_pretrained, em
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
 __all__ = ["Encoder", "OnnxFallbackWarning", "RandomWeightsWarning"]
 T = TypeVar("T")
@@ -55,6 +55,7 @@ class Encoder:
         cache_dir: str | None = None,
         backend: str = DEFAULT_BACKEND,
         onnx_dir: str | Path | None = None,
+        identity: ModelIdentity | None = None,
     ) -> None:
         self.spec = spec.absolute()
         self.backend, self.device = resolve_backend(backend, device, precision)
@@ -66,7 +67,7 @@ class Encoder:
         self._model: Any = None
         self._loaded: LoadedModel | None = None
         self._preprocess: Callable[[Image.Image], torch.Tensor] | None = None
-        self._identity: ModelIdentity | None = None
+        self._identity = identity  # None: worked out from `spec` when first asked
         self._dim: int | None = None
         self._warned = False
         self.onnx: OnnxModel | None = None
@@ -95,6 +96,12 @@ class Encoder:
         if self._identity is None:
             self._identity = identity_of(self.spec)
         return self._identity
+
+    @property
+    def made_by(self) -> str:
+        """What makes this encoder's image vectors, `backend precision` (`onnx int8`, `torch fp16`): what a
+        library records of its vectors. Settled once the model is loaded (`backend` auto may fall back)."""
+        return f"{self.backend} {self.precision}"
 
     @property
     def random_weights(self) -> bool:

@@ -11,6 +11,7 @@ with another, so any other baked-in batch size fails verification instead of giv
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from retrieval.atomic import atomic_path
 from retrieval.config import INT8_MIN_COSINE, ONNX_MAX_ABS_DIFF, ONNX_MIN_COSINE
 from retrieval.errors import OnnxExportError
 from retrieval.model.onnx_backend import OnnxTower
-from retrieval.model.onnx_files import ExportFolder
+from retrieval.model.onnx_files import ExportFolder, data_path
 from retrieval.model.tokenizer import ClipTokenizer
 
 OPSET = 17
@@ -110,6 +111,28 @@ def export_tower(model: Any, tower: str, example: torch.Tensor, target: Path) ->
         raise
     except Exception as exc:  # torch raises many kinds while tracing an unusual architecture
         raise OnnxExportError(f"cannot export the {tower} tower to ONNX: {exc}", parameters=("backend",)) from exc
+    if tower == "text":
+        split_weights(target)
+
+
+def split_weights(target: Path) -> None:
+    """Move the weights of the ONNX file `target` into `<target>.data` beside it (ONNX external data), leaving
+    the graph in `target`. onnxruntime opens a model in this form in half the time (ViT-B-32's 254 MB text
+    tower: 0.33 s of CPU instead of 0.64), which is most of what a cold text query waits for. The weights are
+    written first, each file atomically and 0600; the caller records the pair only after verifying it."""
+    import tempfile
+
+    import onnx
+
+    data = data_path(target)
+    model = onnx.load(str(target))
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".split-") as scratch:
+        onnx.save_model(model, str(Path(scratch) / target.name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data.name, size_threshold=1024)  # fmt: skip
+        for name in (data.name, target.name):
+            with atomic_path(target.parent / name, private=True) as temporary:
+                (Path(scratch) / name).chmod(0o600)
+                os.replace(Path(scratch) / name, temporary)
 
 
 def verify_tower(

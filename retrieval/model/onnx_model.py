@@ -21,8 +21,7 @@ import numpy as np
 from retrieval.errors import OnnxExportError
 from retrieval.model.loading import LoadedModel
 from retrieval.model.onnx_backend import OnnxTower
-from retrieval.model.onnx_files import ExportFolder, warn_stale
-from retrieval.model.specs import file_sha256
+from retrieval.model.onnx_files import ExportFolder, file_stamp, warn_stale
 from retrieval.model.tokenizer import ClipTokenizer
 
 _VERSIONED = ("torch", "open_clip_torch", "onnx", "onnxruntime")
@@ -96,7 +95,8 @@ class OnnxModel:
             facts = dict(self.manifest()["tokenizer"])
             if facts.pop("kind") == "clip-bpe":
                 vocab = self.folder.path / facts.pop("vocab")
-                facts.pop("vocab_sha256")
+                facts.pop("vocab_sha256", None)
+                facts.pop("vocab_stamp", None)
                 self._tokenizer = ClipTokenizer(vocab, **facts)
             else:  # a tokenizer the port does not reproduce: open_clip's own, which needs torch
                 from open_clip import get_tokenizer
@@ -110,7 +110,8 @@ class OnnxModel:
         if facts.get("kind") != "clip-bpe":
             return True
         vocab = self.folder.path / facts["vocab"]
-        if vocab.is_file() and file_sha256(vocab) == facts.get("vocab_sha256"):
+        record = facts.get("vocab_stamp") or {"file": facts["vocab"], "sha256": facts.get("vocab_sha256")}
+        if vocab.is_file() and self.folder.intact(vocab, record):
             return True
         warn_stale(f"the tokenizer vocab {vocab} is missing or changed")
         return False
@@ -149,7 +150,7 @@ class OnnxModel:
 
         tokenizer = onnx_export.tokenizer_facts(self._name(), loaded.tokenizer, self.folder)
         if tokenizer["kind"] == "clip-bpe":
-            tokenizer["vocab_sha256"] = file_sha256(self.folder.path / tokenizer["vocab"])
+            tokenizer["vocab_stamp"] = {"file": tokenizer["vocab"], **file_stamp(self.folder.path / tokenizer["vocab"])}
         return {
             "description": self.folder.identity.description,
             "dim": self._dim(),

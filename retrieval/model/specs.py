@@ -185,7 +185,17 @@ def check_pretrained(spec: ModelSpec) -> None:
         )
 
 
-def identity_of(spec: ModelSpec) -> ModelIdentity:
+def checkpoint_stamp(spec: ModelSpec) -> str | None:
+    """`size mtime_ns` of the spec's checkpoint file; None when its weights are not a file."""
+    if not spec.is_checkpoint_file:
+        return None
+    stat = Path(spec.pretrained).expanduser().stat()
+    return f"{stat.st_size} {stat.st_mtime_ns}"
+
+
+def identity_of(spec: ModelSpec, *, checkpoint_weights: str | None = None) -> ModelIdentity:
+    """The identity of `spec`. `checkpoint_weights` is the weights part already known for its checkpoint file
+    (a library's record while the file keeps its stamp): hashing a large checkpoint on every query is avoided."""
     architecture, label = spec.model, ""
     if spec.is_config_file:
         config = load_config_file(spec.model)
@@ -194,7 +204,7 @@ def identity_of(spec: ModelSpec) -> ModelIdentity:
     if spec.random_weights:
         weights = "random weights"
     elif spec.is_checkpoint_file:
-        weights = f"checkpoint sha256:{file_sha256(Path(spec.pretrained).expanduser())[:16]}"
+        weights = checkpoint_weights or f"checkpoint sha256:{file_sha256(Path(spec.pretrained).expanduser())[:16]}"
     else:
         weights = f"pretrained {spec.pretrained}"
     return ModelIdentity(architecture, weights, label)

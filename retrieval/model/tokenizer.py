@@ -1,27 +1,27 @@
 """open_clip's CLIP BPE tokenizer (`SimpleTokenizer`) without torch: the same ids from the same vocab file.
 
 A text query on the ONNX backend must not import torch or open_clip, so this is a port of open_clip's
-`tokenizer.SimpleTokenizer` (itself OpenAI CLIP's, MIT licence) to numpy, `regex` and `ftfy`: the same
-cleaning (ftfy, HTML unescaping twice, then `lower`, `whitespace` or `canonicalize`), the same pre-split
-pattern, byte-level BPE over the same merges, `<start_of_text>` first, and when a text is too long the
-ids cut at `context_length` with the last one replaced by `<end_of_text>`. The vocab file is the one
-open_clip ships (bpe_simple_vocab_16e6.txt.gz), copied beside each ONNX export. open_clip's random
-"reduction" tokenizers (training-time augmentation) and HF tokenizers are not ported: a model that uses
-them keeps open_clip's tokenizer (`supported` says which).
+`tokenizer.SimpleTokenizer` (itself OpenAI CLIP's, MIT licence) to numpy, `regex` and `ftfy` (imported only
+for text that is not plain ASCII, which it leaves unchanged): the same cleaning (ftfy, HTML unescaping
+twice, then `lower`, `whitespace` or `canonicalize`), the same pre-split pattern, byte-level BPE over the
+same merges, `<start_of_text>` first, and when a text is too long the ids cut at `context_length` with the
+last one replaced by `<end_of_text>`. The vocab file is the one open_clip ships (bpe_simple_vocab_16e6.txt.gz),
+copied beside each ONNX export. open_clip's random "reduction" tokenizers (training-time augmentation) and HF
+tokenizers are not ported: a model that uses them keeps open_clip's tokenizer (`supported` says which).
 """
 
 from __future__ import annotations
 
-import gzip
 import html
 import itertools
+import math
 import string
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import ftfy
 import numpy as np
 import regex
 
@@ -47,7 +47,18 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def _basic_clean(text: str) -> str:
-    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    if not plain(text):
+        import ftfy  # 40-85 ms to import: most queries are plain text, which a cold query then does without
+
+        text = ftfy.fix_text(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+def plain(text: str) -> bool:
+    """Text that `ftfy.fix_text` gives back unchanged: printable ASCII (no control characters, no terminal
+    escapes, nothing that could be mojibake, curly quotes, ligatures or wide forms) with no `&` (no HTML
+    entity to unescape)."""
+    return text.isascii() and text.isprintable() and "&" not in text
 
 
 def _whitespace_clean(text: str) -> str:
@@ -85,15 +96,14 @@ class ClipTokenizer:
     ) -> None:
         if clean not in _CLEAN:
             raise ValueError(f"unknown tokenizer cleaning {clean!r}; one of {', '.join(CLEANINGS)}")
-        with gzip.open(vocab_file, "rt", encoding="utf-8") as handle:
-            lines = handle.read().split("\n")[1 : BPE_MERGES + 1]
-        merges = [tuple(line.split()) for line in lines]
+        merges = read_merges(vocab_file)
         symbols = list(bytes_to_unicode().values())
-        vocab = [*symbols, *(symbol + "</w>" for symbol in symbols), *("".join(merge) for merge in merges)]
+        vocab = [*symbols, *(symbol + "</w>" for symbol in symbols), *(merge.replace(" ", "") for merge in merges)]
         specials = [*SPECIAL_TOKENS, *additional_special_tokens]
         vocab.extend(specials)
         self.encoder = {token: number for number, token in enumerate(vocab)}
         self.ranks = {merge: rank for rank, merge in enumerate(merges)}
+        """Each merge as its line, "first second" (a pair of symbols never holds a space)."""
         self.cache: dict[str, str] = {token: token for token in specials}
         self.pattern = regex.compile(
             "|".join(specials) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
@@ -110,11 +120,11 @@ class ClipTokenizer:
             return self.cache[token]
         word = (*token[:-1], token[-1] + "</w>")
         while len(word) > 1:
-            pairs = set(itertools.pairwise(word))
-            best = min(pairs, key=lambda pair: self.ranks.get(pair, float("inf")))
+            pairs = {f"{first} {second}" for first, second in itertools.pairwise(word)}
+            best = min(pairs, key=lambda pair: self.ranks.get(pair, math.inf))
             if best not in self.ranks:
                 break
-            word = _merge(word, best)
+            word = _merge(word, best.split(" "))
         joined = " ".join(word)
         self.cache[token] = joined
         return joined
@@ -140,7 +150,23 @@ class ClipTokenizer:
         return result
 
 
-def _merge(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+def read_merges(vocab_file: str | Path) -> list[str]:
+    """The BPE_MERGES merge lines CLIP uses (after the header line) of the gzipped vocab file. Only the start
+    of the file is decompressed and split: the whole file holds five times as many lines, and reading them
+    all was most of a cold query's tokenizer set-up."""
+    wanted = BPE_MERGES + 2  # the header, the merges, and the start of the next line
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the gzip container
+    data = b""
+    with open(vocab_file, "rb") as handle:
+        while data.count(b"\n") < wanted and (chunk := handle.read(1 << 16)):
+            data += decompressor.decompress(chunk)
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if len(lines) < wanted:
+        raise ValueError(f"{vocab_file} holds fewer than {BPE_MERGES} BPE merges")
+    return lines[1 : BPE_MERGES + 1]
+
+
+def _merge(word: tuple[str, ...], pair: Sequence[str]) -> tuple[str, ...]:
     """`word` with every left-to-right occurrence of `pair` joined into one symbol."""
     first, second = pair
     merged: list[str] = []

@@ -79,6 +79,15 @@ def test_first_run_embeds_everything_with_metadata_and_exact_vectors(
     assert_index_matches_store(library)
 
 
+def test_the_time_spent_waiting_for_decoding_is_reported(library: Library, tiny_encoder: Encoder, photos: Path) -> None:
+    """The encoding thread's waits for decoded images are timed: some wait is unavoidable (the first image is
+    decoded while nothing else can run), and no more than the run itself; a run with nothing to embed waits for
+    nothing."""
+    report = run(library, tiny_encoder, photos)
+    assert 0 < report.decode_wait_seconds <= report.seconds
+    assert run(library, tiny_encoder, photos).decode_wait_seconds == 0
+
+
 def test_stored_facts_are_the_decoders_and_the_files_own(library: Library, tiny_encoder: Encoder, photos: Path) -> None:
     """Each row carries every fact decoding found (each `ImageInfo` field, by name) and the file's own
     stat and content hash."""

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 
 from indexer.pipeline import index_folders
 from retrieval.config import DATABASE_FILE, DEFAULT_MODEL, DEFAULT_PRETRAINED, LIBRARY_ENV, RANDOM_WEIGHTS
-from retrieval.errors import LibraryNotFoundError, ModelMismatchError
+from retrieval.errors import LibraryNotFoundError, ModelMismatchError, PrecisionMixWarning
 from retrieval.library import Library
 from retrieval.model.devices import resolve_device
 from retrieval.model.encoder import Encoder
@@ -24,8 +26,8 @@ from tests import imagefactory
 from tests.clirunner import assert_clean_failure, invoke
 
 FACT_KEYS = [
-    "library", "database", "model", "model_identity", "dim", "indexed", "failed", "total_bytes", "first_taken",
-    "last_taken", "generation", "index_file", "model_device", "faiss_gpus", "failures",
+    "library", "database", "model", "model_identity", "dim", "precision", "indexed", "failed", "total_bytes",
+    "first_taken", "last_taken", "generation", "index_file", "model_device", "faiss_gpus", "failures",
 ]  # fmt: skip
 
 
@@ -123,6 +125,7 @@ def test_facts_of_an_indexed_library(indexed: Library, tiny_encoder: Encoder, ph
     assert facts.model_identity == tiny_encoder.identity.key
     assert facts.model == tiny_encoder.identity.description
     assert facts.dim == tiny_encoder.dim
+    assert facts.precision == tiny_encoder.made_by == "onnx fp32"
     stats = facts.stats
     assert (stats.indexed, stats.failed) == (13, 1)
     on_disk = [p for p in photos.rglob("*") if p.is_file() and p.name != "broken.jpg"]
@@ -156,9 +159,71 @@ def test_facts_to_json_keys_and_values(indexed: Library) -> None:
 def test_facts_of_a_new_library(library: Library) -> None:
     """Before the first index run: no model, no dimension, nothing counted, no index file."""
     data = library.facts().to_json()
-    assert (data["model"], data["model_identity"], data["dim"]) == (None, None, None)
+    assert (data["model"], data["model_identity"], data["dim"], data["precision"]) == (None, None, None, None)
     assert (data["indexed"], data["failed"], data["total_bytes"], data["generation"]) == (0, 0, 0, 0)
     assert (data["first_taken"], data["last_taken"], data["failures"]) == (None, None, [])
+
+
+def test_the_precision_of_the_vectors_is_recorded_and_a_mix_is_named(
+    library: Library, tiny_encoder: Encoder, tiny_spec: ModelSpec, photos: Path, tmp_path: Path
+) -> None:
+    """The library records what made its vectors. A later run at int8 into an fp32 library goes on (same model)
+    with a `PrecisionMixWarning`, and the record names both; a run that embeds nothing records nothing; another
+    runtime at the same precision is recorded without a warning."""
+    more = tmp_path / "more"
+    index_folders(library, tiny_encoder, [str(photos)], workers=1)
+    assert library.precision() == "onnx fp32"
+    int8 = Encoder(tiny_spec, device="cpu", backend="onnx", precision="int8", onnx_dir=tmp_path / "exports")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionMixWarning)
+        index_folders(library, int8, [str(photos)], workers=1)  # nothing new to embed
+    assert library.precision() == "onnx fp32"
+    for seed in (100, 101):  # images the library has not seen (a copy would reuse a stored vector)
+        imagefactory.pattern_png(more / "a" / f"{seed}.png", seed=seed)
+    with pytest.warns(PrecisionMixWarning, match="made with onnx fp32; this run adds vectors made with onnx int8"):
+        report = index_folders(library, int8, [str(more / "a")], workers=1)
+    assert report.embedded > 0
+    assert library.precision() == library.facts().to_json()["precision"] == "onnx fp32, onnx int8"
+    imagefactory.pattern_png(more / "b" / "102.png", seed=102)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionMixWarning)
+        index_folders(library, Encoder(tiny_spec, device="cpu", backend="torch"), [str(more / "b")], workers=1)
+    assert library.precision() == "onnx fp32, onnx int8, torch fp32"
+
+
+def test_a_recorded_checkpoint_is_not_hashed_again_while_its_stamp_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library bound to a checkpoint file records its size and mtime_ns; while the file keeps them, opening the
+    library's encoder takes the recorded identity without hashing the file (seconds for a large checkpoint, on
+    every query). A touched file is hashed until an index run (`bind_model`) records its new stamp; other weights
+    are refused."""
+    import retrieval.model.specs as specs_module
+    from retrieval.model.reference import reference_spec
+
+    reference = reference_spec()
+    checkpoint = tmp_path / "weights.pt"
+    shutil.copyfile(reference.pretrained, checkpoint)
+    spec = ModelSpec(reference.model, str(checkpoint))
+    with Library(tmp_path / "library", create=True) as library:
+        first = library.encoder(spec, backend="torch")
+        library.bind_model(first)
+        hashed: list[str] = []
+        real = specs_module.file_sha256
+        monkeypatch.setattr(specs_module, "file_sha256", lambda path: hashed.append(str(path)) or real(path))
+        assert library.encoder(backend="torch").identity == first.identity
+        assert hashed == []
+        os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))
+        touched = library.encoder(backend="torch")
+        assert touched.identity == first.identity
+        assert hashed == [str(checkpoint)]
+        library.bind_model(touched)
+        assert library.encoder(backend="torch").identity == first.identity
+        assert hashed == [str(checkpoint)]
+        with open(checkpoint, "ab") as handle:
+            handle.write(b"other weights")
+        with pytest.raises(ModelMismatchError):
+            library.encoder(backend="torch")
 
 
 # --- the library's files ---------------------------------------------------------------------------------------

@@ -98,6 +98,29 @@ def _fingerprint_garbled(data: bytes) -> bytes:
     return data[:end] + b"#####" + data[end + 5 :]
 
 
+def test_the_file_this_library_wrote_loads_without_reading_every_id(
+    filled: Library, tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold search loads the FAISS file the library itself wrote (its recorded stamp unchanged) on the strength
+    of its fingerprint, without gathering and hashing every id or counting the store (0.25 s at 1M); a file
+    whose stamp changed (touched, copied in) gets every check again."""
+    import retrieval.library as library_module
+
+    digests: list[int] = []
+    real = library_module.ids_digest
+    monkeypatch.setattr(library_module, "ids_digest", lambda ids: digests.append(len(ids)) or real(ids))
+    counts: list[int] = []
+    real_count = filled.store.count_vectors
+    monkeypatch.setattr(filled.store, "count_vectors", lambda: counts.append(1) or real_count())
+    _no_warnings(lambda: filled.load_index(gpu="never", mmap=True))
+    assert (digests, counts) == ([], [])
+    path = _current(filled)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    _no_warnings(lambda: filled.load_index(gpu="never", mmap=True))
+    assert (digests, counts) == ([COUNT], [1])
+    _no_warnings(lambda: _assert_correct(filled, tiny_encoder))
+
+
 @pytest.mark.parametrize(
     "damage", [_empty, _truncated, _header_garbled, _body_garbled, _fingerprint_garbled], ids=lambda f: f.__name__
 )

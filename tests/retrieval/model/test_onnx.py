@@ -9,6 +9,7 @@ trace-safe twin).
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from PIL import Image
 from retrieval.config import INT8_MIN_COSINE, ONNX_FOLDER
 from retrieval.errors import DeviceUnavailableError, OnnxExportError
 from retrieval.library import Library
-from retrieval.model import onnx_export
+from retrieval.model import onnx_export, onnx_files
 from retrieval.model.devices import resolve_backend, resolve_precision
 from retrieval.model.encoder import Encoder, OnnxFallbackWarning
 from retrieval.model.loading import load_model
@@ -83,7 +84,7 @@ def test_export_layout_is_private_and_recorded(onnx_encoder: Encoder, images: li
     folder = onnx_encoder.onnx.folder
     assert folder.path.name == onnx_encoder.identity.short_key
     names = {path.name for path in folder.path.iterdir()}
-    assert names == {"image.onnx", "text.onnx", "bpe_simple_vocab_16e6.txt.gz", "export.json"}
+    assert names == {"image.onnx", "text.onnx", "text.onnx.data", "bpe_simple_vocab_16e6.txt.gz", "export.json"}
     for path in (folder.root, folder.path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
     for path in folder.path.iterdir():
@@ -95,6 +96,55 @@ def test_export_layout_is_private_and_recorded(onnx_encoder: Encoder, images: li
         facts = manifest["towers"][tower]
         assert facts["max_abs_diff"] <= 1e-4 and facts["min_cosine"] >= 0.9999
         assert facts["verify_batch"] != onnx_export.TRACE_BATCH  # a baked-in batch size cannot pass
+        assert facts["size"] == folder.tower_path(tower).stat().st_size
+        assert facts["mtime_ns"] == folder.tower_path(tower).stat().st_mtime_ns
+    weights = manifest["towers"]["text"]["data"]  # the text tower's weights apart from its graph
+    assert weights["file"] == "text.onnx.data" and weights["size"] > folder.tower_path("text").stat().st_size
+
+
+def test_an_unchanged_export_is_not_hashed(
+    tiny_spec: ModelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold query checks the export's files by their recorded size and mtime_ns, without reading them; a file
+    touched since (same bytes) is hashed once, accepted, and its new stamp recorded, so the next run reads
+    nothing again."""
+    first = Encoder(tiny_spec, device="cpu", backend="onnx", onnx_dir=tmp_path)
+    expected = first.encode_texts(TEXTS)
+    assert first.onnx is not None
+    folder = first.onnx.folder
+    hashed: list[str] = []
+    real_hash = onnx_files.file_sha256
+    monkeypatch.setattr(onnx_files, "file_sha256", lambda path: hashed.append(Path(path).name) or real_hash(path))
+
+    def query() -> np.ndarray:
+        encoder = Encoder(tiny_spec, device="cpu", backend="onnx", onnx_dir=tmp_path)
+        assert encoder.onnx is not None and encoder.onnx.ready("text")
+        return encoder.encode_texts(TEXTS)
+
+    np.testing.assert_allclose(query(), expected, atol=TOLERANCE)
+    assert hashed == []
+    weights = onnx_files.data_path(folder.tower_path("text"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    np.testing.assert_allclose(query(), expected, atol=TOLERANCE)
+    assert hashed == ["text.onnx.data"]
+    manifest = json.loads(folder.manifest_path.read_text())
+    assert manifest["towers"]["text"]["data"]["mtime_ns"] == weights.stat().st_mtime_ns
+    np.testing.assert_allclose(query(), expected, atol=TOLERANCE)
+    assert hashed == ["text.onnx.data"]
+
+
+def test_changed_text_weights_are_exported_again(tiny_spec: ModelSpec, tmp_path: Path) -> None:
+    """The text tower's weights file is checked like its graph: changed bytes are never used."""
+    first = Encoder(tiny_spec, device="cpu", backend="onnx", onnx_dir=tmp_path)
+    expected = first.encode_texts(TEXTS)
+    assert first.onnx is not None
+    weights = onnx_files.data_path(first.onnx.folder.tower_path("text"))
+    damaged = bytearray(weights.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    weights.write_bytes(bytes(damaged))
+    with pytest.warns(StaleExportWarning, match="text.onnx.data changed since it was verified"):
+        again = Encoder(tiny_spec, device="cpu", backend="onnx", onnx_dir=tmp_path).encode_texts(TEXTS)
+    np.testing.assert_allclose(again, expected, atol=TOLERANCE)
 
 
 def test_a_damaged_export_is_made_again(tiny_spec: ModelSpec, tmp_path: Path, images: list[Image.Image]) -> None:
