@@ -12,7 +12,7 @@
 #
 # Environment overrides (the defaults are the real run; the CPU dry run makes them tiny):
 #   DEVICE=cuda TRAIN_MINUTES=4 PARTS=14 TRAIN_PER_PART=6300 HELDOUT_PER_PART=900 WORKERS=14
-#   BATCH=256 LR=1e-3 WARMUP=300 EVAL_EVERY=500 VAL=500 TEST=1000 SKETCH=1000 DEMO_IMAGES=300
+#   BATCH=256 LR=1e-3 WARMUP=200 EVAL_EVERY=500 VAL=500 TEST=1000 SKETCH=1000 DEMO_IMAGES=300
 #   WORK=/tmp/clipsearch-gpu (scratch: datasets and libraries; removed first)
 #
 # On the lent H200 (16 cores), after the missing wheels are installed into /tmp/site:
@@ -33,7 +33,7 @@ HELDOUT_PER_PART=${HELDOUT_PER_PART:-900}  # heldout-train: the other 5 pairs, 1
 WORKERS=${WORKERS:-14}
 BATCH=${BATCH:-256}
 LR=${LR:-1e-3}
-WARMUP=${WARMUP:-300}
+WARMUP=${WARMUP:-200}
 EVAL_EVERY=${EVAL_EVERY:-500}
 VAL=${VAL:-500}
 TEST=${TEST:-1000}
