@@ -172,8 +172,10 @@ for name in test sketch; do
         >"$REPORTS/recall-$name.json" 2>"$LOGS/recall-$name.log" &
     pids+=($!)
 done
-PYTHONPATH="$WORK/overlay:$PYTHONPATH" python3 -c 'from indexer.cli import main; main()' \
-    demo --folder "$WORK/demo" --images "$DEMO_IMAGES" >"$REPORTS/demo.txt" 2>"$LOGS/demo.log" &
+# From $WORK: `python3 -c` puts its working folder first on the path, and the repository's own retrieval/
+# there would hide the copy (the first device run's demo measured the old packaged model that way).
+(cd "$WORK" && PYTHONPATH="$WORK/overlay:$PYTHONPATH" python3 -c 'from indexer.cli import main; main()' \
+    demo --folder "$WORK/demo" --images "$DEMO_IMAGES" >"$REPORTS/demo.txt" 2>"$LOGS/demo.log") &
 pids+=($!)
 for pid in "${pids[@]}"; do wait "$pid" || note "an evaluation exited with $? (see its log)"; done
 note "[$(stamp)] evaluated"
@@ -193,6 +195,6 @@ for name in ("test", "sketch"):
     except (OSError, ValueError, KeyError) as exc:
         print(f"{name}: no report ({exc!r})")
 EOF
-note "demo:"
+note "demo (its model line must name the checkpoint of best.pt: $(sha256sum "$OUT_DIR/best.pt" | cut -c1-16)):"
 tee -a "$SUMMARY" <"$REPORTS/demo.txt"
 note "[$(stamp)] done in $(( $(date +%s) - T0 )) s"
