@@ -12,7 +12,7 @@
 #
 # Environment overrides (the defaults are the real run; the CPU dry run makes them tiny):
 #   DEVICE=cuda TRAIN_MINUTES=4 PARTS=14 TRAIN_PER_PART=6300 HELDOUT_PER_PART=900 WORKERS=14
-#   BATCH=256 LR=1e-3 WARMUP=300 EVAL_EVERY=500 VAL=500 TEST=1000 SKETCH=1000 DEMO_IMAGES=300
+#   BATCH=256 LR=1e-3 WARMUP=200 EVAL_EVERY=500 VAL=500 TEST=1000 SKETCH=1000 DEMO_IMAGES=300
 #   WORK=/tmp/clipsearch-gpu (scratch: datasets and libraries; removed first)
 #
 # On the lent H200 (16 cores), after the missing wheels are installed into /tmp/site:
@@ -33,7 +33,7 @@ HELDOUT_PER_PART=${HELDOUT_PER_PART:-900}  # heldout-train: the other 5 pairs, 1
 WORKERS=${WORKERS:-14}
 BATCH=${BATCH:-256}
 LR=${LR:-1e-3}
-WARMUP=${WARMUP:-300}
+WARMUP=${WARMUP:-200}
 EVAL_EVERY=${EVAL_EVERY:-500}
 VAL=${VAL:-500}
 TEST=${TEST:-1000}
@@ -172,8 +172,10 @@ for name in test sketch; do
         >"$REPORTS/recall-$name.json" 2>"$LOGS/recall-$name.log" &
     pids+=($!)
 done
-PYTHONPATH="$WORK/overlay:$PYTHONPATH" python3 -c 'from indexer.cli import main; main()' \
-    demo --folder "$WORK/demo" --images "$DEMO_IMAGES" >"$REPORTS/demo.txt" 2>"$LOGS/demo.log" &
+# From $WORK: `python3 -c` puts its working folder first on the path, and the repository's own retrieval/
+# there would hide the copy (the first device run's demo measured the old packaged model that way).
+(cd "$WORK" && PYTHONPATH="$WORK/overlay:$PYTHONPATH" python3 -c 'from indexer.cli import main; main()' \
+    demo --folder "$WORK/demo" --images "$DEMO_IMAGES" >"$REPORTS/demo.txt" 2>"$LOGS/demo.log") &
 pids+=($!)
 for pid in "${pids[@]}"; do wait "$pid" || note "an evaluation exited with $? (see its log)"; done
 note "[$(stamp)] evaluated"
@@ -193,6 +195,6 @@ for name in ("test", "sketch"):
     except (OSError, ValueError, KeyError) as exc:
         print(f"{name}: no report ({exc!r})")
 EOF
-note "demo:"
+note "demo (its model line must name the checkpoint of best.pt: $(sha256sum "$OUT_DIR/best.pt" | cut -c1-16)):"
 tee -a "$SUMMARY" <"$REPORTS/demo.txt"
 note "[$(stamp)] done in $(( $(date +%s) - T0 )) s"

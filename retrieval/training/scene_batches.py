@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from retrieval.errors import TrainingError
-from retrieval.quality.attributes import Constraints, constraints_of, satisfies, scene_of
+from retrieval.quality.attributes import Constraints, constraints_of, scene_of
 from retrieval.quality.captions import CaptionedDataset
 
 
@@ -138,16 +138,26 @@ def _partner(
 
 def match_targets(labels: SceneLabels, images: Sequence[int], captions: Sequence[int]) -> torch.Tensor:
     """targets[i, j] = 1 where caption `captions[j]` is true of image `images[i]` (always on the diagonal:
-    each caption is true of its own image)."""
+    each caption is true of its own image). Found by set intersections, not by testing every pair: a loader
+    worker makes one of these for every batch."""
     targets = torch.eye(len(images))
-    for i, image in enumerate(images):
+    holders: dict[tuple[str, Any], set[int]] = defaultdict(set)  # (attribute, value) -> batch rows that have it
+    known: set[int] = set()
+    for row, image in enumerate(images):
         scene = labels.scenes[image]
-        if scene is None:
+        if scene is not None:
+            known.add(row)
+            for name, value in scene.items():
+                holders[(name, value)].add(row)
+    for column, caption in enumerate(captions):
+        wants = labels.wants[caption]
+        if not wants:
             continue
-        for j, caption in enumerate(captions):
-            wants = labels.wants[caption]
-            if i != j and wants and satisfies(scene, wants):
-                targets[i, j] = 1.0
+        rows = set(known)
+        for name, values in wants.items():
+            rows &= set().union(*(holders.get((name, value), set()) for value in values))
+        if rows:
+            targets[sorted(rows), column] = 1.0
     return targets
 
 

@@ -84,16 +84,17 @@ def test_text_query_puts_images_with_the_attribute_on_top(
 
 def test_attribute_precision_on_unseen_scenes(indexed: Indexed, tmp_path: Path) -> None:
     """The attribute benchmark through the engine on these 240 unseen scenes. Floors a little under what the
-    committed model measured here (P@3: shape 100, colour 100, count 91.1, size 93.3, position 66.7;
-    colour+shape P@1 72.5, with only about 6 pictures per pair in 240, some held-out pairs among them);
-    the v1 model measured shape 50, count 31, position 13 on its own test split."""
+    committed model (v3) measured here (P@3: shape, colour, size, background, texture 100, count 97.8,
+    position 98.7; colour+shape P@1 80.0, with only about 6 pictures per pair in 240); v2 measured count
+    91.1, size 93.3, position 66.7 and colour+shape P@1 72.5 here, the v1 model shape 50, count 31, position
+    13 on its own test split."""
     with Library(tmp_path / "bench", create=True) as library:
         report = bench_attributes(library, library.encoder(reference_spec()), indexed.captions_file)
     table = report.precision.table
-    floors = {"shape": 90, "colour": 90, "count": 80, "size": 80, "position": 50, "background": 90, "texture": 90}
+    floors = {"shape": 90, "colour": 90, "count": 90, "size": 90, "position": 90, "background": 90, "texture": 90}
     for attribute, floor in floors.items():
         assert table[attribute]["P@3"] >= floor, (attribute, table)
-    assert table["colour+shape"]["P@1"] >= 60, table
+    assert table["colour+shape"]["P@1"] >= 70, table
 
 
 def test_full_description_finds_its_scene_first(indexed: Indexed) -> None:
@@ -170,3 +171,23 @@ def test_demo_set_holds_three_pictures_for_every_showcase_query() -> None:
     ]
     for query in DEMO_QUERIES:
         assert sum(query.matches(scene) for scene in scenes) >= 3, query.text
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10 is open: reference model v3 gets 12 of 18 showcase hits right (v2: 11), see README",
+)
+def test_demo_showcase_queries_are_right_in_their_top_3(tmp_path: Path) -> None:
+    """The demo's promise, with the packaged model on the demo's own scenes (DEFAULT_DEMO_IMAGES of seed
+    DEMO_SEED, k = DEFAULT_DEMO_K): every hit of every showcase query has every attribute the query asks for.
+    Strict: once a model gets them all right this fails as XPASS, and the mark must go."""
+    from indexer.demo import run_demo
+
+    report = run_demo(tmp_path / "demo")
+    wrong = {
+        result.query.text: [hit.caption for hit in result.hits if not hit.right]
+        for result in report.text_queries
+        if not all(hit.right for hit in result.hits)
+    }
+    assert not wrong, wrong

@@ -186,8 +186,10 @@ def test_the_attention_pool_twin_equals_open_clip(one_torch_thread: None) -> Non
     """The trace-safe attention pool gives open_clip's `AttentionPool2d` output for any batch size."""
     model = load_model(reference_spec()).model.eval()
     pool = model.visual.attnpool
+    side = round((pool.positional_embedding.shape[0] - 1) ** 0.5)  # the grid the pool was built for
     for batch in (1, 5):
-        features = torch.randn(batch, pool.k_proj.in_features, 2, 2, generator=torch.Generator().manual_seed(batch))
+        shape = (batch, pool.k_proj.in_features, side, side)
+        features = torch.randn(*shape, generator=torch.Generator().manual_seed(batch))
         with torch.inference_mode():
             expected = pool(features)
             twin = onnx_export._attention_pool(pool, features)

@@ -24,7 +24,7 @@ from retrieval.model.specs import load_config_file
 ROOT = Path(__file__).resolve().parents[3]
 SITE = Path(retrieval.__file__).resolve().parent.parent  # where the `retrieval` package sits
 SHIPPED = ("reference.json", "reference.pt", "tiny.json")
-REFERENCE_CHECKPOINT_SHA256 = "387e1851d746eaf638482ffd6345a5f1d750b02a2100e158a6f2f420e88b5413"
+REFERENCE_CHECKPOINT_SHA256 = "27c56780fb294d6ed9bab0c60e8603ae326a38722cb9592e313f07034cb8d6e1"
 """sha256 of reference.pt as trained and committed (v2, branch model; v1 was dcebde22c8b22723...)."""
 
 
