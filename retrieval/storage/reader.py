@@ -54,6 +54,10 @@ class StoreReads(Protocol):
     def close(self) -> None: ...
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def _path(value: Any) -> str:
     return os.fsdecode(bytes(value))
 
@@ -76,10 +80,6 @@ _SELECT_RECORDS = f"SELECT {', '.join(_RECORD_FIELDS)} FROM images WHERE "
 def _record(row: tuple[Any, ...]) -> ImageRecord:
     values = {name: _CONVERT.get(name, _same)(value) for name, value in zip(_RECORD_FIELDS, row, strict=True)}
     return ImageRecord(**values)
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def open_reader(path: Path) -> StoreReader | None:
