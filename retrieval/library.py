@@ -67,10 +67,8 @@ library is never taken for this one's."""
 class Library:
     """One library folder; `directory` None is the default one (CLIPSEARCH_LIBRARY, else the user data folder).
 
-    `reading` opens it for a command that only reads (a search, `info`): a current SQLite library is then read
-    through the light `StoreReader` (no SQLAlchemy), and the full `Store` opens only if something writes (a
-    FAISS file rebuilt and saved). Any other library (another database URL, or one that needs migrating or is
-    damaged) opens the full `Store` at once, which migrates or refuses as it always does."""
+    With `reading` (a search, `info`), `reads` is the light `StoreReader` where it can read the library (no
+    SQLAlchemy; `open_reader` says where), and the full `store` opens only to write (a FAISS file rebuilt)."""
 
     def __init__(
         self,
@@ -94,7 +92,6 @@ class Library:
         self._store: Store | None = None
         light = open_reader(database) if reading and database_url is None else None
         self.reads: StoreReads = light or self.store
-        """Where reads go: the light reader, or the full `Store`."""
 
     @property
     def store(self) -> Store:

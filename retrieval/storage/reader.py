@@ -107,7 +107,8 @@ def open_reader(path: Path) -> StoreReader | None:
 
 
 class StoreReader:
-    """Reads of one SQLite library over one connection that never writes (see the module's docstring)."""
+    """Reads of one SQLite library over one connection that never writes (see the module's docstring); like a
+    command, it is used from one thread at a time."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         connection.isolation_level = None  # autocommit; `_snapshot` opens a read transaction where one is needed
