@@ -50,7 +50,11 @@ def mark(name): marks.append((name, time.perf_counter(), time.process_time()))
 import indexer.cli; mark("import the CLI")
 from retrieval.search import Searcher; mark("import search (store, faiss, encoder)")
 from retrieval.library import Library
-library = Library(sys.argv[1]); mark("open the library")
+try:
+    library = Library(sys.argv[1], reading=True)  # the light read path, where this checkout has one
+except TypeError:
+    library = Library(sys.argv[1])
+mark("open the library")
 encoder = library.encoder(); mark("the encoder (model checks)")
 searcher = Searcher(library, encoder); mark("load the FAISS index")
 import onnxruntime; mark("import onnxruntime")
@@ -60,7 +64,8 @@ vector = encoder.encode_texts([sys.argv[2]])[0]; mark("encode the query")
 searcher.search_vector(vector, 10); mark("search and read the rows")
 print(json.dumps({"phases": [(name, wall - marks[i][1], cpu - marks[i][2])
                              for i, (name, wall, cpu) in enumerate(marks[1:])],
-                  "torch": "torch" in sys.modules, "open_clip": "open_clip" in sys.modules}))
+                  "torch": "torch" in sys.modules, "open_clip": "open_clip" in sys.modules,
+                  "sqlalchemy": "sqlalchemy" in sys.modules}))
 """
 
 
@@ -148,10 +153,11 @@ def report(name: str, directory: Path, repeat: int) -> None:
             check=True,
         ).stdout
     )
-    print(f"\n{name}")
+    print(f"\n{name} (load {os.getloadavg()[0]:.1f})")
     for label, (wall, cpu) in rows.items():
         print(f"  {label:<40} {wall:6.3f} s wall  {cpu:6.3f} s CPU")
-    print(f"  one cold API query, by phase (torch imported: {phases['torch']}, open_clip: {phases['open_clip']})")
+    imported = ", ".join(f"{module}: {phases[module]}" for module in ("torch", "open_clip", "sqlalchemy"))
+    print(f"  one cold API query, by phase (imported {imported})")
     for label, wall, cpu in phases["phases"]:
         print(f"    {label:<38} {wall * 1000:7.1f} ms wall {cpu * 1000:7.1f} ms CPU")
     total_wall = sum(wall for _, wall, _ in phases["phases"])

@@ -130,6 +130,22 @@ INT8_MIN_COSINE = 0.99
 """A dynamically quantised (int8) image tower is used only if every vector of the fixed batch keeps at least
 this cosine to torch's fp32 vector; its recall cost is measured with `clipsearch bench recall`."""
 
+# --- light branch: the generated scenes' defaults, which `clipsearch generate-dataset`'s options show, here so
+# that starting the CLI does not import the generator (and Pillow with it)
+DEFAULT_STYLE = "v2"
+STYLE_CHOICES = ("v1", "v2", "sketch")
+"""The scene generator's styles (`retrieval.quality.scene_dataset.GENERATORS` names one generator per style)."""
+DEFAULT_IMAGE_SIZE = 128
+DEFAULT_CAPTIONS_PER_IMAGE = 3
+DEFAULT_SPLIT_SIZES: dict[str, int] = {
+    "train": 20_000,
+    "val": 500,
+    "test": 1_000,
+    "heldout-train": 2_000,
+    "heldout-test": 500,
+}
+# --- end light branch
+
 
 def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the

@@ -25,7 +25,7 @@ _faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search pa
 
 
 if TYPE_CHECKING:
-    from retrieval.storage.store import Store
+    from retrieval.storage.reader import StoreReads as Store
 
 
 class Condition(Protocol):
@@ -52,7 +52,9 @@ class Within:
 
 
 def _id_array(ids: Any) -> np.ndarray:
-    return np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+    """`ids` sorted and unique, as int64. Not `np.unique`, which imports `numpy.ma` (45 ms of a cold query)."""
+    ordered = np.sort(np.asarray(ids, dtype=np.int64).reshape(-1))
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
 
 
 @dataclass(frozen=True)

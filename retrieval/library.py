@@ -48,10 +48,11 @@ from retrieval.library_facts import LibraryFacts
 from retrieval.model.devices import probe_device
 from retrieval.model.specs import ModelSpec
 from retrieval.storage.opening import PRIVATE_FILE, private_folder
-from retrieval.storage.store import Store
+from retrieval.storage.reader import StoreReads, open_reader
 
 if TYPE_CHECKING:
     from retrieval.model.encoder import Encoder
+    from retrieval.storage.store import Store
 
 _META_MODEL, _META_PRETRAINED, _META_DIM = "model", "pretrained", "dim"
 _META_IDENTITY, _META_DESCRIPTION = "model_identity", "model_description"
@@ -64,10 +65,18 @@ library is never taken for this one's."""
 
 
 class Library:
-    """One library folder; `directory` None is the default one (CLIPSEARCH_LIBRARY, else the user data folder)."""
+    """One library folder; `directory` None is the default one (CLIPSEARCH_LIBRARY, else the user data folder).
+
+    With `reading` (a search, `info`), `reads` is the light `StoreReader` where it can read the library (no
+    SQLAlchemy; `open_reader` says where), and the full `store` opens only to write (a FAISS file rebuilt)."""
 
     def __init__(
-        self, directory: str | Path | None = None, *, create: bool = False, database_url: str | None = None
+        self,
+        directory: str | Path | None = None,
+        *,
+        create: bool = False,
+        database_url: str | None = None,
+        reading: bool = False,
     ) -> None:
         self.directory = Path(directory or default_library_dir()).expanduser().resolve()
         database = self.directory / DATABASE_FILE
@@ -79,9 +88,20 @@ class Library:
             )
         if database_url is not None:
             private_folder(self.directory)  # the FAISS file and the lock live here, the rows elsewhere
-        # A new SQLite library (folder included) appears on its first write: a run that fails before
-        # (a model that cannot load) leaves nothing behind.
-        self.store = Store(database_url or f"sqlite:///{database}", create=create)
+        self._url, self._create = database_url or f"sqlite:///{database}", create
+        self._store: Store | None = None
+        light = open_reader(database) if reading and database_url is None else None
+        self.reads: StoreReads = light or self.store
+
+    @property
+    def store(self) -> Store:
+        """The full store, opened on first use. A new SQLite library (folder included) appears on its first
+        write: a run that fails before (a model that cannot load) leaves nothing behind."""
+        if self._store is None:
+            from retrieval.storage.store import Store  # SQLAlchemy: for writes, and libraries the reader cannot read
+
+            self._store = Store(self._url, create=self._create)
+        return self._store
 
     def create(self) -> None:
         """Create the library's folder and database now if they are not there yet. A library opened with
@@ -89,7 +109,10 @@ class Library:
         self.store.ensure_created()
 
     def close(self) -> None:
-        self.store.close()
+        if self.reads is not self._store:
+            self.reads.close()
+        if self._store is not None:
+            self._store.close()
 
     def __enter__(self) -> Library:
         return self
@@ -99,15 +122,15 @@ class Library:
 
     # --- model ---------------------------------------------------------------------------------
     def recorded_model(self) -> ModelSpec | None:
-        model, pretrained = self.store.get_meta(_META_MODEL), self.store.get_meta(_META_PRETRAINED)
+        model, pretrained = self.reads.get_meta(_META_MODEL), self.reads.get_meta(_META_PRETRAINED)
         return ModelSpec(model, pretrained) if model and pretrained else None
 
     def recorded_identity(self) -> str | None:
-        return self.store.get_meta(_META_IDENTITY)
+        return self.reads.get_meta(_META_IDENTITY)
 
     def recorded_description(self) -> str | None:
         """The recorded model as people read it: its label (a config file's name) and identity."""
-        return self.store.get_meta(_META_DESCRIPTION) or self.recorded_identity()
+        return self.reads.get_meta(_META_DESCRIPTION) or self.recorded_identity()
 
     def model_for(
         self, model: str | None = None, pretrained: str | None = None, *, or_default: bool = False
@@ -155,7 +178,7 @@ class Library:
             cache_dir=cache_dir,
             backend=backend,
             onnx_dir=self.directory / ONNX_FOLDER,
-            identity=model_record.known_identity(self.store, spec, self.recorded_model(), self.recorded_identity()),
+            identity=model_record.known_identity(self.reads, spec, self.recorded_model(), self.recorded_identity()),
         )
         self.check_model(encoder)
         return encoder
@@ -187,12 +210,12 @@ class Library:
         model_record.note_checkpoint(self.store, encoder.spec, self.recorded_model())
 
     def dim(self) -> int | None:
-        value = self.store.get_meta(_META_DIM)
+        value = self.reads.get_meta(_META_DIM)
         return int(value) if value else None
 
     def precision(self) -> str | None:
         """What made the library's vectors (see `LibraryFacts.precision`)."""
-        return model_record.precision(self.store)
+        return model_record.precision(self.reads)
 
     def record_precision(self, encoder: Encoder) -> None:
         """Note that `encoder` (loaded: its backend is settled) is about to embed images into the library; another
@@ -201,10 +224,10 @@ class Library:
 
     def facts(self, failure_limit: int = DEFAULT_FAILURES_SHOWN) -> LibraryFacts:
         """The library's facts, with at most `failure_limit` skipped files; imports no model code."""
-        stats = self.store.stats(failure_limit)
+        stats = self.reads.stats(failure_limit)
         return LibraryFacts(
             library=self.directory,
-            database=self.store.url.render_as_string(hide_password=True),
+            database=self._store.url.render_as_string(hide_password=True) if self._store else self._url,
             model=self.recorded_description(),
             model_identity=self.recorded_identity(),
             dim=self.dim(),
@@ -228,13 +251,13 @@ class Library:
         dim = self.dim()
         if dim is None:
             return VectorIndex(1, gpu=gpu)
-        generation = self.store.generation()
+        generation = self.reads.generation()
         path = self.index_path(generation)
         if path.exists():
             try:
                 return self._read_checked(path, generation, dim, gpu=gpu, mmap=mmap)
             except IndexFileProblem as problem:
-                if self.store.generation() == generation:  # else a writer just moved on: stale, not bad
+                if self.reads.generation() == generation:  # else a writer just moved on: stale, not bad
                     warnings.warn(
                         IndexFileWarning(f"the FAISS file {path} {problem}: rebuilding it from the store"), stacklevel=2
                     )
@@ -244,7 +267,7 @@ class Library:
         """The index in `path` after checking it is this library's of `generation`. The file this library wrote
         (its stamp recorded, unchanged) is checked by its fingerprint alone; any other also against the store's
         count and by a digest of all its ids."""
-        written_here = self.store.get_meta(_META_INDEX_STAMP) == _file_stamp(path, generation)
+        written_here = self.reads.get_meta(_META_INDEX_STAMP) == _file_stamp(path, generation)
         fingerprint = self._check_fingerprint(path, generation, dim, check_count=not written_here)
         try:
             index = VectorIndex.load(path, gpu=gpu, mmap=mmap, trained_on=fingerprint.trained_on)
@@ -262,7 +285,7 @@ class Library:
         """The file's fingerprint, if the file is whole and is this library's index of `generation`,
         `dim` and the store's count (unless not `check_count`); IndexFileProblem otherwise."""
         fingerprint = read_fingerprint(path)
-        library_id = self.store.get_meta(_META_LIBRARY_ID)
+        library_id = self.reads.get_meta(_META_LIBRARY_ID)
         if library_id is None or fingerprint.library_id != library_id:
             raise IndexFileProblem("belongs to another library")
         if fingerprint.generation != generation:
@@ -271,7 +294,7 @@ class Library:
             raise IndexFileProblem(f"has dimension {fingerprint.dim}, the library {dim}")
         if not check_count:
             return fingerprint
-        count = self.store.count_vectors() if count is None else count
+        count = self.reads.count_vectors() if count is None else count
         if fingerprint.count != count:
             raise IndexFileProblem(f"holds {fingerprint.count} vectors, the store {count}")
         return fingerprint

@@ -15,6 +15,7 @@ from retrieval.model.specs import ModelIdentity, ModelSpec, checkpoint_stamp, id
 
 if TYPE_CHECKING:
     from retrieval.model.encoder import Encoder
+    from retrieval.storage.reader import StoreReads
     from retrieval.storage.store import Store
 
 CHECKPOINT_STAMP = "checkpoint_stamp"
@@ -25,7 +26,9 @@ VECTOR_PRECISION = "vector_precision"
 with different precisions have embedded into it."""
 
 
-def known_identity(store: Store, spec: ModelSpec, recorded: ModelSpec | None, key: str | None) -> ModelIdentity | None:
+def known_identity(
+    store: StoreReads, spec: ModelSpec, recorded: ModelSpec | None, key: str | None
+) -> ModelIdentity | None:
     """The recorded identity (`key`) of `spec`, when `spec` is the `recorded` model and its checkpoint file has
     the stamp recorded with it; else None (worked out again, the checkpoint hashed)."""
     stamp = checkpoint_stamp(spec)
@@ -45,7 +48,7 @@ def note_checkpoint(store: Store, spec: ModelSpec, recorded: ModelSpec | None) -
         store.set_meta({CHECKPOINT_STAMP: stamp})
 
 
-def precision(store: Store) -> str | None:
+def precision(store: StoreReads) -> str | None:
     return store.get_meta(VECTOR_PRECISION)
 
 

@@ -96,7 +96,7 @@ class Searcher:
         """The query image's vector, and its id when it is indexed. An indexed, unchanged file reuses
         its stored vector (no model load); anything else is decoded and encoded."""
         path = os.path.abspath(os.path.expanduser(str(image)))
-        row = self.library.store.image_by_path(path)
+        row = self.library.reads.image_by_path(path)
         try:
             stat = os.stat(path)
         except OSError as exc:
@@ -133,7 +133,7 @@ class Searcher:
         The filter is applied inside faiss. The index was loaded before the rows are read, so a row deleted
         meanwhile (an index run removing images) is left out and the next candidates fill its place: k
         results come back whenever k images pass."""
-        id_filter = search_filter.resolve(self.library.store)
+        id_filter = search_filter.resolve(self.library.reads)
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         while True:
             scores, ids = self.index.search(query, k, id_filter)
@@ -141,7 +141,7 @@ class Searcher:
             if min_score is not None:
                 keep &= scores[0] >= min_score
             hits = list(zip(scores[0][keep].tolist(), ids[0][keep].tolist(), strict=True))
-            rows = self.library.store.rows_by_ids(image_id for _, image_id in hits)
+            rows = self.library.reads.rows_by_ids(image_id for _, image_id in hits)
             gone = [image_id for _, image_id in hits if image_id not in rows or not rows[image_id].has_vector]
             if not gone:
                 return [

@@ -44,7 +44,7 @@ def info(as_json: bool, failure_limit: int, library: LibraryChoice) -> None:
       clipsearch info
       clipsearch info --json --failures 100
     """
-    with library.open() as opened:
+    with library.open(reading=True) as opened:
         facts = opened.facts(failure_limit).to_json()
     if as_json:
         echo_json(facts)

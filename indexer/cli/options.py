@@ -59,10 +59,11 @@ class LibraryChoice:
     directory: Path | None
     database_url: str | None
 
-    def open(self, *, create: bool = False) -> Library:
+    def open(self, *, create: bool = False, reading: bool = False) -> Library:
+        """The library; `reading` for a command that only reads it (`Library`'s light read path)."""
         from retrieval.library import Library  # the store's code loads when a command runs, not for --help
 
-        return Library(self.directory, create=create, database_url=self.database_url)
+        return Library(self.directory, create=create, database_url=self.database_url, reading=reading)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def similar(
 def _searcher(library: LibraryChoice, model: ModelChoice, results: ResultChoice) -> Iterator[Searcher]:
     from retrieval.search import Searcher
 
-    with library.open() as opened:
+    with library.open(reading=True) as opened:
         yield Searcher(opened, model.encoder_for(opened), gpu=results.gpu_index)
 
 

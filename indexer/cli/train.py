@@ -10,7 +10,7 @@ import click
 from indexer.cli.options import CaptionsChoice, captions_options
 from indexer.cli.output import ProgressBar, echo_json
 from retrieval import config
-from retrieval.quality.scene_dataset import (
+from retrieval.config import (
     DEFAULT_CAPTIONS_PER_IMAGE,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_SPLIT_SIZES,

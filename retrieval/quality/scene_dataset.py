@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.atomic import write_atomic
+from retrieval.config import DEFAULT_CAPTIONS_PER_IMAGE, DEFAULT_IMAGE_SIZE, DEFAULT_SPLIT_SIZES, DEFAULT_STYLE
+from retrieval.config import STYLE_CHOICES as STYLE_CHOICES  # the styles, one per generator: see GENERATORS
 from retrieval.errors import DatasetError
 from retrieval.progress import ProgressCallback
 from retrieval.quality.scenes import (
@@ -37,18 +39,14 @@ from retrieval.quality.scenes import (
 )
 
 MANIFEST = "manifest.json"
-DEFAULT_STYLE = "v2"
 GENERATORS = {"v1": "clipsearch.scenes v2", "v2": "clipsearch.scenes v3", "sketch": "clipsearch.scenes sketch v1"}
 """Generator name per `style`, as the manifest records it. "v1" draws what the first reference model trained
 on (small objects; its name is the one its manifest in data/ records); "v2" draws objects large enough to
 count, and gives training splits short query-like captions too; "sketch" is the second renderer
 (`retrieval.quality.sketch`), for evaluation splits only."""
-STYLE_CHOICES = tuple(GENERATORS)
 SHORT_CAPTIONS_PER_IMAGE = 3
 """Style v2: short captions added per training image, beside the full ones."""
 EVALUATION_SPLITS = frozenset({"test", "heldout-test"})
-DEFAULT_IMAGE_SIZE = 128
-DEFAULT_CAPTIONS_PER_IMAGE = 3
 JPEG_QUALITY = 90
 
 HELD_OUT_POLICY: dict[str, bool | None] = {
@@ -63,14 +61,6 @@ HELD_OUT_POLICY: dict[str, bool | None] = {
 PARTIAL_CAPTION_SPLITS = frozenset({"train", "heldout-train"})
 """Splits whose last caption per image names only some attributes (training for short queries); evaluation
 splits keep full captions, so that a caption describes one scene and recall@k stays well defined."""
-
-DEFAULT_SPLIT_SIZES: dict[str, int] = {
-    "train": 20_000,
-    "val": 500,
-    "test": 1_000,
-    "heldout-train": 2_000,
-    "heldout-test": 500,
-}
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,14 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.pool import StaticPool
-
 from retrieval.errors import DamagedLibraryError
+
+if TYPE_CHECKING:  # SQLAlchemy loads with an engine: the light read path (`reader`) opens files without it
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Engine
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BEGIN_OPTION = "clipsearch_begin"
@@ -67,14 +66,21 @@ def writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
-def file_engine(path: Path, *, read_only: bool = False, echo: bool = False) -> Engine:
-    """An engine on an existing file (or a fresh private temporary one while it is being created)."""
+def connect_file(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection to an existing file, never creating one: `mode=rw`, or `mode=ro` when `read_only` (plus
+    `immutable=1` when its folder cannot be written either, as no -wal/-shm file can be made there)."""
     mode = "ro" if read_only else "rw"
     immutable = "&immutable=1" if read_only and not os.access(path.parent, os.W_OK) else ""
     uri = f"file:{quote(os.fsencode(path))}?mode={mode}{immutable}"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def file_engine(path: Path, *, read_only: bool = False, echo: bool = False) -> Engine:
+    """An engine on an existing file (or a fresh private temporary one while it is being created)."""
+    import sqlalchemy as sa
 
     def connect() -> sqlite3.Connection:
-        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+        return connect_file(path, read_only=read_only)
 
     engine = sa.create_engine("sqlite://", creator=connect, echo=echo)
     install_sqlite_events(engine)
@@ -83,12 +89,17 @@ def file_engine(path: Path, *, read_only: bool = False, echo: bool = False) -> E
 
 def memory_engine() -> Engine:
     """One shared in-memory database: how a library that does not exist yet answers reads (it is empty)."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import StaticPool
+
     engine = sa.create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
     install_sqlite_events(engine)
     return engine
 
 
 def install_sqlite_events(engine: Engine) -> None:
+    from sqlalchemy import event
+
     event.listen(engine, "connect", _sqlite_connection)
     event.listen(engine, "begin", _sqlite_begin)
 
@@ -97,8 +108,13 @@ def _sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # pysqlite's own BEGIN is off: `_sqlite_begin` says which one
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+    set_busy_timeout(dbapi_connection)
+
+
+def set_busy_timeout(connection: sqlite3.Connection) -> None:
+    """Wait up to BUSY_TIMEOUT_MS for another process's lock instead of failing at once."""
+    connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:

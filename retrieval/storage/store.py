@@ -8,7 +8,6 @@ also bumps the library's generation whenever vectors change so a stale FAISS fil
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
@@ -31,6 +30,8 @@ from retrieval.storage.opening import (
     sqlite_file,
     writable,
 )
+from retrieval.storage.path_range import folder_prefix as folder_prefix  # where `indexer.scan` finds it
+from retrieval.storage.path_range import path_bounds
 from retrieval.storage.records import ImageRecord, LibraryStats, copy_fields
 from retrieval.storage.schema import ImageRow, MetaRow, StateRow
 from retrieval.storage.vectors import from_blobs
@@ -42,23 +43,11 @@ _PG_DISK_FULL = "53100"
 _PG_MIGRATION_LOCK = 0x636C6970  # pg_advisory_xact_lock key serialising migrations ("clip")
 
 
-def folder_prefix(folder: str) -> str:
-    """`/a/b` -> `/a/b/`: a prefix that matches `/a/b/c.jpg` but not `/a/bc.jpg`."""
-    return folder if folder.endswith(os.sep) else folder + os.sep
-
-
-def _successor(prefix: bytes) -> bytes | None:
-    """The smallest byte string greater than every string that starts with `prefix` (None: there is none)."""
-    stripped = prefix.rstrip(b"\xff")
-    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
-
-
 def _path_under(folder: str) -> sa.ColumnElement[bool]:
     """Paths under `folder` as a range of the unique path index, compared bytewise (so case-sensitive,
     and `%` or `_` are plain characters): `prefix <= path < successor(prefix)`."""
-    prefix = os.fsencode(folder_prefix(folder))
+    prefix, upper = path_bounds(folder)
     lower = ImageRow.path >= sa.literal(prefix, sa.LargeBinary)
-    upper = _successor(prefix)
     return lower if upper is None else sa.and_(lower, ImageRow.path < sa.literal(upper, sa.LargeBinary))
 
 

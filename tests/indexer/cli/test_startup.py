@@ -1,5 +1,6 @@
 """Starting is cheap: help, version, `info` and a text `search` on an exported library import neither torch
-nor open_clip.
+nor open_clip, nor SQLAlchemy (a read-only command reads a current SQLite library through the light reader)
+nor Pillow, nor numpy.ma (which `np.unique` imports).
 
 Each case runs `clipsearch` in a fresh interpreter (the modules a test process already holds say nothing).
 """
@@ -22,7 +23,7 @@ from tests.fresh import run_python
 
 pytestmark = pytest.mark.slow  # each test starts a fresh Python process
 
-HEAVY = ("torch", "open_clip")
+HEAVY = ("torch", "open_clip", "sqlalchemy", "PIL", "numpy.ma")
 RUN_CLI = f"""
 import json, sys
 from indexer.cli import main
@@ -78,6 +79,10 @@ def test_a_text_search_on_an_exported_library_imports_no_model_code(library: Lib
     light, heavy = run_cli("search", query, *where)
     assert heavy == []
     assert_same_results(light, run_cli("search", query, *where, "--backend", "torch"))
+    inside = photos / "trip"  # `--in`, `--min-score` and `--paths` take the light path too
+    paths, heavy = run_cli("search", query, *where[:4], "--in", str(inside), "--min-score", "-1", "--paths")
+    assert heavy == []
+    assert sorted(paths.splitlines()) == sorted(str(path) for path in inside.iterdir())  # 3 images, k 5
 
 
 def assert_same_results(light: str, torch_run: tuple[str, list[str]]) -> None:

@@ -273,12 +273,14 @@ def read_only_library(shared_folder: Path, tiny_encoder: Encoder) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("reading", [False, True], ids=["store", "light-reader"])
 @pytest.mark.parametrize("folder_writable", [False, True], ids=["read-only-folder", "read-only-file"])
 def test_read_only_library_is_searched_and_refuses_to_index(
-    read_only_library: Path, tiny_encoder: Encoder, folder_writable: bool
+    read_only_library: Path, tiny_encoder: Encoder, folder_writable: bool, reading: bool
 ) -> None:
     """As a user without write permission: facts and search work (no -wal or -shm is made beside a folder we
-    may not write); an index run and a direct write raise LibraryReadOnlyError; nothing on disk changes."""
+    may not write), through the full store and through the light reader (`reading`); an index run and a direct
+    write raise LibraryReadOnlyError; nothing on disk changes."""
     folder = read_only_library
     if folder_writable:
         os.chmod(folder, 0o777)
@@ -287,9 +289,10 @@ def test_read_only_library_is_searched_and_refuses_to_index(
 
     def reads_and_writes() -> dict[str, Any]:
         seen: dict[str, Any] = {"may_write": os.access(database, os.W_OK)}
-        with Library(folder) as library:
+        with Library(folder, reading=reading) as library:
+            seen["reader"] = type(library.reads).__name__
             seen["indexed"] = library.facts(0).stats.indexed
-            query = library.store.image_by_path(str(photos / "img00.png"))
+            query = library.reads.image_by_path(str(photos / "img00.png"))
             seen["hits"] = [r.path for r in Searcher(library, tiny_encoder, gpu="never").search_image(
                 str(photos / "img00.png"), k=2, include_self=True)]  # fmt: skip
             seen["query_found"] = query is not None
@@ -306,6 +309,7 @@ def test_read_only_library_is_searched_and_refuses_to_index(
 
     seen = _as_nobody(reads_and_writes)
     assert seen["may_write"] is False, "the child could write: the check below would prove nothing"
+    assert seen["reader"] == ("StoreReader" if reading else "Store")
     assert seen["indexed"] == images and seen["query_found"] and seen["hits"][0] == str(photos / "img00.png")
     for name in ("index", "writer"):
         assert f"the library at {folder} is read-only" in seen.get(name, ""), name
@@ -328,15 +332,16 @@ def test_read_only_library_that_needs_a_migration_says_so(shared_folder: Path) -
     for path in [folder, *folder.iterdir()]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
-    def open_it() -> str:
+    def open_it(reading: bool) -> str:
         try:
-            Library(folder)
+            Library(folder, reading=reading)  # the light reader leaves an old library to the store
         except LibraryReadOnlyError as exc:
             return str(exc)
         return "opened"
 
-    message = _as_nobody(open_it)
-    assert f"the library at {folder} is read-only" in message and "0002_byte_paths_half_vectors" in message
+    for reading in (False, True):
+        message = _as_nobody(lambda: open_it(reading))  # noqa: B023  (called at once)
+        assert f"the library at {folder} is read-only" in message and "0002_byte_paths_half_vectors" in message
 
 
 # --- a full disk ------------------------------------------------------------------------------------------------

@@ -1,0 +1,178 @@
+"""The light reader answers every read it offers exactly as the `Store` does, on the same real SQLite library,
+and hands a library it was not written for (older, newer, damaged, foreign) back to the `Store`."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import fields
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.config import DATABASE_FILE
+from retrieval.errors import DamagedLibraryError
+from retrieval.library import Library
+from retrieval.storage import migrations
+from retrieval.storage.reader import READER_SCHEMA, StoreReader, open_reader
+from retrieval.storage.records import FileMetadata, ImageRecord
+from retrieval.storage.store import Store
+from tests.libcheck import unit_vectors
+
+DIM = 16
+ODD = os.fsdecode(b"/photos/caf\xe9/\xff\xfe.jpg")  # not UTF-8: kept as the OS's bytes
+PATHS = [
+    "/photos/a/1.jpg",
+    "/photos/a/sub/2.jpg",
+    "/photos/ab/3.jpg",
+    "/photos/100%_done/4.jpg",
+    ODD,
+    "/photos/a/gone.jpg",
+]
+FOLDERS = ["/photos/a", "/photos/a/", "/photos", "/photos/100%_done", os.fsdecode(b"/photos/caf\xe9"), "/", "/none"]
+
+
+def _taken(n: int) -> datetime | None:
+    """Every third row undated; odd rows with microseconds."""
+    return datetime(2020, 1, 1, 12, 30, 5, 123456 * (n % 2)) + timedelta(days=n) if n % 3 else None
+
+
+def _meta(n: int, path: str) -> FileMetadata:
+    return FileMetadata(path, 1000 + n, 5_000 + n, f"h{n}", 40 + n, 30, "PNG", _taken(n), "Make", None)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Path]:
+    """A library with vectors, a non-UTF-8 path, failed rows (no vector, an error), deleted rows, 700 more rows
+    (reads cross the reader's chunks), and meta values."""
+    path = tmp_path / DATABASE_FILE
+    store = Store(f"sqlite:///{path}", create=True)
+    vectors = unit_vectors(len(PATHS) + 700, 1, DIM)
+    with store.writer() as writer:
+        for n, name in enumerate(PATHS):
+            writer.upsert_image(_meta(n, name), vectors[n], "model")
+        writer.add_images([_meta(n, f"/bulk/{n:04d}.jpg") for n in range(700)], vectors[len(PATHS) :], "model")
+        writer.record_failure("/photos/a/broken.jpg", 10, 20, "truncated", None)
+        writer.record_failure(os.fsdecode(b"/photos/\xe9.jpg"), 11, 21, "not an image", "h")
+    with store.writer() as writer:
+        writer.delete_images([store.image_by_path("/photos/a/gone.jpg").id, 100])  # type: ignore[union-attr]
+    store.set_meta({"model": "m", "dim": str(DIM), "empty": ""})
+    store.close()
+    yield path
+
+
+@pytest.fixture
+def both(database: Path) -> Iterator[tuple[Store, StoreReader]]:
+    store, reader = Store(f"sqlite:///{database}"), open_reader(database)
+    assert reader is not None
+    yield store, reader
+    store.close()
+    reader.close()
+
+
+def test_every_read_answers_as_the_store_does(both: tuple[Store, StoreReader]) -> None:
+    store, reader = both
+    for key in ("model", "dim", "empty", "missing"):
+        assert reader.get_meta(key) == store.get_meta(key), key
+    assert (reader.generation(), reader.count_vectors()) == (store.generation(), store.count_vectors())
+    assert reader.count_vectors() == len(PATHS) - 1 + 699
+    for limit in (0, 1, 20, 1000):
+        assert reader.stats(limit) == store.stats(limit), limit
+    paths = [*PATHS, "/photos/a/broken.jpg", os.fsdecode(b"/photos/\xe9.jpg"), "/bulk/0100.jpg", "/missing.jpg"]
+    for path in paths:
+        assert reader.image_by_path(path) == store.image_by_path(path), path
+    assert reader.image_by_path(ODD).path == ODD  # type: ignore[union-attr]
+    ids = [*range(-1, 720), 10_000]
+    assert reader.rows_by_ids(ids) == store.rows_by_ids(ids)
+    assert _types(reader.rows_by_ids(ids)) == _types(store.rows_by_ids(ids))  # True == 1: equality is not enough
+    assert reader.rows_by_ids([]) == store.rows_by_ids([]) == {}
+    for folder in FOLDERS:
+        np.testing.assert_array_equal(reader.ids_under(folder), store.ids_under(folder), err_msg=folder)
+        assert reader.ids_under(folder).dtype == np.int64
+
+
+def _types(records: dict[int, ImageRecord]) -> set[tuple[str, type]]:
+    return {(item.name, type(getattr(record, item.name))) for record in records.values() for item in fields(record)}
+
+
+def test_the_reader_sees_what_a_stats_call_sees_with_dates(both: tuple[Store, StoreReader]) -> None:
+    """Not only equal: the dates are real datetimes (microseconds kept) and the failures name byte paths."""
+    _, reader = both
+    stats = reader.stats(10)
+    assert (stats.first_taken, stats.last_taken) == (_taken(1), _taken(698))
+    assert stats.first_taken == datetime(2020, 1, 2, 12, 30, 5, 123456)
+    assert (os.fsdecode(b"/photos/\xe9.jpg"), "not an image") in stats.failures and stats.failed == 2
+
+
+def test_the_reader_supports_exactly_the_current_schema() -> None:
+    """A migration added to the store must be looked at by the reader too (its SQL, then `READER_SCHEMA`)."""
+    assert {name for name, _ in migrations.MIGRATIONS} == READER_SCHEMA
+
+
+@pytest.mark.parametrize("change", ["newer", "older"])
+def test_a_library_at_another_schema_is_left_to_the_store(database: Path, change: str) -> None:
+    with sqlite3.connect(database) as connection:
+        if change == "newer":
+            connection.execute("INSERT INTO schema_migrations VALUES ('0099_from_the_future', '2030-01-01')")
+        else:
+            connection.execute("DELETE FROM schema_migrations WHERE name = '0002_byte_paths_half_vectors'")
+    connection.close()
+    assert open_reader(database) is None
+    with Library(database.parent, reading=True) as library:
+        assert isinstance(library.reads, Store)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a database at all" * 10, None], ids=["empty", "garbage", "foreign"])
+def test_what_the_reader_cannot_read_goes_to_the_store_which_refuses_it(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / DATABASE_FILE
+    if content is None:
+        with sqlite3.connect(path) as connection:
+            connection.execute("CREATE TABLE photos (name TEXT)")
+        connection.close()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    assert open_reader(path) is None
+    assert open_reader(tmp_path / "missing.db") is None
+    with pytest.raises(DamagedLibraryError):
+        Library(tmp_path, reading=True)
+    assert path.read_bytes() == before
+
+
+def test_reading_uses_the_reader_and_opens_the_store_only_to_write(database: Path) -> None:
+    with Library(database.parent, reading=True) as library:
+        assert isinstance(library.reads, StoreReader) and library._store is None
+        assert library.dim() == DIM and library.facts(0).stats.indexed == len(PATHS) - 1 + 699
+        library.rebuild_index(gpu="never")  # writes the FAISS file and its stamp: through the full store
+        assert isinstance(library._store, Store)
+        assert len(library.load_index(gpu="never")) == len(PATHS) - 1 + 699  # the reader sees the stamp
+    with Library(database.parent) as library:
+        assert isinstance(library.reads, Store)
+
+
+def test_facts_are_the_same_either_way(database: Path) -> None:
+    with Library(database.parent, reading=True) as light, Library(database.parent) as full:
+        assert isinstance(light.reads, StoreReader)
+        assert light.facts(5).to_json() == full.facts(5).to_json()
+
+
+def test_the_reader_reads_while_an_index_run_writes(database: Path) -> None:
+    """An open write transaction (an index run's batch) neither blocks the reader nor shows it half a batch; the
+    commit shows it all."""
+    store = Store(f"sqlite:///{database}")
+    reader = open_reader(database)
+    assert reader is not None
+    count, generation = reader.count_vectors(), reader.generation()
+    try:
+        with store.writer() as writer:
+            writer.upsert_image(_meta(1, "/photos/new.jpg"), unit_vectors(1, 9, DIM)[0], "model")
+            assert (reader.count_vectors(), reader.generation()) == (count, generation)
+            assert reader.image_by_path("/photos/new.jpg") is None
+        assert (reader.count_vectors(), reader.generation()) == (count + 1, generation + 1)
+        assert reader.image_by_path("/photos/new.jpg") == store.image_by_path("/photos/new.jpg")
+    finally:
+        reader.close()
+        store.close()
