@@ -19,7 +19,6 @@ model (64-d), any open_clip name (`ViT-B-32`) runs with seeded random weights, w
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -30,10 +29,11 @@ import sys
 import tempfile
 import time
 import warnings
-from datetime import datetime, timedelta
 from pathlib import Path
 
-from retrieval import FileMetadata, Library, ModelSpec, RandomWeightsWarning, reference_spec
+from query_latency import metadata  # the same plausible rows as the 1M benchmark (this folder is on sys.path)
+
+from retrieval import Library, ModelSpec, RandomWeightsWarning, reference_spec
 from retrieval.quality.synthetic_vectors import ClipLikeSpace
 
 TINY_512 = {
@@ -79,21 +79,6 @@ def spec_of(name: str, workdir: Path) -> ModelSpec:
     return ModelSpec(name, "none")
 
 
-def metadata(position: int) -> FileMetadata:
-    return FileMetadata(
-        path=f"/photos/{position % 1000:04d}/IMG_{position:07d}.jpg",
-        size=2_000_000 + position,
-        mtime_ns=1_600_000_000_000_000_000 + position * 1_000_000_000,
-        content_hash=hashlib.sha256(position.to_bytes(8, "little")).hexdigest(),
-        width=4032,
-        height=3024,
-        format="JPEG",
-        taken_at=datetime(2015, 1, 1) + timedelta(minutes=5 * position),
-        camera_make="Apple",
-        camera_model="iPhone 12",
-    )
-
-
 def prepare(name: str, workdir: Path, images: int) -> Path:
     """The model's library under `workdir`, filled, exported and indexed (reused when already there)."""
     folder = workdir / name.replace("/", "_")
@@ -107,9 +92,9 @@ def prepare(name: str, workdir: Path, images: int) -> Path:
         space, key, position = ClipLikeSpace(dim=encoder.dim, seed=0), encoder.identity.key, 0
         for vectors, _ in space.images(images):
             with library.store.writer() as writer:
-                for vector in vectors:
-                    writer.upsert_image(metadata(position), vector, key)
-                    position += 1
+                metas = [metadata(number, images) for number in range(position, position + len(vectors))]
+                writer.add_images(metas, vectors, key)
+                position += len(vectors)
         encoder.encode_texts([QUERY])  # exports both towers into the library
         library.rebuild_index(gpu="never")
     (folder / "ready").touch()
