@@ -6,6 +6,8 @@ integers as constants, so a batch size can end up baked into the graph: open_cli
 ModifiedResNet head) does that through `F.multi_head_attention_forward`, and is swapped for an equivalent
 written with batch-free reshapes while exporting. Every export is traced with one batch size and verified
 with another, so any other baked-in batch size fails verification instead of giving wrong vectors later.
+A ViT image tower's self-attention is exported as onnxruntime's fused `Attention` op (see onnx_attention.py),
+which dynamic int8 quantisation turns into `QAttention`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,14 @@ import torch.nn.functional as F
 from retrieval.atomic import atomic_path
 from retrieval.config import INT8_MIN_COSINE, ONNX_MAX_ABS_DIFF, ONNX_MIN_COSINE
 from retrieval.errors import OnnxExportError
+from retrieval.model.onnx_attention import fused_image_attention
 from retrieval.model.onnx_backend import OnnxTower
 from retrieval.model.onnx_files import ExportFolder, data_path
 from retrieval.model.tokenizer import ClipTokenizer
 
 OPSET = 17
 TRACE_BATCH, VERIFY_BATCH = 2, 3
-INT8_OPS = ["MatMul", "Gemm"]
+INT8_OPS = ["MatMul", "Gemm", "Attention"]
 VERIFY_TEXTS = (
     "a red car",
     "Café crème — 東京の夜景 🐶",
@@ -91,11 +94,16 @@ def image_batch(model: Any, rows: int) -> torch.Tensor:
     return torch.randn(rows, 3, height, width, generator=generator)
 
 
-def export_tower(model: Any, tower: str, example: torch.Tensor, target: Path) -> None:
-    """Trace `tower` ("image" or "text") on `example` and write it to `target` atomically (0600)."""
+def export_tower(model: Any, tower: str, example: torch.Tensor, target: Path) -> int:
+    """Trace `tower` ("image" or "text") on `example` and write it to `target` atomically (0600); returns how
+    many attention blocks were exported as fused `Attention` ops (image tower of a ViT only)."""
     module = _Tower(model, tower).eval()
     try:
-        with atomic_path(target, private=True) as temporary, _traceable(model), warnings.catch_warnings():
+        with ExitStack() as stack:
+            temporary = stack.enter_context(atomic_path(target, private=True))
+            stack.enter_context(_traceable(model))
+            fused = stack.enter_context(fused_image_attention(model)) if tower == "image" else 0
+            stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")  # TracerWarnings about Python values, checked by verification
             torch.onnx.export(
                 module,
@@ -113,6 +121,7 @@ def export_tower(model: Any, tower: str, example: torch.Tensor, target: Path) ->
         raise OnnxExportError(f"cannot export the {tower} tower to ONNX: {exc}", parameters=("backend",)) from exc
     if tower == "text":
         split_weights(target)
+    return fused
 
 
 def split_weights(target: Path) -> None:
@@ -157,9 +166,9 @@ def verify_tower(
 
 def quantize_image(model: Any, folder: ExportFolder) -> dict[str, Any]:
     """The int8 image tower: onnxruntime's dynamic quantisation of the verified fp32 export's matrix products
-    (INT8_OPS), checked against torch's fp32 vectors by cosine (its recall cost is what `bench recall`
-    measures). Convolutions stay fp32: onnxruntime's ConvInteger made the ModifiedResNet 4x slower than fp32,
-    while int8 MatMuls alone are faster on both architectures."""
+    and fused attention (INT8_OPS), checked against torch's fp32 vectors by cosine (its recall cost is what
+    `bench recall` measures). Convolutions stay fp32: onnxruntime's ConvInteger made the ModifiedResNet 4x
+    slower than fp32, while int8 MatMuls alone are faster on both architectures."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = folder.tower_path("image-int8")
@@ -176,16 +185,17 @@ def quantize_image(model: Any, folder: ExportFolder) -> dict[str, Any]:
     return {**facts, "quantized_ops": INT8_OPS}
 
 
-def export_fp32(model: Any, tower: str, folder: ExportFolder, tokenizer: Any) -> dict[str, float]:
+def export_fp32(model: Any, tower: str, folder: ExportFolder, tokenizer: Any) -> dict[str, Any]:
     """Export and verify one fp32 tower into `folder`; `tokenizer` makes the text tower's inputs."""
     if tower == "image":
         example, batch = image_batch(model, TRACE_BATCH), image_batch(model, VERIFY_BATCH)
     else:
         example, batch = tokens(tokenizer, VERIFY_TEXTS[:TRACE_BATCH]), tokens(tokenizer, VERIFY_TEXTS)
-    export_tower(model, tower, example, folder.tower_path(tower))
-    return verify_tower(
+    fused = export_tower(model, tower, example, folder.tower_path(tower))
+    facts = verify_tower(
         model, tower, folder.tower_path(tower), batch, max_abs=ONNX_MAX_ABS_DIFF, min_cosine=ONNX_MIN_COSINE
     )
+    return {**facts, "fused_attention": fused}
 
 
 def tokens(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:

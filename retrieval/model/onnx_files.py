@@ -4,8 +4,9 @@ One folder per model identity, `<root>/<identity short key>/`, holding `image.on
 `image-int8.onnx` (made on demand), `text.onnx.data` (the text tower's weights, kept apart from its
 graph so that a cold query opens it faster), the tokenizer's vocab file and `export.json`, the manifest. Each file
 is written atomically and private (0600). The manifest names the identity and, per tower, the file's size,
-mtime_ns and sha256 and how closely it matched torch when it was verified; a tower is used only if the
-manifest says it was verified and its file still has that content. A file whose size and mtime_ns are the
+mtime_ns and sha256, how closely it matched torch when it was verified and the exporter's version for it
+(EXPORT_VERSIONS); a tower is used only if the manifest says the current exporter made and verified it and its
+file still has that content. A file whose size and mtime_ns are the
 recorded ones is taken as unchanged without reading it (hashing ViT-B-32's 254 MB text tower cost every
 cold query 0.15 s); one whose stamp differs (copied, touched) is hashed, and if the hash still matches its
 new stamp is recorded. Anything else is treated as missing, and the encoder exports it again.
@@ -27,6 +28,9 @@ from retrieval.model.specs import ModelIdentity, file_sha256
 MANIFEST_FILE = "export.json"
 MANIFEST_FORMAT = 1
 TOWER_FILES = {"image": "image.onnx", "text": "text.onnx", "image-int8": "image-int8.onnx"}
+# How each tower is exported; a tower recorded with another version (none recorded: 1) is exported again.
+# 2: a ViT image tower's self-attention as one fused `Attention` op (`QAttention` in int8).
+EXPORT_VERSIONS = {"image": 2, "text": 1, "image-int8": 2}
 
 
 class StaleExportWarning(UserWarning):
@@ -80,6 +84,9 @@ class ExportFolder:
         record = (manifest or {}).get("towers", {}).get(tower)
         if not isinstance(record, dict):
             return None
+        if record.get("export_version", 1) != EXPORT_VERSIONS[tower]:
+            warn_stale(f"{self.tower_path(tower)} was made by an older version of the exporter")
+            return None
         path = self.tower_path(tower)
         files = [(path, record), *([(data_path(path), record["data"])] if "data" in record else [])]
         for file, stamp in files:
@@ -126,7 +133,7 @@ class ExportFolder:
         manifest = self.manifest() or {}
         manifest.update(base, format=MANIFEST_FORMAT, identity=self.identity.key)
         towers = manifest.setdefault("towers", {})
-        towers[tower] = {**facts, "file": path.name, **file_stamp(path)}
+        towers[tower] = {**facts, "file": path.name, "export_version": EXPORT_VERSIONS[tower], **file_stamp(path)}
         if data_path(path).is_file():
             towers[tower]["data"] = {"file": data_path(path).name, **file_stamp(data_path(path))}
         self._write(manifest)
