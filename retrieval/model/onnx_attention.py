@@ -36,7 +36,9 @@ class _FusedSelfAttention(torch.autograd.Function):
 
     @staticmethod
     def symbolic(graph: Any, x: Any, weight: Any, bias: Any, heads: int) -> Any:
-        return graph.op("com.microsoft::Attention", x, weight, bias, num_heads_i=heads)
+        fused = graph.op("com.microsoft::Attention", x, weight, bias, num_heads_i=heads)
+        fused.setType(x.type())  # same shape and dtype as `x`: without it torch warns once per block at export
+        return fused
 
 
 def _fused_attention(
