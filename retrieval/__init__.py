@@ -14,14 +14,24 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.decode import read_and_decode as read_and_decode
     from retrieval.errors import ClipsearchError as ClipsearchError
+    from retrieval.errors import DamagedLibraryError as DamagedLibraryError
+    from retrieval.errors import DatasetError as DatasetError
     from retrieval.errors import DeviceUnavailableError as DeviceUnavailableError
+    from retrieval.errors import DiskFullError as DiskFullError
     from retrieval.errors import EmptyLibraryError as EmptyLibraryError
+    from retrieval.errors import IndexFileWarning as IndexFileWarning
     from retrieval.errors import IndexRootError as IndexRootError
+    from retrieval.errors import IndexSaveError as IndexSaveError
+    from retrieval.errors import IndexSaveWarning as IndexSaveWarning
     from retrieval.errors import InvalidQueryError as InvalidQueryError
     from retrieval.errors import LibraryBusyError as LibraryBusyError
     from retrieval.errors import LibraryNotFoundError as LibraryNotFoundError
+    from retrieval.errors import LibraryReadOnlyError as LibraryReadOnlyError
     from retrieval.errors import ModelMismatchError as ModelMismatchError
     from retrieval.errors import ModelUnavailableError as ModelUnavailableError
+    from retrieval.errors import OnnxExportError as OnnxExportError
+    from retrieval.errors import PrecisionMixWarning as PrecisionMixWarning
+    from retrieval.errors import TrainingError as TrainingError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
     from retrieval.index import VectorIndex as VectorIndex
     from retrieval.library import Library as Library
@@ -43,14 +53,24 @@ _EXPORTS = {
     "retrieval.decode": ("read_and_decode",),
     "retrieval.errors": (
         "ClipsearchError",
+        "DamagedLibraryError",
+        "DatasetError",
         "DeviceUnavailableError",
+        "DiskFullError",
         "EmptyLibraryError",
+        "IndexFileWarning",
         "IndexRootError",
+        "IndexSaveError",
+        "IndexSaveWarning",
         "InvalidQueryError",
         "LibraryBusyError",
         "LibraryNotFoundError",
+        "LibraryReadOnlyError",
         "ModelMismatchError",
         "ModelUnavailableError",
+        "OnnxExportError",
+        "PrecisionMixWarning",
+        "TrainingError",
         "UnreadableImageError",
     ),
     "retrieval.index": ("VectorIndex",),

@@ -26,3 +26,21 @@ def test_errors_without_parameters_read_the_same_either_way() -> None:
     assert plain.naming({"model": "--model"}) == str(plain) == "the `model` is fine"
     unreadable = UnreadableImageError("/a.jpg", "truncated")
     assert unreadable.naming({"model": "--model"}) == "/a.jpg: truncated"
+
+
+def test_every_error_and_warning_is_a_public_name_of_retrieval() -> None:
+    """Callers catch clipsearch's errors as `retrieval.X`: each class retrieval.errors defines is exported
+    (the storage, index and ONNX errors added later were not, until this test)."""
+    import inspect
+
+    import retrieval
+    import retrieval.errors
+
+    defined = {
+        name
+        for name, value in vars(retrieval.errors).items()
+        if inspect.isclass(value) and value.__module__ == "retrieval.errors"
+    }
+    assert defined <= set(retrieval.__all__), sorted(defined - set(retrieval.__all__))
+    for name in defined:
+        assert getattr(retrieval, name) is getattr(retrieval.errors, name)
