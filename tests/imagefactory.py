@@ -21,6 +21,7 @@ __all__ = [
     "jpeg_with_exif",
     "large_jpeg",
     "palette_png_with_transparency",
+    "pattern_images",
     "pattern_png",
     "photo_folder",
     "png_16bit_grey",
@@ -123,6 +124,16 @@ def pattern_png(path: str | Path, seed: int, size: Size = (64, 64)) -> Path:
         shape((x0, y0, x1, y1), fill=_random_color(rng))
     image.save(target, "PNG")
     return target
+
+
+def pattern_images(folder: str | Path, count: int) -> list[Image.Image]:
+    """`count` visually distinct RGB images (seeds 0..count-1), written as real PNG files in `folder` and
+    read back, so they went through Pillow's decoder as an indexed photo does."""
+    loaded = []
+    for seed in range(count):
+        with Image.open(pattern_png(_as_path(folder) / f"{seed}.png", seed=seed)) as image:
+            loaded.append(image.convert("RGB"))
+    return loaded
 
 
 def _random_color(rng: random.Random) -> Color:

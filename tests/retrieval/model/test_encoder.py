@@ -37,12 +37,7 @@ EMBED_DIM = cast(int, TINY_CONFIG["embed_dim"])
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Image.Image]:
     """Five visually distinct RGB images read back from real PNG files."""
-    folder = tmp_path_factory.mktemp("encoder-images")
-    loaded = []
-    for seed in range(5):
-        with Image.open(imagefactory.pattern_png(folder / f"{seed}.png", seed=seed)) as image:
-            loaded.append(image.convert("RGB"))
-    return loaded
+    return imagefactory.pattern_images(tmp_path_factory.mktemp("encoder-images"), 5)
 
 
 def _write_config(path: Path, config: dict[str, Any] | None = None) -> Path:

@@ -36,12 +36,7 @@ TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Image.Image]:
-    folder = tmp_path_factory.mktemp("onnx-images")
-    loaded = []
-    for seed in range(11):
-        with Image.open(imagefactory.pattern_png(folder / f"{seed}.png", seed=seed)) as image:
-            loaded.append(image.convert("RGB"))
-    return loaded
+    return imagefactory.pattern_images(tmp_path_factory.mktemp("onnx-images"), 11)
 
 
 @pytest.fixture(scope="module", params=["tiny", "reference"])

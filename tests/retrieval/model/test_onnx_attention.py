@@ -26,12 +26,7 @@ TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Image.Image]:
-    folder = tmp_path_factory.mktemp("attention-images")
-    loaded = []
-    for seed in range(5):
-        with Image.open(imagefactory.pattern_png(folder / f"{seed}.png", seed=seed)) as image:
-            loaded.append(image.convert("RGB"))
-    return loaded
+    return imagefactory.pattern_images(tmp_path_factory.mktemp("attention-images"), 5)
 
 
 def op_counts(path: Path) -> Counter[str]:
