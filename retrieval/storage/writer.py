@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from retrieval.storage.records import FileMetadata, copy_fields
 from retrieval.storage.schema import ImageRow
-from retrieval.storage.vectors import STORED_DTYPE, from_blob, to_blob
+from retrieval.storage.vectors import from_blob, to_blob
 
 _IN_CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
 
@@ -62,12 +62,11 @@ class StoreWriter:
         if len(set(paths)) != len(paths):
             raise ValueError("`metas` names the same path twice")
         existing = self._ids_of(paths)
-        blobs = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32).astype(STORED_DTYPE)
         fresh = [position for position, path in enumerate(paths) if path not in existing]
         ids = [0] * len(metas)
         if fresh:
             now = _now()
-            rows = [_new_row(metas[position], blobs[position].tobytes(), model_key, now) for position in fresh]
+            rows = [_new_row(metas[position], to_blob(vectors[position]), model_key, now) for position in fresh]
             table = cast(sa.Table, ImageRow.__table__)
             insert = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
             for position, new_id in zip(fresh, self.session.connection().execute(insert, rows).scalars(), strict=True):
@@ -128,12 +127,23 @@ class StoreWriter:
 
 def _new_row(meta: FileMetadata, blob: bytes, model_key: str, now: datetime) -> dict[str, Any]:
     """An image row's columns for a multi-row INSERT: every `FileMetadata` field, the vector, no error."""
-    values = {item.name: getattr(meta, item.name) for item in fields(FileMetadata)}
-    return {**values, "vector": blob, "has_vector": True, "model_key": model_key, "error": None, "indexed_at": now}
+    return {
+        **_file_columns(meta),
+        "vector": blob,
+        "has_vector": True,
+        "model_key": model_key,
+        "error": None,
+        "indexed_at": now,
+    }
+
+
+def _file_columns(meta: FileMetadata) -> dict[str, Any]:
+    """Every field of `FileMetadata` (and no more, even from a record), by the name of its row column."""
+    return {item.name: getattr(meta, item.name) for item in fields(FileMetadata)}
 
 
 def _apply(row: ImageRow, meta: FileMetadata) -> None:
-    """Write every field of `FileMetadata` (and no more, even from a record) to the row's column of that name."""
-    for item in fields(FileMetadata):
-        setattr(row, item.name, getattr(meta, item.name))
+    """Write the file's columns (`_file_columns`) to the row."""
+    for name, value in _file_columns(meta).items():
+        setattr(row, name, value)
     row.indexed_at = _now()
