@@ -151,3 +151,21 @@ def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""
     return _user_folder(ONNX_CACHE_ENV, "Caches", "XDG_CACHE_HOME", ".cache", ONNX_FOLDER)
+
+
+# --- branch bigindex: the large-library index (IVF-PQ built in shards, merged on disk; docs/capacity.md) ---
+LARGE_MIN_VECTORS = 5_000_000
+"""From this many vectors on, the index is the large kind (`IVF{nlist},PQ{m}` with exact re-ranking) instead of
+`IVF{nlist},SQfp16`: there the float16 codes pass 5 GB, beyond a comfortable share of a desktop's RAM."""
+LARGE_AGAIN_BELOW = LARGE_MIN_VECTORS // 2
+"""A large index whose library shrank below this many vectors is rebuilt as the SQfp16 IVF (hysteresis)."""
+LARGE_CODES = "PQ64"
+"""The large index's codes: PQ<m>, m bytes per vector (8 bits per sub-quantiser of dim/m components)."""
+LARGE_RERANK_FACTOR = 10
+"""A large-index search fetches this many times k candidates by their PQ scores and re-scores them exactly
+against the stored float16 vectors."""
+LARGE_SHARD_VECTORS = 1_000_000
+"""Vectors each build worker adds to its copy of the trained index before writing it as a shard."""
+LARGE_ADD_CHUNK = 65_536
+"""Vectors converted to float32 and added at once while building a shard (bounds a worker's memory)."""
+LARGE_TRAIN_SEED = 0
