@@ -164,6 +164,12 @@ LARGE_CODES = "PQ64"
 LARGE_RERANK_FACTOR = 10
 """A large-index search fetches this many times k candidates by their PQ scores and re-scores them exactly
 against the stored float16 vectors."""
+LARGE_BUILD_WORKERS: int | None = None
+"""Worker processes that add a large index's shards; None: one per core the process may use; 0: none (the
+shards are added in the calling process, with all faiss threads)."""
+LARGE_PQ_TRAIN_POINTS = 65_536
+"""The training sample holds at least this many vectors: a PQ sub-quantiser's k-means fits 256 centroids
+(faiss trains PQ on at most 256 x 256 points)."""
 LARGE_SHARD_VECTORS = 1_000_000
 """Vectors each build worker adds to its copy of the trained index before writing it as a shard."""
 LARGE_ADD_CHUNK = 65_536

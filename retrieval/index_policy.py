@@ -44,8 +44,10 @@ from retrieval.config import (
     IVF_TRAIN_POINTS_PER_LIST,
     IVF_TRAIN_SEED,
     LARGE_AGAIN_BELOW,
+    LARGE_BUILD_WORKERS,
     LARGE_CODES,
     LARGE_MIN_VECTORS,
+    LARGE_PQ_TRAIN_POINTS,
 )
 from retrieval.index import FLAT, IVF, LARGE, VectorIndex
 from retrieval.large_index import build_large, build_workdir, cpu_count, pq_subquantizers, sample, spool
@@ -104,7 +106,7 @@ def build_index(
     `codes`, to compare), holding every (ids, vectors) batch. For IVF the batches are held as float16 (the
     store's own values, half of float32) until the sample is trained on, then added chunk by chunk. The
     large kind spools them to a float16 file in a scratch folder under `workdir` (default: the system's
-    temporary folder) and adds them in shards with `workers` processes (default: one per core; 0: here)."""
+    temporary folder) and adds them in shards with `workers` processes (default LARGE_BUILD_WORKERS; 0: here)."""
     kind = kind or kind_for(count)
     if kind == LARGE:
         return _build_large(dim, count, batches, nlist, codes or LARGE_CODES, workers, workdir)
@@ -153,9 +155,10 @@ def _build_large(
     folder = Path(scratch.name)
     source = spool(batches, count, dim, folder)
     lists = nlist or nlist_for(source.count)
-    training = sample(source, IVF_TRAIN_POINTS_PER_LIST * lists)
-    processes = cpu_count() if workers is None else workers
-    index = build_large(dim, source, lists, training, codes, folder, workers=processes)
+    training = sample(source, max(IVF_TRAIN_POINTS_PER_LIST * lists, LARGE_PQ_TRAIN_POINTS))
+    if workers is None:
+        workers = cpu_count() if LARGE_BUILD_WORKERS is None else LARGE_BUILD_WORKERS
+    index = build_large(dim, source, lists, training, codes, folder, workers=workers)
     for path in (source.vectors, *([source.ids] if source.ids else [])):
         path.unlink(missing_ok=True)
     return VectorIndex(dim, gpu="never", index=index, trained_on=source.count, scratch=scratch)
