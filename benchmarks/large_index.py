@@ -211,6 +211,34 @@ def print_tables(builds: list[dict], rows: list[dict]) -> None:
         )
 
 
+def store_reads(library: Path, dim: int, counts: list[int], repeats: int = 30) -> None:
+    """What re-ranking costs on the store side: `vectors_by_ids` of `count` random ids of a library's SQLite
+    file, through the light reader (searches) and the SQLAlchemy store, p50/p95 ms over `repeats` reads."""
+    from retrieval.storage.reader import open_reader
+    from retrieval.storage.store import Store
+
+    reader = open_reader(library / "library.db")
+    store = Store(f"sqlite:///{library / 'library.db'}")
+    assert reader is not None, "not a library file the light reader can read"
+    high = int(reader._connection.execute("SELECT max(id) FROM images").fetchone()[0])
+    rng = np.random.default_rng(0)
+    print(f"\n| ids read ({reader.count_vectors()} rows) | reader p50 / p95 ms | Store p50 / p95 ms |")
+    print("|---|---|---|")
+    for count in counts:
+        cells = []
+        for reads in (reader, store):
+            times = []
+            for _ in range(repeats):
+                wanted = np.sort(rng.choice(high, size=count, replace=False) + 1)
+                started = time.perf_counter()
+                found, _ = reads.vectors_by_ids(wanted, dim)
+                times.append(1000 * (time.perf_counter() - started))
+            cells.append(f"{np.percentile(times, 50):.2f} / {np.percentile(times, 95):.2f}")
+        print(f"| {count} ({len(found)} found) | {cells[0]} | {cells[1]} |", flush=True)
+    reader.close()
+    store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000)
@@ -225,7 +253,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="text-like and as many image-like queries")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bigindex"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--store", type=Path, default=None, help="a library folder: time its vectors_by_ids only")
     args = parser.parse_args()
+    if args.store:
+        store_reads(args.store, 512, [100, 500, 1000])
+        return
     args.nlist = args.nlist or nlist_for(args.size)
     args.workdir.mkdir(parents=True, exist_ok=True)
     space = ClipLikeSpace()
@@ -234,8 +266,8 @@ def main() -> None:
     log(f"vectors {args.vectors_path} ready in {time.perf_counter() - started:.1f} s")
     text, _ = space.text_queries(args.queries, seed=1)
     image, _ = space.image_queries(args.queries, args.size, seed=1)
-    queries = exact_answers(args, text, image)
     if not args.codes:
+        exact_answers(args, text, image)
         return
     source = Spool(args.vectors_path, None, args.size)
     training = sample(source, max(IVF_TRAIN_POINTS_PER_LIST * args.nlist, LARGE_PQ_TRAIN_POINTS))
@@ -250,7 +282,7 @@ def main() -> None:
         row["kmeans_s"] = kmeans_s
         log(json.dumps(row, default=float))
         builds.append(row)
-        rows += measure(args, row, queries)
+        rows += measure(args, row, exact_answers(args, text, image))  # after the build: another run may have made them
     print_tables(builds, rows)
 
 

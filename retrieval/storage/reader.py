@@ -160,8 +160,8 @@ class StoreReader:
             for start in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[start : start + _IN_CHUNK]
                 marks = ", ".join("?" * len(chunk))
-                sql = f"SELECT id, vector FROM images WHERE has_vector = 1 AND id IN ({marks})"
-                found += connection.execute(sql, chunk).fetchall()
+                sql = f"SELECT id, vector FROM images WHERE id IN ({marks})"  # by the key; see Store.vectors_by_ids
+                found += [(i, blob) for i, blob in connection.execute(sql, chunk) if blob is not None]
         return np.array([i for i, _ in found], dtype=np.int64), from_blobs([blob for _, blob in found], dim)
 
     def ids_under(self, folder: str) -> np.ndarray:
