@@ -239,6 +239,30 @@ def store_reads(library: Path, dim: int, counts: list[int], repeats: int = 30) -
     store.close()
 
 
+def cpu_costs(path: Path, count: int = 50_000, dim: int = 512) -> None:
+    """CPU seconds (one faiss thread, process CPU time: what a core-to-itself costs, whatever the load) of the
+    build's steps per million vectors: assigning to nlist lists and adding with PQ codes. Centroids are
+    random (the cost does not depend on their values), so nothing has to be trained first."""
+    faiss.omp_set_num_threads(1)
+    vectors = np.asarray(np.load(path, mmap_mode="r")[:count], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    print("\n| step | CPU s per 1M vectors, 1 thread |\n|---|---|")
+    for nlist in (1024, 4096, 16384):
+        quantizer = faiss.IndexFlatIP(dim)
+        quantizer.add(rng.standard_normal((nlist, dim), dtype=np.float32))
+        started = time.process_time()
+        quantizer.search(vectors, 1)
+        print(f"| assign to {nlist} lists (flat quantizer) | {(time.process_time() - started) * 1e6 / count:.1f} |")
+        for m in (64, 128):
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+            faiss.copy_array_to_vector(rng.standard_normal(256 * dim).astype(np.float32), index.pq.centroids)
+            index.is_trained = True
+            started = time.process_time()
+            index.add(vectors)
+            print(f"| add with PQ{m} codes, {nlist} lists (assign + encode) | "
+                  f"{(time.process_time() - started) * 1e6 / count:.1f} |", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000)
@@ -254,9 +278,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bigindex"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--store", type=Path, default=None, help="a library folder: time its vectors_by_ids only")
+    parser.add_argument("--cpu-costs", action="store_true", help="CPU time of the build's steps only")
     args = parser.parse_args()
     if args.store:
         store_reads(args.store, 512, [100, 500, 1000])
+        return
+    if args.cpu_costs:
+        cpu_costs(vectors_file(args.workdir, args.size, ClipLikeSpace()))
         return
     args.nlist = args.nlist or nlist_for(args.size)
     args.workdir.mkdir(parents=True, exist_ok=True)
