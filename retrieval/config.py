@@ -147,6 +147,22 @@ DEFAULT_SPLIT_SIZES: dict[str, int] = {
 # --- end light branch
 
 
+# --- dups branch: near-duplicates (retrieval/duplicates.py, benchmarks/duplicates.py) ------------------------
+DEFAULT_DUPLICATE_THRESHOLD = 0.95
+"""Two images are near-duplicates when their vectors' cosine is at least this (chosen by measurement,
+benchmarks/duplicates.py)."""
+DUPLICATE_MIN_THRESHOLD = 0.5
+"""Lower thresholds are refused: they pair up unrelated pictures, and the pairs grow towards N² (a
+library's random pairs already score 0.4 to 0.5 with CLIP models)."""
+DUPLICATE_QUERY_BATCH = 2048
+"""Stored vectors per faiss range search: enough for faiss to spread a batch over its threads, few enough
+that a batch's pairs stay small."""
+DUPLICATE_NPROBE = 8
+"""Lists an IVF index visits per range-search query: a near-duplicate lies so close to its original that it
+nearly always shares its list or a neighbour's (pair recall against exact: benchmarks/duplicates_cost.py)."""
+# --- end dups branch
+
+
 def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""
