@@ -9,9 +9,14 @@ with the same random stream that differ in ONE attribute (colour, count, shape, 
 texture): each is a family of its own, and must not be grouped with the original.
 
 Everything is indexed with the packaged reference model (the project's real-semantics model; real users run
-ViT-B-32, whose scores differ: see the caveat printed at the end). Families are split in two halves: the
-threshold is chosen on `tune` (the lowest whose pair precision is at least --precision, i.e. the best recall
-at that precision) and reported on `test`, together with the groups `find_duplicates` makes there.
+ViT-B-32, whose scores differ: see the caveat printed at the end). The pair table gives, by threshold, pair
+precision and recall (pairs of one family against pairs across families), the share of each edit kind's copies
+scoring at least the threshold against their original, and the share of each kind of hard negative that does.
+Then `find_duplicates` groups each half at a few thresholds, and the table says what deleting every group's
+copies (all but the best copy) would do: removal precision (copies of the best copy's own scene among all the
+removed) and recall (of all the removable copies). Families are split in two halves: the default threshold
+is chosen on `tune` (the lowest whose removal precision reaches --precision, i.e. the best recall at that
+precision) and reported on `test`.
 
 Flips are not counted as duplicates: a mirror image is another picture (text reads backwards, left and right
 swap, which in these scenes is the `position` attribute); the table shows how often they group anyway.
@@ -207,18 +212,6 @@ def pair_table(data: Vectors, half: str) -> dict[str, np.ndarray]:
     return out
 
 
-def choose(table: dict[str, np.ndarray], precision: float) -> int:
-    """The position of the lowest threshold whose pair precision is at least `precision` (the highest
-    recall at that precision); the highest F1 when none reaches it."""
-    tp, fp, positives = table["tp"], table["fp"], table["positives"]
-    prec = tp / np.maximum(1, tp + fp)
-    reaching = np.flatnonzero(prec >= precision)
-    if len(reaching):
-        return int(reaching[0])
-    f1 = 2 * tp / np.maximum(1, 2 * tp + fp + (positives - tp))
-    return int(np.argmax(f1))
-
-
 def print_table(table: dict[str, np.ndarray], half: str, shown: list[int]) -> None:
     print(f"\n{half} half: pairs (precision, recall) and per-kind recall / hard-negative grouping by threshold")
     print(f"{'':<16}" + "".join(f"{THRESHOLDS[i]:>8.3f}" for i in shown))
@@ -231,22 +224,44 @@ def print_table(table: dict[str, np.ndarray], half: str, shown: list[int]) -> No
         print(f"{key + note:<16}" + "".join(f"{table[key][i]:>8.3f}" for i in shown))
 
 
-def group_report(library: Library, folder: Path, threshold: float) -> None:
+GROUP_THRESHOLDS = (0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995)
+
+
+def removals(library: Library, folder: Path, threshold: float) -> tuple[int, int, int, int, float]:
+    """What deleting every group's copies (all but the best) would do, flips left out of the count: (right
+    removals: a copy of the best copy's own family; wrong ones: another scene; groups; impure groups; seconds)."""
     started = time.perf_counter()
     groups = find_duplicates(library, threshold, within=folder)
     seconds = time.perf_counter() - started
-    families = [{Path(m.path).parent.name for m in group.members} for group in groups]
-    pure = sum(len(f) == 1 for f in families)
-    together = sum(
-        1 for group in groups for m in group.copies
-        if Path(m.path).stem not in NOT_DUPLICATES and Path(m.path).parent == Path(group.best.path).parent
-    )  # fmt: skip
-    copies = sum(1 for p in folder.rglob("*.*") if "-" not in p.parent.name and p.stem not in ("original", "flip"))
-    print(
-        f"\nfind_duplicates(threshold={threshold}) on {folder.name}: {len(groups)} groups in {seconds:.2f} s, "
-        f"{pure} of them one family's ({pure / max(1, len(groups)):.3f}); {together} of {copies} edited copies "
-        f"(flips aside) grouped with a member of their own family as best copy ({together / max(1, copies):.3f})"
-    )
+    right = wrong = impure = 0
+    for group in groups:
+        family = Path(group.best.path).parent.name
+        counted = [m for m in group.copies if Path(m.path).stem not in NOT_DUPLICATES]
+        right += sum(Path(m.path).parent.name == family for m in counted)
+        wrong += sum(Path(m.path).parent.name != family for m in counted)
+        impure += len({Path(m.path).parent.name for m in group.members}) > 1
+    return right, wrong, len(groups), impure, seconds
+
+
+def group_table(library: Library, folder: Path, families: int) -> dict[float, tuple[float, float]]:
+    """Per threshold: precision and recall of removals (right / all removals, right / removable copies)."""
+    removable = families * (len(EDITS) - len(NOT_DUPLICATES))
+    print(f"\n{folder.name} half, groups of find_duplicates: removing all but each group's best copy")
+    print(f"{'threshold':>9} {'precision':>9} {'recall':>7} {'wrong':>6} {'groups':>7} {'impure':>7} {'seconds':>8}")
+    out = {}
+    for threshold in GROUP_THRESHOLDS:
+        right, wrong, groups, impure, seconds = removals(library, folder, threshold)
+        precision, recall = right / max(1, right + wrong), right / removable
+        print(f"{threshold:>9} {precision:>9.3f} {recall:>7.3f} {wrong:>6} {groups:>7} {impure:>7} {seconds:>8.2f}")
+        out[threshold] = (precision, recall)
+    return out
+
+
+def choose(table: dict[float, tuple[float, float]], precision: float) -> float:
+    """The lowest threshold whose removal precision is at least `precision` (the best recall at that
+    precision); else the most precise one."""
+    reaching = [threshold for threshold, (p, _) in table.items() if p >= precision]
+    return min(reaching) if reaching else max(table, key=lambda threshold: table[threshold][0])
 
 
 def main() -> None:
@@ -254,7 +269,7 @@ def main() -> None:
     parser.add_argument("--families", type=int, default=120, help="originals (half tune, half test)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/clipsearch-dups-bench"))
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--precision", type=float, default=0.99, help="pair precision the threshold must reach")
+    parser.add_argument("--precision", type=float, default=0.99, help="removal precision the threshold must reach")
     args = parser.parse_args()
     images = args.workdir / "images"
     started = time.perf_counter()
@@ -265,16 +280,14 @@ def main() -> None:
         report = index_folders(library, library.encoder(reference_spec()), [str(images)])
         print(f"indexed: {report.embedded} embedded, {report.failed} failed, {report.seconds:.0f} s")
         data = load(library)
-        tune, test = pair_table(data, "tune"), pair_table(data, "test")
-        chosen = choose(tune, args.precision)
-        shown = sorted({*range(0, len(THRESHOLDS), 2), chosen})
-        print_table(tune, "tune", shown)
-        print_table(test, "test", shown)
-        threshold = float(THRESHOLDS[chosen])
-        print(f"\nchosen on tune: {threshold} (lowest threshold with pair precision >= {args.precision})")
-        tp, fp, positives = test["tp"][chosen], test["fp"][chosen], test["positives"][chosen]
-        print(f"test at {threshold}: pair precision {tp / max(1, tp + fp):.3f}, recall {tp / max(1, positives):.3f}")
-        group_report(library, images / "test", threshold)
+        for half in ("tune", "test"):
+            print_table(pair_table(data, half), half, list(range(0, len(THRESHOLDS), 2)))
+        per_half = args.families // 2
+        tune = group_table(library, images / "tune", per_half)
+        test = group_table(library, images / "test", per_half)
+        threshold = choose(tune, args.precision)
+        print(f"\nchosen on tune: {threshold} (lowest threshold whose removal precision is >= {args.precision})")
+        print(f"test at {threshold}: removal precision {test[threshold][0]:.3f}, recall {test[threshold][1]:.3f}")
     print(
         "\ncaveat: the reference model (64-d, 96 px input, trained on these scenes) is not ViT-B-32: its scores "
         "for the same edits differ, so a ViT-B-32 library may want another --threshold."
