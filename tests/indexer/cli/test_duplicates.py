@@ -84,7 +84,9 @@ def test_json_is_one_object_per_group_and_the_summary_goes_to_stderr(indexed: tu
 def test_in_restricts_to_folders(indexed: tuple[Path, Path]) -> None:
     photos, library = indexed
     result = invoke("duplicates", "--library", library, "--json", "--in", photos / "trip")
-    assert [json.loads(line)["best"] for line in result.stdout.splitlines()] == [str(photos / "trip/scene1/original.jpg")]
+    assert [json.loads(line)["best"] for line in result.stdout.splitlines()] == [
+        str(photos / "trip/scene1/original.jpg")
+    ]
     both = invoke("duplicates", "--library", library, "--json", "--in", photos / "trip", "--in", photos / "scene0")
     assert len(both.stdout.splitlines()) == 2
 
