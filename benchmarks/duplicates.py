@@ -21,7 +21,7 @@ precision) and reported on `test`.
 Flips are not counted as duplicates: a mirror image is another picture (text reads backwards, left and right
 swap, which in these scenes is the `position` attribute); the table shows how often they group anyway.
 
-    python benchmarks/duplicates.py --families 120 --workdir /tmp/dups-bench
+    python benchmarks/duplicates.py --families 160 --workdir /tmp/dups-bench
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def choose(table: dict[float, tuple[float, float]], precision: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", type=int, default=120, help="originals (half tune, half test)")
+    parser.add_argument("--families", type=int, default=160, help="originals (half tune, half test)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/clipsearch-dups-bench"))
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--precision", type=float, default=0.99, help="removal precision the threshold must reach")
