@@ -147,6 +147,22 @@ DEFAULT_SPLIT_SIZES: dict[str, int] = {
 # --- end light branch
 
 
+# --- query branch: fused queries, result order, export
+NOT_WEIGHT = -1.0
+"""The weight of a `--not` part: a negative part counts as much as a positive one of weight 1."""
+FUSION_MIN_NORM = 1e-6
+"""A fused query vector shorter than this (relative to the sum of the weights' sizes) is refused: its parts
+cancel out, and its direction would be noise."""
+DEFAULT_SORT = "relevance"
+SORT_CHOICES = ("relevance", "date", "-date")
+"""Result order: best first; or, among the results chosen by score, oldest (`date`) or newest (`-date`) first,
+by date taken, falling back to the file's mtime."""
+DEFAULT_EXPORT_MODE = "link"
+EXPORT_MODES = ("link", "hardlink", "copy")
+"""How `export` writes a result: a symbolic link to the original (default), a hard link, or a copy."""
+# --- end query branch
+
+
 def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""
