@@ -84,23 +84,19 @@ def _split_weight(token: str) -> tuple[float | None, str]:
 
 
 def text_parts(words: Iterable[str], negated: Iterable[str] = ()) -> list[Part]:
-    """The text parts of command-line words: consecutive plain words make one text (`red car` is one part,
-    as a single-part search always was), each weighted word is a part of its own (`2:beach`), and each of
-    `negated` is a part of weight NOT_WEIGHT (`--not people`)."""
-    parts: list[Part] = []
+    """The text parts of command-line words: the plain words together are one text (`red car` is one part, as
+    a one-part search always was), each weighted word is a part of its own (`2:beach`), and each of `negated`
+    a part of weight NOT_WEIGHT (`--not people`). Where a word stands among the others does not matter."""
     plain: list[str] = []
+    weighted: list[Part] = []
     for word in words:
         weight, text = _split_weight(word)
         if weight is None:
             plain.append(text)
-            continue
-        if plain:
-            parts.append(Part(text=" ".join(plain)))
-            plain = []
-        parts.append(Part(text=text, weight=weight))
-    if plain:
-        parts.append(Part(text=" ".join(plain)))
-    return parts + [Part(text=text, weight=NOT_WEIGHT) for text in negated]
+        else:
+            weighted.append(Part(text=text, weight=weight))
+    joined = [Part(text=" ".join(plain))] if plain else []
+    return joined + weighted + [Part(text=text, weight=NOT_WEIGHT) for text in negated]
 
 
 @dataclass(frozen=True)
@@ -137,7 +133,8 @@ class Query:
 
 def fuse(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """The fusion rule: the weighted sum of the (unit) rows of `vectors`, renormalised (one part: its row, times
-    the sign of its weight); refused when the parts cancel (the sum is shorter than FUSION_MIN_NORM times the sum of the weights' sizes)."""
+    the sign of its weight); refused when the parts cancel (the sum is shorter than FUSION_MIN_NORM times the
+    sum of the weights' sizes)."""
     if len(weights) == 1:  # one part is its own embedding, as given (a stored float16 vector is not rescaled)
         return np.asarray(vectors[0] if weights[0] > 0 else -vectors[0], dtype=np.float32)
     rows = np.asarray(vectors, dtype=np.float64)
