@@ -109,7 +109,7 @@ def _write(source: str, destination: str, mode: str) -> None:
                 raise
             raise ExportError(
                 f"{source} is on another file system than {os.path.dirname(destination)}, so it cannot be "
-                "hard-linked there: choose another `mode` (link or copy) or `folder`",
+                "hard-linked there: export symbolic links or copies instead (`mode`), or into another `folder`",
                 parameters=("mode", "folder"),
             ) from exc
     else:

@@ -37,7 +37,6 @@ FLAGS = {
     # query branch: fused queries, sort, export
     "sort": "--sort",
     "folder": "--to",
-    "mode": "--link/--hardlink/--copy",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 
