@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -123,12 +123,14 @@ class Query:
             )
 
     @classmethod
-    def of_text(cls, text: str, **options: object) -> Query:
-        return cls((Part(text=text),), **options)  # type: ignore[arg-type]
+    def of_text(cls, text: str, **options: Any) -> Query:
+        """A query of one text part; `options` are the other fields (`k`, `filter`, ...)."""
+        return cls((Part(text=text),), **options)
 
     @classmethod
-    def of_image(cls, image: str | Path, **options: object) -> Query:
-        return cls((Part(image=image),), **options)  # type: ignore[arg-type]
+    def of_image(cls, image: str | Path, **options: Any) -> Query:
+        """A query of one image file; `options` are the other fields (`k`, `include_self`, ...)."""
+        return cls((Part(image=image),), **options)
 
 
 def fuse(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
