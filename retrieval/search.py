@@ -115,10 +115,11 @@ class Searcher:
         template: str | None = None,
         within: str | Path | None = None,
         min_score: float | None = None,
+        search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
-        """The one-text query: `search(Query.of_text(...))`."""
-        search_filter = SearchFilter.of(within=within)
-        return self.search(Query.of_text(query, k=k, template=template, filter=search_filter, min_score=min_score))
+        """The one-text query: `search(Query.of_text(...))`, inside `search_filter` and `within`."""
+        chosen = _both(SearchFilter.of(within=within), search_filter)
+        return self.search(Query.of_text(query, k=k, template=template, filter=chosen, min_score=min_score))
 
     def search_image(
         self,
@@ -128,10 +129,11 @@ class Searcher:
         include_self: bool = False,
         within: str | Path | None = None,
         min_score: float | None = None,
+        search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
         """Images similar to the file `image`, indexed or not; the file itself is left out unless asked."""
-        search_filter = SearchFilter.of(within=within)
-        query = Query.of_image(image, k=k, include_self=include_self, filter=search_filter, min_score=min_score)
+        chosen = _both(SearchFilter.of(within=within), search_filter)
+        query = Query.of_image(image, k=k, include_self=include_self, filter=chosen, min_score=min_score)
         return self.search(query)
 
     def image_vector(self, image: str | Path) -> tuple[np.ndarray, int | None]:
@@ -159,9 +161,12 @@ class Searcher:
         within: str | Path | None = None,
         min_score: float | None = None,
         exclude_ids: set[int] | None = None,
+        search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
+        """The best k images for `vector` inside `search_filter` and `within`, less `exclude_ids`."""
         self._check(k, min_score)
-        return self.search_filtered(vector, k, SearchFilter.of(within=within, exclude_ids=exclude_ids), min_score)
+        chosen = _both(SearchFilter.of(within=within, exclude_ids=exclude_ids), search_filter)
+        return self.search_filtered(vector, k, chosen, min_score)
 
     def _check(self, k: int, min_score: float | None) -> None:
         """What every search refuses before it encodes anything: an empty library, k < 1, a bad `min_score`."""
@@ -195,6 +200,13 @@ class Searcher:
                     for rank, (score, image_id) in enumerate(hits, start=1)
                 ]
             id_filter = id_filter.excluding(gone)
+
+
+def _both(first: SearchFilter, second: SearchFilter | None) -> SearchFilter:
+    """A filter passing what both `first` and `second` (None: no more) pass."""
+    if second is None:
+        return first
+    return SearchFilter(first.conditions + second.conditions, first.exclude | second.exclude)
 
 
 def check_min_score(min_score: float | None) -> None:

@@ -8,7 +8,7 @@ import click
 
 from indexer.cli.options import LibraryChoice, ModelChoice, ResultChoice, library_options, model_options, result_options
 from indexer.cli.output import echo_fs, echo_json
-from indexer.cli.search import QueryChoice, QueryCommand, check_shown, query_options, searcher_for
+from indexer.cli.search import QueryChoice, QueryCommand, check_shown, chosen_filter, query_options, searcher_for
 from retrieval.config import DEFAULT_EXPORT_MODE
 
 
@@ -51,7 +51,7 @@ def export(
     from retrieval.export import WRITTEN, export_files
 
     check_shown(results, null=False)
-    query = what.query(results)
+    query = what.query(results, chosen_filter(results))
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     report = export_files([result.path for result in found], folder, mode=mode)

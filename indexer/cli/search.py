@@ -25,6 +25,7 @@ from indexer.cli.output import echo_fs, echo_json
 from retrieval.config import DEFAULT_SORT, SORT_CHOICES
 
 if TYPE_CHECKING:
+    from retrieval.filters import SearchFilter
     from retrieval.query import Query
     from retrieval.search import Searcher, SearchResult
 
@@ -57,11 +58,11 @@ class QueryChoice:
     include_self: bool
     weighted: tuple[str, ...]
 
-    def query(self, results: ResultChoice, *, image: Path | None = None) -> Query:
+    def query(self, results: ResultChoice, search_filter: SearchFilter, *, image: Path | None = None) -> Query:
         """The library's `Query`: `image` (similar's IMAGE) first, the `--image`s, the text parts
-        (`text_parts`: plain words as one, each weighted word alone, each `--not`), the `--not-image`s."""
+        (`text_parts`: plain words as one, each weighted word alone, each `--not`), the `--not-image`s; k and
+        the cut-off of `results`, the images `search_filter` lets through."""
         from retrieval.config import NOT_WEIGHT
-        from retrieval.filters import SearchFilter
         from retrieval.query import Part, Query, text_parts
 
         parts = [Part(image=str(path)) for path in ((image,) if image else ()) + self.images]
@@ -72,7 +73,7 @@ class QueryChoice:
         return Query(
             tuple(parts),
             k=results.k,
-            filter=SearchFilter.of(within=results.within),
+            filter=search_filter,
             min_score=results.min_score,
             sort=self.sort,
             template=self.template,
@@ -166,7 +167,7 @@ def search(what: QueryChoice, results: ResultChoice, null: bool, model: ModelCho
       clipsearch search "birthday cake" --paths -0 | xargs -0 open
     """
     check_shown(results, null)
-    query = what.query(results)
+    query = what.query(results, chosen_filter(results))
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     print_results(found, results, null=null)
@@ -191,10 +192,17 @@ def similar(
       clipsearch similar ref.jpg "at night" --not people
     """
     check_shown(results, null)
-    query = what.query(results, image=image)
+    query = what.query(results, chosen_filter(results), image=image)
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     print_results(found, results, null=null)
+
+
+def chosen_filter(results: ResultChoice) -> SearchFilter:
+    """The images a query may return, as the options say (`--in`)."""
+    from retrieval.filters import SearchFilter  # faiss: when a command runs, not for --help
+
+    return SearchFilter.of(within=results.within)
 
 
 @contextmanager

@@ -226,3 +226,15 @@ def test_fused_image_and_texts_equal_the_numpy_reference(
     assert [r.id for r in results] == [i for i, _ in expected[:5]]
     np.testing.assert_allclose([r.score for r in results], [s for _, s in expected[:5]], atol=1e-5)
     assert os.path.abspath(indexed_image) not in {r.path for r in results}
+
+
+def test_the_one_part_wrappers_take_a_search_filter_too(shapes: Shapes) -> None:
+    """`search_text`, `search_image` and `search_vector` pass `search_filter` through, with `within` (both
+    must pass) and an image's own exclusion."""
+    keep_out = SearchFilter.of(exclude_ids={shapes.ids["red-circle"]})
+    texts = shapes.searcher.search_text("circle", k=4, search_filter=keep_out)
+    assert _names(shapes, texts)[0] == "blue-circle" and "red-circle" not in _names(shapes, texts)
+    vector = _axis(1, dim=shapes.dim)
+    by_vector = shapes.searcher.search_vector(vector, k=4, search_filter=keep_out, within="/shapes")
+    assert [r.id for r in by_vector] == [r.id for r in texts]
+    assert shapes.searcher.search_vector(vector, k=4, search_filter=keep_out, within=shapes.library.directory) == []

@@ -15,6 +15,7 @@ import pytest
 from indexer.cli.options import ResultChoice
 from indexer.cli.search import QueryChoice
 from retrieval.config import NOT_WEIGHT
+from retrieval.filters import SearchFilter
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.query import Part, Query
@@ -61,18 +62,18 @@ RESULTS = ResultChoice(k=7, within=None, min_score=None, as_json=False, paths_on
 
 def test_words_become_the_api_query() -> None:
     """Plain words are one text, weighted words their own parts, --not a part of weight -1, images first;
-    `10:30 train` stays plain text; k and sort pass through."""
-    query = _choice(("beach", "2:sunset", "10:30", "train"), negated=("people",), images=(Path("r.jpg"),)).query(
-        RESULTS
-    )
+    `10:30 train` stays plain text; k, sort and the filter pass through."""
+    within = SearchFilter.of(within="/photos")
+    choice = _choice(("beach", "2:sunset", "10:30", "train"), negated=("people",), images=(Path("r.jpg"),))
+    query = choice.query(RESULTS, within)
     assert query.parts == (
         Part(image="r.jpg"),
         Part(text="beach 10:30 train"),
         Part(text="sunset", weight=2.0),
         Part(text="people", weight=NOT_WEIGHT),
     )
-    assert (query.k, query.sort) == (7, "relevance")
-    similar = _choice(("at night",), negated_images=(Path("n.jpg"),)).query(RESULTS, image=Path("ref.jpg"))
+    assert (query.k, query.sort, query.filter) == (7, "relevance", within)
+    similar = _choice(("at night",), negated_images=(Path("n.jpg"),)).query(RESULTS, within, image=Path("ref.jpg"))
     assert similar.parts == (Part(image="ref.jpg"), Part(text="at night"), Part(image="n.jpg", weight=NOT_WEIGHT))
 
 
