@@ -150,9 +150,10 @@ DEFAULT_SPLIT_SIZES: dict[str, int] = {
 # --- query branch: fused queries, result order, export
 NOT_WEIGHT = -1.0
 """The weight of a `--not` part: a negative part counts as much as a positive one of weight 1."""
-FUSION_MIN_NORM = 1e-6
+FUSION_MIN_NORM = 1e-2
 """A fused query vector shorter than this (relative to the sum of the weights' sizes) is refused: its parts
-cancel out, and its direction would be noise."""
+(nearly) cancel out, and its direction would be noise, e.g. an image less its own stored float16 vector (about
+1e-3). Two texts as close as "circle" and "circles" (cosine 0.99) still leave 0.07."""
 DEFAULT_SORT = "relevance"
 SORT_CHOICES = ("relevance", "date", "-date")
 """Result order: best first; or, among the results chosen by score, oldest (`date`) or newest (`-date`) first,

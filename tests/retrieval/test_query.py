@@ -12,6 +12,7 @@ from retrieval.config import NOT_WEIGHT
 from retrieval.errors import InvalidQueryError
 from retrieval.query import Part, Query, fuse, parse_weighted, result_date, sort_results, text_parts
 from retrieval.search import SearchResult
+from retrieval.storage.vectors import as_stored
 
 
 @pytest.mark.parametrize(
@@ -108,6 +109,11 @@ def test_fuse_refuses_parts_that_cancel() -> None:
     with pytest.raises(InvalidQueryError, match="cancel"):
         fuse(np.stack([red, red, red]), [0.5, 0.5, -1.0])
     np.testing.assert_allclose(fuse(np.stack([red, red]), [2.0, -1.0]), red, atol=1e-6)  # not cancelled
+    encoded = _unit(*np.random.default_rng(3).standard_normal(64))
+    with pytest.raises(InvalidQueryError, match="cancel"):  # an image less its own stored (float16) vector
+        fuse(np.stack([encoded, as_stored(encoded)]), [1.0, -1.0])
+    near = np.stack([_unit(1, 0, 0), _unit(0.99, np.sqrt(1 - 0.99**2), 0)])  # cosine 0.99: a real difference
+    np.testing.assert_allclose(fuse(near, [1.0, -1.0]), _unit(0.01, -np.sqrt(1 - 0.99**2), 0), atol=1e-5)
 
 
 def _result(rank: int, taken: datetime | None, mtime: datetime) -> SearchResult:
