@@ -167,6 +167,21 @@ so close to its original that it shares its list or a neighbour's. Measured at 1
 lists) by benchmarks/duplicates_cost.py: pair recall against exact 0.978 at 1 list, 0.998 at 2, 1.000 at 4
 and 8 (threshold 0.95); 8 keeps a margin for the finer lists of larger libraries (4096 at 1M)."""
 # --- end dups branch
+# --- query branch: fused queries, result order, export
+NOT_WEIGHT = -1.0
+"""The weight of a `--not` part: a negative part counts as much as a positive one of weight 1."""
+FUSION_MIN_NORM = 1e-2
+"""A fused query vector shorter than this (relative to the sum of the weights' sizes) is refused: its parts
+(nearly) cancel out, and its direction would be noise, e.g. an image less its own stored float16 vector (about
+1e-3). Two texts as close as "circle" and "circles" (cosine 0.99) still leave 0.07."""
+DEFAULT_SORT = "relevance"
+SORT_CHOICES = ("relevance", "date", "-date")
+"""Result order: best first; or, among the results chosen by score, oldest (`date`) or newest (`-date`) first,
+by date taken, falling back to the file's mtime."""
+DEFAULT_EXPORT_MODE = "link"
+EXPORT_MODES = ("link", "hardlink", "copy")
+"""How `export` writes a result: a symbolic link to the original (default), a hard link, or a copy."""
+# --- end query branch
 
 
 def default_onnx_cache_dir() -> Path:

@@ -35,6 +35,9 @@ FLAGS = {
     "match_targets": "--match-targets",
     "style": "--style",
     "threshold": "--threshold",  # dups branch
+    # query branch: fused queries, sort, export
+    "sort": "--sort",
+    "folder": "--to",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 
