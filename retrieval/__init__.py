@@ -32,7 +32,9 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import OnnxExportError as OnnxExportError
     from retrieval.errors import PrecisionMixWarning as PrecisionMixWarning
     from retrieval.errors import TrainingError as TrainingError
+    from retrieval.errors import UnknownFolderError as UnknownFolderError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
+    from retrieval.errors import WatchError as WatchError
     from retrieval.index import VectorIndex as VectorIndex
     from retrieval.library import Library as Library
     from retrieval.library_facts import LibraryFacts as LibraryFacts
@@ -71,7 +73,9 @@ _EXPORTS = {
         "OnnxExportError",
         "PrecisionMixWarning",
         "TrainingError",
+        "UnknownFolderError",
         "UnreadableImageError",
+        "WatchError",
     ),
     "retrieval.index": ("VectorIndex",),
     "retrieval.library": ("Library",),
