@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from indexer.reuse import Reuse, find_reuse, hash_bytes
-from indexer.roots import enclosing_roots, keep_present, record_run, refresh_roots
+from indexer.roots import enclosing_roots, keep_present, record_run
 from indexer.scan import (
     DiskFile,
     Plan,
@@ -156,7 +156,6 @@ def index_paths(
                 known[path] = state
         plan = _scanned(report, scan, plan_changes(scan, known), bool(enclosing))
         _update(library, index, encoder, plan, reading, workers, report, None)
-        refresh_roots(library.store, root)
     report.seconds = time.perf_counter() - started
     return report
 

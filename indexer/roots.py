@@ -7,6 +7,10 @@ because this run's options leave it out (hidden, excluded, reached through a lin
 indexed with its own options and still mirrors them. Re-indexing the root applies the root's rule again,
 everywhere under it. A root given to a run above recorded roots absorbs them.
 
+`list_roots` counts each root's images live. The counts stored in the table are a snapshot taken by the last
+index run on the root (or under it) and by `forget_folder`; `watch` batches leave them alone, so that a batch
+costs nothing in proportion to the size of its root.
+
 Roots are not backfilled for libraries made before roots were recorded (the image paths cannot tell one
 root from several siblings): such a library records each root at its next index run.
 """
@@ -33,7 +37,6 @@ __all__ = [
     "keep_present",
     "list_roots",
     "record_run",
-    "refresh_roots",
 ]
 
 
@@ -63,7 +66,7 @@ def options_json(options: ScanOptions) -> str:
 
 def enclosing_roots(store: Store, folders: list[str]) -> dict[str, str]:
     """For each of `folders` that lies strictly under a recorded root, that root (subfolder runs)."""
-    recorded = [root.path for root in store.roots()]
+    recorded = store.root_paths()
     found = {}
     for folder in folders:
         above = [root for root in recorded if root != folder and within(folder, root)]
@@ -88,12 +91,6 @@ def record_run(store: Store, folders: list[str], enclosing: dict[str, str], opti
                 table.record_root(writer.session, folder, options_json(options))
 
 
-def refresh_roots(store: Store, folder: str) -> None:
-    """Recount the recorded roots that hold `folder`, after a change under it."""
-    with store.writer() as writer:
-        table.refresh_roots_holding(writer.session, folder)
-
-
 def list_roots(library: Library) -> RootsListing:
     store = library.store
     recorded = store.roots()
@@ -112,12 +109,12 @@ def forget_folder(library: Library, folder: str, *, dry_run: bool = False) -> Fo
     path = os.path.abspath(os.path.expanduser(folder))
     store = library.store
     if dry_run:
-        return _checked(store, path, store.folder_contents(path), dry_run=True)
+        return _checked(store.root_paths(), path, store.folder_contents(path), dry_run=True)
     with library.writer_lock():
         index = library.load_index(gpu="never")
         with store.writer() as writer:
             held = table.contents(writer.session, path)
-            report = _checked(store, path, held, dry_run=False)
+            report = _checked(table.root_paths(writer.session), path, held, dry_run=False)
             report.roots = table.forget_roots(writer.session, path)
             writer.delete_images(held.ids)
             table.refresh_roots_holding(writer.session, path)
@@ -126,9 +123,8 @@ def forget_folder(library: Library, folder: str, *, dry_run: bool = False) -> Fo
     return report
 
 
-def _checked(store: Store, path: str, held: table.FolderContents, *, dry_run: bool) -> ForgetReport:
+def _checked(recorded: list[str], path: str, held: table.FolderContents, *, dry_run: bool) -> ForgetReport:
     """The report for forgetting `path`, or `UnknownFolderError` when there is nothing to forget."""
-    recorded = [root.path for root in store.roots()]
     dropped = [root for root in recorded if within(root, path)]
     if not held.ids and not dropped:
         known = ", ".join(recorded) if recorded else "none recorded yet"

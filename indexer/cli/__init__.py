@@ -11,10 +11,11 @@ from indexer.cli.bench import bench
 from indexer.cli.demo import demo
 from indexer.cli.index import index
 from indexer.cli.info import info
+from indexer.cli.roots import forget, roots
 from indexer.cli.search import search, similar
 from indexer.cli.train import generate_dataset, train
 
-COMMANDS = [index, search, similar, info, train, generate_dataset, bench, demo]
+COMMANDS = [index, search, similar, info, train, generate_dataset, bench, demo, roots, forget]
 for _command in COMMANDS:
     cli.add_command(_command)
 

@@ -58,6 +58,10 @@ def contents(session: Session, folder: str) -> FolderContents:
     return FolderContents([int(i) for i, _ in rows], [int(i) for i, has in rows if has])
 
 
+def root_paths(session: Session) -> list[str]:
+    return list(session.scalars(sa.select(RootRow.path).order_by(RootRow.path)))
+
+
 def list_roots(session: Session) -> list[RootRecord]:
     """Every recorded root by path, with live counts (what `clipsearch roots` shows)."""
     found = []
