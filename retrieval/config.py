@@ -147,6 +147,16 @@ DEFAULT_SPLIT_SIZES: dict[str, int] = {
 # --- end light branch
 
 
+# --- rootswatch branch: `clipsearch watch`
+WATCH_QUIET_SECONDS = 1.0
+"""A watched file is indexed once no event touched it for this long and its size and mtime are what they were at
+its last event; a burst of events is applied as one batch once no event came for this long either."""
+WATCH_MAX_DELAY_SECONDS = 5.0
+"""Under a steady stream of events, the files that have settled are applied at least this often."""
+WATCH_TICK_SECONDS = 0.2
+"""How often the watcher looks at what it has pending."""
+# --- end rootswatch branch
+
 def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""

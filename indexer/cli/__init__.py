@@ -14,8 +14,9 @@ from indexer.cli.info import info
 from indexer.cli.roots import forget, roots
 from indexer.cli.search import search, similar
 from indexer.cli.train import generate_dataset, train
+from indexer.cli.watch import watch
 
-COMMANDS = [index, search, similar, info, train, generate_dataset, bench, demo, roots, forget]
+COMMANDS = [index, search, similar, info, train, generate_dataset, bench, demo, roots, forget, watch]
 for _command in COMMANDS:
     cli.add_command(_command)
 
