@@ -155,6 +155,7 @@ def index_paths(
             if state is not None:
                 known[path] = state
         plan = _scanned(report, scan, plan_changes(scan, known), bool(enclosing))
+        report.unchanged = plan.unchanged
         _update(library, index, encoder, plan, reading, workers, report, None)
     report.seconds = time.perf_counter() - started
     return report
@@ -210,7 +211,6 @@ def _scanned(report: IndexReport, scan: ScanResult, plan: Plan, subfolder: bool)
     report.unlisted.extend(scan.unlisted)
     report.skipped.extend(scan.skipped)
     report.links_skipped += scan.links_skipped
-    report.unchanged = plan.unchanged
     return keep_present(plan) if subfolder else plan
 
 

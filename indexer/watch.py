@@ -133,7 +133,7 @@ class Pending:
             elif now - entry.seen >= self.settings.quiet:
                 ready.add(path)
         # the two paths of a move go in one batch, so that the new path reuses the old one's vector
-        return sorted(p for p in ready if entries[p].partner is None or entries[p].partner in ready | {p})
+        return sorted(p for p in ready if entries[p].partner in ready or entries[p].partner not in entries)
 
     def put_back(self, root: str, paths: Iterable[str], now: float) -> None:
         """Paths of a batch that could not be applied yet (the library was busy)."""

@@ -157,6 +157,7 @@ WATCH_TICK_SECONDS = 0.2
 """How often the watcher looks at what it has pending."""
 # --- end rootswatch branch
 
+
 def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""

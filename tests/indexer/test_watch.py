@@ -75,6 +75,13 @@ def test_the_two_paths_of_a_move_go_together(tmp_path: Path) -> None:
     assert pending.take(now=102.0) == {str(tmp_path): sorted([str(old), str(new)])}
 
 
+def test_a_path_whose_move_partner_is_no_longer_pending_goes_alone(tmp_path: Path) -> None:
+    """The partner was applied already (or put back without its pair): the other path does not wait for it."""
+    pending = Pending(WatchSettings(quiet=1.0, max_delay=10.0))
+    pending.add(str(tmp_path), str(tmp_path / "old.png"), now=100.0, partner=str(tmp_path / "taken.png"))
+    assert pending.take(now=101.0) == {str(tmp_path): [str(tmp_path / "old.png")]}
+
+
 # --- a real watcher ------------------------------------------------------------------------------------------
 
 
