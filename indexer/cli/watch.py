@@ -65,7 +65,13 @@ def watch(
       clipsearch watch ~/Pictures /mnt/photos --exclude '*/thumbnails/*' --quiet-seconds 2
     """
     from indexer.scan import ScanOptions, check_roots
-    from indexer.watch import Watcher, WatchSettings
+
+    try:
+        from indexer.watch import Watcher, WatchSettings
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "watchdog":
+            raise
+        raise click.ClickException("watching needs watchdog: pip install 'clipsearch[watch]'") from exc
 
     options = ScanOptions(include_hidden=include_hidden, exclude=exclude, follow_symlinks=follow_symlinks)
     check_roots(str(root) for root in roots)  # before a library is created for nothing

@@ -81,3 +81,15 @@ def test_watch_refuses_a_missing_root_before_creating_a_library(tmp_path: Path, 
     result = invoke("watch", tmp_path / "nowhere", "--library", tmp_path / "lib", *model_args(tiny_config))
     assert "cannot index" in assert_clean_failure(result)
     assert not (tmp_path / "lib").exists()
+
+
+def test_watch_without_watchdog_says_which_extra_to_install(
+    tmp_path: Path, tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With watchdog not importable (None in sys.modules, and indexer.watch not imported yet): one message."""
+    monkeypatch.delitem(sys.modules, "indexer.watch", raising=False)
+    monkeypatch.setitem(sys.modules, "watchdog", None)
+    monkeypatch.setitem(sys.modules, "watchdog.events", None)
+    (tmp_path / "photos").mkdir()
+    result = invoke("watch", tmp_path / "photos", "--library", tmp_path / "lib", *model_args(tiny_config))
+    assert "pip install 'clipsearch[watch]'" in assert_clean_failure(result)
