@@ -202,7 +202,9 @@ def test_racing_first_runs_create_one_library(tmp_path: Path, tiny_encoder: Enco
     for trial in range(15):
         folder = tmp_path / f"race-{trial}"
         start = _RACE.Event()
-        children = [_RACE.Process(target=_first_run, args=(str(folder), tiny_encoder.spec, start, n)) for n in range(4)]
+        children = [
+            _RACE.Process(target=_first_run, args=(str(folder), tiny_encoder.spec, start, n)) for n in range(4)
+        ]
         for child in children:
             child.start()
         start.set()
