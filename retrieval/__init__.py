@@ -33,7 +33,9 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import OnnxExportError as OnnxExportError
     from retrieval.errors import PrecisionMixWarning as PrecisionMixWarning
     from retrieval.errors import TrainingError as TrainingError
+    from retrieval.errors import UnknownFolderError as UnknownFolderError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
+    from retrieval.errors import WatchError as WatchError
     from retrieval.export import ExportReport as ExportReport
     from retrieval.export import export_files as export_files
     from retrieval.index import VectorIndex as VectorIndex
@@ -77,7 +79,9 @@ _EXPORTS = {
         "OnnxExportError",
         "PrecisionMixWarning",
         "TrainingError",
+        "UnknownFolderError",
         "UnreadableImageError",
+        "WatchError",
     ),
     "retrieval.index": ("VectorIndex",),
     "retrieval.library": ("Library",),

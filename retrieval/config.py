@@ -167,6 +167,8 @@ so close to its original that it shares its list or a neighbour's. Measured at 1
 lists) by benchmarks/duplicates_cost.py: pair recall against exact 0.978 at 1 list, 0.998 at 2, 1.000 at 4
 and 8 (threshold 0.95); 8 keeps a margin for the finer lists of larger libraries (4096 at 1M)."""
 # --- end dups branch
+
+
 # --- query branch: fused queries, result order, export
 NOT_WEIGHT = -1.0
 """The weight of a `--not` part: a negative part counts as much as a positive one of weight 1."""
@@ -182,6 +184,17 @@ DEFAULT_EXPORT_MODE = "link"
 EXPORT_MODES = ("link", "hardlink", "copy")
 """How `export` writes a result: a symbolic link to the original (default), a hard link, or a copy."""
 # --- end query branch
+
+
+# --- rootswatch branch: `clipsearch watch`
+WATCH_QUIET_SECONDS = 1.0
+"""A watched file is indexed once no event touched it for this long and its size and mtime are what they were at
+its last event; a burst of events is applied as one batch once no event came for this long either."""
+WATCH_MAX_DELAY_SECONDS = 5.0
+"""Under a steady stream of events, the files that have settled are applied at least this often."""
+WATCH_TICK_SECONDS = 0.2
+"""How often the watcher looks at what it has pending."""
+# --- end rootswatch branch
 
 
 def default_onnx_cache_dir() -> Path:

@@ -125,3 +125,15 @@ class PrecisionMixWarning(UserWarning):
 # --- query branch: export ---------------------------------------------------------------------------
 class ExportError(ClipsearchError):
     """Results cannot be exported where asked (the folder is a file, or cannot be created or written)."""
+
+
+# --- rootswatch branch: library roots and watching
+class UnknownFolderError(ClipsearchError):
+    """A folder to forget is not a recorded root and the library holds no image under it."""
+
+
+class WatchError(ClipsearchError):
+    """Watching a folder cannot start (no file system watcher available, or the folder cannot be watched)."""
+
+
+# --- end rootswatch branch
