@@ -12,17 +12,30 @@ pixels, so a few huge images decode in turn rather than all at once.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from indexer.reuse import Reuse, find_reuse, hash_bytes
-from indexer.scan import DiskFile, Plan, ScanOptions, check_roots, plan_changes, scan_root
+from indexer.roots import enclosing_roots, keep_present, record_run
+from indexer.scan import (
+    DiskFile,
+    Plan,
+    ScanOptions,
+    ScanResult,
+    check_roots,
+    fold_paths,
+    plan_changes,
+    scan_paths,
+    scan_root,
+)
 from retrieval.config import DECODE_MEMORY_BUDGET, DEFAULT_DECODE_WORKERS
 from retrieval.decode import read_and_decode
 from retrieval.errors import UnreadableImageError
@@ -32,6 +45,7 @@ from retrieval.membudget import MemoryBudget
 from retrieval.model.encoder import Encoder
 from retrieval.progress import ProgressCallback
 from retrieval.storage.records import FileMetadata, copy_fields
+from retrieval.storage.roots import within
 from retrieval.storage.vectors import as_stored
 
 
@@ -97,40 +111,107 @@ def index_folders(
     """Bring the library up to date with `roots`: embed new and changed images, keep moved and
     unchanged ones, forget deleted ones. Unreadable files are recorded, never fatal. `progress` is
     called with (files done, files to embed) after each committed batch. The decoding threads hold at
-    most `memory_budget` bytes of full-size pixels at once (see `MemoryBudget`)."""
+    most `memory_budget` bytes of full-size pixels at once (see `MemoryBudget`). A root under a recorded root
+    refreshes only that folder, and forgets only images whose files are gone (`indexer.roots`)."""
     started = time.perf_counter()
     report = IndexReport(roots=check_roots(roots))
+    options = options or ScanOptions()
+    reading = _Reading(options.follow_symlinks, MemoryBudget(memory_budget))
+    with _indexing(library, encoder) as index:
+        enclosing = enclosing_roots(library.store, report.roots)
+        plan = _plan(library, report, options, retry_errors, enclosing)
+        _update(library, index, encoder, plan, reading, workers, report, progress)
+        record_run(library.store, report.roots, enclosing, options)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def index_paths(
+    library: Library,
+    encoder: Encoder,
+    root: str,
+    paths: Iterable[str],
+    *,
+    options: ScanOptions | None = None,
+    workers: int = DEFAULT_DECODE_WORKERS,
+    memory_budget: int = DECODE_MEMORY_BUDGET,
+) -> IndexReport:
+    """Bring the library up to date with `paths` only (files or folders under `root`, present or gone), as a
+    run on `root` would for them: what `watch` applies for a batch of file system events. Moves within the
+    batch keep their vectors (a path gone and one new with the same content)."""
+    started = time.perf_counter()
+    report = IndexReport(roots=check_roots([root]))
+    options = options or ScanOptions()
+    reading = _Reading(options.follow_symlinks, MemoryBudget(memory_budget))
+    root = report.roots[0]
+    folded = [path for path in fold_paths(os.path.abspath(path) for path in paths) if within(path, root)]
+    with _indexing(library, encoder) as index:
+        enclosing = enclosing_roots(library.store, report.roots)
+        scan = scan_paths(folded, root, options)
+        known = {}
+        for path in folded:
+            known.update(library.store.file_states_under(path))
+            state = library.store.image_by_path(path)
+            if state is not None:
+                known[path] = state
+        plan = _scanned(report, scan, plan_changes(scan, known), bool(enclosing))
+        report.unchanged = plan.unchanged
+        _update(library, index, encoder, plan, reading, workers, report, None)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@contextmanager
+def _indexing(library: Library, encoder: Encoder) -> Iterator[VectorIndex]:
+    """Bind the model, hold the writer lock, and hand out the FAISS index, saved at the end under the store's
+    generation."""
     if library.recorded_identity() is None:
         encoder.load()  # a model that cannot load (weights offline) must not become the library's model
     library.bind_model(encoder)
     with library.writer_lock():
         index = library.load_index(gpu="never")
-        options = options or ScanOptions()
-        reading = _Reading(options.follow_symlinks, MemoryBudget(memory_budget))
-        plan = _plan(library, report, options, retry_errors)
-        reuse = find_reuse(plan, library.store, workers, follow_symlinks=options.follow_symlinks)
-        _apply_reuse(library, index, reuse, report)
-        _embed_all(library, index, encoder, reuse, reading, workers, report, progress)
+        yield index
         library.save_index(index, library.store.generation())
-    report.seconds = time.perf_counter() - started
-    return report
 
 
-def _plan(library: Library, report: IndexReport, options: ScanOptions, retry_errors: bool) -> Plan:
+def _update(
+    library: Library,
+    index: VectorIndex,
+    encoder: Encoder,
+    plan: Plan,
+    reading: _Reading,
+    workers: int,
+    report: IndexReport,
+    progress: ProgressCallback | None,
+) -> None:
+    reuse = find_reuse(plan, library.store, workers, follow_symlinks=reading.follow_symlinks)
+    _apply_reuse(library, index, reuse, report)
+    _embed_all(library, index, encoder, reuse, reading, workers, report, progress)
+
+
+def _plan(
+    library: Library, report: IndexReport, options: ScanOptions, retry_errors: bool, enclosing: dict[str, str]
+) -> Plan:
     merged = Plan()
     for root in report.roots:
         scan = scan_root(root, options)
         plan = plan_changes(scan, library.store.file_states_under(root), retry_errors=retry_errors)
-        report.scanned += len(scan.files)
-        report.unlisted.extend(scan.unlisted)
-        report.skipped.extend(scan.skipped)
-        report.links_skipped += scan.links_skipped
+        plan = _scanned(report, scan, plan, root in enclosing)
         merged.new += plan.new
         merged.changed += plan.changed
         merged.gone += plan.gone
         merged.unchanged += plan.unchanged
     report.unchanged = merged.unchanged
     return merged
+
+
+def _scanned(report: IndexReport, scan: ScanResult, plan: Plan, subfolder: bool) -> Plan:
+    """Count a scan in the report; a subfolder run's plan forgets only files gone from disk."""
+    report.scanned += len(scan.files)
+    report.unlisted.extend(scan.unlisted)
+    report.skipped.extend(scan.skipped)
+    report.links_skipped += scan.links_skipped
+    return keep_present(plan) if subfolder else plan
 
 
 def _apply_reuse(library: Library, index: VectorIndex, reuse: Reuse, report: IndexReport) -> None:

@@ -120,3 +120,20 @@ class PrecisionMixWarning(UserWarning):
     """An index run embeds with another runtime or precision than the library's vectors were made with (say
     ONNX int8 into an fp32 library): the same model, so the vectors stay comparable and the run goes on; the
     library records both (`LibraryFacts.precision`)."""
+
+
+# --- query branch: export ---------------------------------------------------------------------------
+class ExportError(ClipsearchError):
+    """Results cannot be exported where asked (the folder is a file, or cannot be created or written)."""
+
+
+# --- rootswatch branch: library roots and watching
+class UnknownFolderError(ClipsearchError):
+    """A folder to forget is not a recorded root and the library holds no image under it."""
+
+
+class WatchError(ClipsearchError):
+    """Watching a folder cannot start (no file system watcher available, or the folder cannot be watched)."""
+
+
+# --- end rootswatch branch

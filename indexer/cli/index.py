@@ -10,7 +10,7 @@ import click
 
 from indexer.cli.options import LibraryChoice, ModelChoice, library_options, model_options
 from indexer.cli.output import ProgressBar, echo_fs, echo_json
-from retrieval.config import DEFAULT_DECODE_WORKERS
+from indexer.cli.scan_options import scan_options
 
 if TYPE_CHECKING:
     from indexer.pipeline import IndexReport
@@ -18,22 +18,7 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files or folders matching GLOB (repeatable).")
-@click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders (names starting with '.').")
-@click.option(
-    "--follow-symlinks",
-    is_flag=True,
-    help="Follow symbolic links to files and folders, even ones that lead outside ROOTS. By default links are "
-    "skipped and counted: a link inside ROOTS leads to images indexed under their own path anyway.",
-)
-@click.option("--retry-errors", is_flag=True, help="Try files that failed before again, even if unchanged.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=DEFAULT_DECODE_WORKERS,
-    show_default=True,
-    help="Image decoding threads.",
-)
+@scan_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @model_options

@@ -161,9 +161,31 @@ def _set_id_high_water(conn: Connection, high: int) -> None:
         conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('images', 'id'), %(high)s)", {"high": high})
 
 
+# --- rootswatch branch
+def _0003_roots(conn: Connection) -> None:
+    """The folders indexed as roots. Not backfilled: which folder a run was given cannot be told from the image
+    paths (one root or several siblings look the same), so an existing library records each root at its next
+    index run; until then its folders are indexed as before, each as its own root."""
+    sa.Table(
+        "roots",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("path", FsPath, nullable=False, unique=True),
+        sa.Column("first_indexed_at", sa.DateTime, nullable=False),
+        sa.Column("last_indexed_at", sa.DateTime, nullable=False),
+        sa.Column("images", sa.Integer, nullable=False),
+        sa.Column("failed", sa.Integer, nullable=False),
+        sa.Column("options", sa.Text, nullable=False),
+    ).create(conn)
+
+
+# --- end rootswatch branch
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _0001_initial),
     ("0002_byte_paths_half_vectors", _0002_byte_paths_half_vectors),
+    ("0003_roots", _0003_roots),
 ]
 
 

@@ -33,6 +33,7 @@ from retrieval.storage.opening import (
 from retrieval.storage.path_range import folder_prefix as folder_prefix  # where `indexer.scan` finds it
 from retrieval.storage.path_range import path_bounds
 from retrieval.storage.records import ImageRecord, LibraryStats, copy_fields
+from retrieval.storage.roots import FolderContents, RootRecord, contents, list_roots, root_paths
 from retrieval.storage.schema import ImageRow, MetaRow, StateRow
 from retrieval.storage.vectors import from_blobs
 from retrieval.storage.writer import StoreWriter, in_chunks
@@ -315,6 +316,21 @@ class Store:
                 failures=[(str(path), str(error)) for path, error in failures],
                 generation=_generation(session),
             )
+
+    # --- rootswatch branch: recorded roots and what a folder holds (queries in `retrieval.storage.roots`)
+    def roots(self) -> list[RootRecord]:
+        with self._sessions() as session:
+            return list_roots(session)
+
+    def root_paths(self) -> list[str]:
+        with self._sessions() as session:
+            return root_paths(session)
+
+    def folder_contents(self, folder: str) -> FolderContents:
+        with self._sessions() as session:
+            return contents(session, folder)
+
+    # --- end rootswatch branch
 
     # --- writes --------------------------------------------------------------------------------
     @contextmanager
