@@ -1,16 +1,20 @@
 """The large-library index measured at any size: recall, memory, disk, build time and latency.
 
-    nice -n 10 python benchmarks/large_index.py --size 1000000 --codes PQ32,PQ64,SQ8 --workdir /tmp/bigindex
-    nice -n 10 python benchmarks/large_index.py --size 10000000 --nlist 4096 --codes PQ64 --workdir /tmp/bigindex
-    python benchmarks/large_index.py --size 100000000 --workers 32 --workdir /mnt/big   # a big machine
+    nice -n 10 python benchmarks/large_index.py --size 1000000 --nlist 1024 --codes PQ64,PQ128,SQ8 --rerank 10,50
+    nice -n 10 python benchmarks/large_index.py --size 10000000 --nlist 1024 --codes PQ64 --rerank 10,50,100
+    python benchmarks/large_index.py --size 100000000 --codes PQ128 --workers 32 --workdir /mnt/big  # a big machine
+    python benchmarks/large_index.py --cpu-costs
+    python benchmarks/large_index.py --store ~/.local/share/clipsearch/default
 
 Vectors are `retrieval.quality.synthetic_vectors` (CLIP-like, 512-d), kept as a float16 .npy memory map in
 `--workdir` (2 bytes x 512 per vector; a file of at least `--size` rows is reused, its first rows taken).
 The exact top-10 of each query is found by streaming that file in chunks (never all of it in float32).
-Per codes: train (k-means for the lists, then the codes, on 40 vectors per list), add in shards by
+Per codes: train (k-means for the lists, then the codes, on 40 vectors per list, at least 65 536), add in shards by
 `--workers` processes, merge on disk (`merge_ondisk`), write one file, map it read-only, then per nprobe:
 recall@10 against exact over text-like and image-like queries, and one-thread latency p50/p95, with and
-without exact re-ranking of `--rerank` x 10 candidates against the float16 vectors (read from the memmap).
+without exact re-ranking of `--rerank` x k candidates (factors, comma-separated) against the float16 vectors
+(read from the memmap). `--cpu-costs` times the build's steps per million vectors on one thread; `--store
+LIBRARY` times the store's `vectors_by_ids`, the re-ranking's read.
 Prints markdown tables; `--json` appends every row to a JSON-lines file as it is measured.
 """
 

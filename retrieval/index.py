@@ -27,10 +27,17 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval.config import GPU_CHOICES, IVF_CODE_CHOICES, IVF_CODES, IVF_NPROBE_PER_SQRT_NLIST, LARGE_RERANK_FACTOR
+from retrieval.config import (
+    GPU_CHOICES,
+    IVF_CODE_CHOICES,
+    IVF_CODES,
+    IVF_NPROBE_PER_SQRT_NLIST,
+    LARGE_RANGE_MARGIN,
+    LARGE_RERANK_FACTOR,
+)
 from retrieval.filters import IdFilter
 from retrieval.index_file import Fingerprint, Stamp, ids_digest, write_index_file
-from retrieval.large_index import VectorSource, rerank, rerank_depth
+from retrieval.large_index import VectorSource, rerank, rerank_depth, rescore_range
 
 _faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search parameters, direct maps, IO)
 
@@ -285,7 +292,8 @@ class VectorIndex:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """faiss convention: (lims, D, I), query q's neighbours scoring above `radius` being D[lims[q]:lims[q+1]]
         and I[...] (in no order). On the CPU copy (faiss GPU indexes have no range search); an IVF index visits
-        `nprobe` lists (default: its own), whatever the filter."""
+        `nprobe` lists (default: its own), whatever the filter. A large index with a `vector_source` gathers
+        candidates LARGE_RANGE_MARGIN below `radius` by PQ score and keeps those whose exact score reaches it."""
         matrix = _as_matrix(queries, self.dim)
         if len(self) == 0:
             return _as_ids(np.zeros(len(matrix) + 1)), np.zeros(0, dtype=np.float32), _as_ids([])
@@ -296,6 +304,9 @@ class VectorIndex:
             params = _faiss.SearchParametersIVF(nprobe=probes, **extra)
         else:
             params = _faiss.SearchParameters(**extra) if extra else None
+        if self._large and self.vector_source is not None:  # PQ scores err: widen, then keep exact scores
+            lims, _, found = self._cpu.range_search(matrix, float(radius) - LARGE_RANGE_MARGIN, params=params)
+            return rescore_range(matrix, _as_ids(lims), _as_ids(found), self.vector_source, radius)
         lims, distances, found = self._cpu.range_search(matrix, float(radius), params=params)
         return _as_ids(lims), np.asarray(distances, dtype=np.float32), _as_ids(found)
 

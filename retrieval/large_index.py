@@ -238,6 +238,22 @@ def rerank(
     return distances, ids
 
 
+def rescore_range(
+    queries: np.ndarray, lims: np.ndarray, found: np.ndarray, vectors_of: VectorSource, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A range search's candidates (faiss's lims, ids, grouped by query) re-scored exactly: (lims, D, I) of
+    those whose stored vector scores at least `radius`."""
+    known_ids, vectors = vectors_of(np.unique(found))
+    row_of = {int(image_id): row for row, image_id in enumerate(np.asarray(known_ids).tolist())}
+    query_of = np.repeat(np.arange(len(queries)), np.diff(lims))
+    known = np.fromiter((int(i) in row_of for i in found.tolist()), dtype=bool, count=len(found))
+    rows = np.fromiter((row_of[int(i)] for i in found[known].tolist()), dtype=np.int64, count=int(known.sum()))
+    scores = np.einsum("ij,ij->i", queries[query_of[known]], vectors[rows]).astype(np.float32)
+    keep = scores >= radius
+    counts = np.bincount(query_of[known][keep], minlength=len(queries))
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), scores[keep], found[known][keep]
+
+
 def rerank_depth(k: int, factor: int, bound: int) -> int:
     """Candidates to fetch for `k` results: `factor` * k, at most what can match."""
     return max(1, min(bound, factor * k))
