@@ -20,11 +20,14 @@ re-scores them exactly against the stored float16 vectors (the store's, read by 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
+import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -160,8 +163,30 @@ def merge_shards(trained: Any, shards: list[Path], ivfdata: Path) -> Any:
     `OnDiskInvertedLists` file at `ivfdata` (faiss.contrib.ondisk.merge_ondisk)."""
     from faiss.contrib.ondisk import merge_ondisk
 
-    merge_ondisk(trained, [str(path) for path in shards], str(ivfdata))
+    with _c_stdout_to_stderr():
+        merge_ondisk(trained, [str(path) for path in shards], str(ivfdata))
     return trained
+
+
+@contextmanager
+def _c_stdout_to_stderr() -> Iterator[None]:
+    """faiss's OnDiskInvertedLists printf()s "resizing FILE to N bytes" on the C stdout while merging; the
+    library never prints there (an `index --json` run's output would carry the line), so file descriptor 1
+    points at stderr meanwhile, C buffers flushed on both sides of the switch."""
+    if os.name != "posix":
+        yield
+        return
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def build_large(

@@ -84,13 +84,15 @@ def _built_in_shards(trained: object, source: Spool, folder: Path, workers: int)
 
 
 def test_shards_merged_on_disk_equal_one_add(
-    trained: object, spooled: Spool, space: ClipLikeSpace, tmp_path: Path
+    trained: object, spooled: Spool, space: ClipLikeSpace, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Adding is per vector and merging concatenates lists in shard order, so the merged on-disk index holds
     exactly what one add of everything holds: the same search results, and the one file written from its
     on-disk lists has faiss's own bytes for the in-memory index."""
     merged, at_once = _built_in_shards(trained, spooled, tmp_path, workers=0)
     assert is_on_disk(merged) and not is_on_disk(at_once)
+    printed = capfd.readouterr()
+    assert "resizing" not in printed.out and "resizing" in printed.err  # faiss's printf kept off stdout
     queries, _ = space.text_queries(20)
     merged.nprobe = at_once.nprobe = 8
     for got, want in zip(merged.search(queries, K), at_once.search(queries, K), strict=True):
