@@ -257,3 +257,7 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
 def library_url(backend: str, request: pytest.FixtureRequest) -> str | None:
     """`Library(database_url=...)` for each backend: None (the SQLite file in the folder) or PostgreSQL."""
     return None if backend == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
+"""For a test of SQLite itself (WAL mode, its file) among tests that run on both backends."""
