@@ -332,10 +332,10 @@ class Store:
             if writer.vectors_changed:
                 session.execute(sa.update(StateRow).where(StateRow.id == 1).values(generation=StateRow.generation + 1))
 
-    @staticmethod
-    def _lock_writes(session: Session) -> None:
-        """PostgreSQL: one write transaction at a time, as SQLite's BEGIN IMMEDIATE (`postgres.WRITE_LOCK`)."""
-        if postgres.is_postgres(session.connection()):
+    def _lock_writes(self, session: Session) -> None:
+        """PostgreSQL: one write transaction at a time, as SQLite's BEGIN IMMEDIATE (`postgres.WRITE_LOCK`). On
+        SQLite the transaction starts at its first statement, as before."""
+        if postgres.is_postgres(self.engine):
             postgres.lock_transaction(session.connection(), postgres.WRITE_LOCK)
 
     @contextmanager
