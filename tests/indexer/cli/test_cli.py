@@ -420,34 +420,30 @@ def test_info_reports_the_devices(indexed: Indexed) -> None:
     assert isinstance(facts["faiss_gpus"], int) and facts["faiss_gpus"] >= 0
 
 
-def test_database_url_puts_the_store_elsewhere(tiny_config: Path, tmp_path: Path) -> None:
-    """`--database-url` (any SQLAlchemy URL) holds the rows; the library folder keeps only the FAISS file."""
+def test_database_url_puts_the_store_elsewhere(tiny_config: Path, tmp_path: Path, store_url: str, backend: str) -> None:
+    """`--database-url` (any SQLAlchemy URL: a SQLite file elsewhere, a PostgreSQL database) holds the rows;
+    the library folder keeps only the FAISS file. index, search, similar and info all work on it."""
     photos = tmp_path / "photos"
     for seed in range(3):
         factory.pattern_png(photos / f"p{seed}.png", seed=seed)
-    database = tmp_path / "elsewhere" / "store.db"
-    database.parent.mkdir()
-    url = f"sqlite:///{database}"
+    url = store_url
     library = tmp_path / "library"
     result = invoke("index", photos, "--library", library, "--database-url", url, *model_args(tiny_config))
     assert result.exit_code == 0, result.output
-    assert database.is_file() and not (library / "library.db").exists()
-    found = invoke(
-        "similar",
-        photos / "p1.png",
-        "--include-self",
-        "-k",
-        "1",
-        "--paths",
-        "--library",
-        library,
-        "--database-url",
-        url,
-        *CPU,
-    )
+    assert not (library / "library.db").exists() and list(library.glob("index-*.faiss"))
+    if backend == "sqlite":
+        assert Path(url.removeprefix("sqlite:///")).is_file()
+    where = ["--library", library, "--database-url", url, *CPU]
+    found = invoke("similar", photos / "p1.png", "--include-self", "-k", "1", "--paths", *where)
     assert found.stdout.strip() == str(photos / "p1.png")
+    hits = invoke("search", "a pattern", "-k", "5", "--paths", *where)
+    assert hits.exit_code == 0, hits.output
+    assert sorted(hits.stdout.split()) == sorted(str(photos / f"p{seed}.png") for seed in range(3))
     facts = json.loads(invoke("info", "--json", "--library", library, "--database-url", url).stdout)
     assert facts["database"] == url and facts["indexed"] == 3
+    again = invoke("index", photos, "--library", library, "--database-url", url, *model_args(tiny_config), "--json")
+    assert again.exit_code == 0, again.output
+    assert (json.loads(again.stdout)["embedded"], json.loads(again.stdout)["unchanged"]) == (0, 3)
 
 
 def test_model_named_by_a_relative_path_without_pretrained_is_the_library_model(
