@@ -86,12 +86,12 @@ class Library:
                 f"(or point `directory` / {LIBRARY_ENV} at an existing one)",
                 parameters=("directory",),
             )
-        if database_url is not None:
-            private_folder(self.directory)  # the FAISS file and the lock live here, the rows elsewhere
         self._url, self._create = database_url or f"sqlite:///{database}", create
         self._store: Store | None = None
         light = open_reader(database) if reading and database_url is None else None
         self.reads: StoreReads = light or self.store
+        if database_url is not None:  # once the store opened: a bad URL leaves no folder behind
+            private_folder(self.directory)  # the FAISS file and the lock live here, the rows elsewhere
 
     @property
     def store(self) -> Store:

@@ -34,6 +34,7 @@ FLAGS = {
     "hard_negatives": "--hard-negatives",
     "match_targets": "--match-targets",
     "style": "--style",
+    "database_url": "--database-url",  # pg branch
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 

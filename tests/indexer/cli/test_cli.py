@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -22,6 +23,7 @@ import open_clip
 import pytest
 from click.testing import Result
 from huggingface_hub import try_to_load_from_cache
+from sqlalchemy import make_url
 
 from indexer.cli import cli
 from retrieval.library import Library
@@ -444,6 +446,18 @@ def test_database_url_puts_the_store_elsewhere(tiny_config: Path, tmp_path: Path
     again = invoke("index", photos, "--library", library, "--database-url", url, *model_args(tiny_config), "--json")
     assert again.exit_code == 0, again.output
     assert (json.loads(again.stdout)["embedded"], json.loads(again.stdout)["unchanged"]) == (0, 3)
+
+
+def test_an_unreachable_database_url_is_one_clear_message(tmp_path: Path, postgres_url: str) -> None:
+    """A PostgreSQL URL whose server does not answer: one message naming --database-url, no traceback, and no
+    library folder left behind."""
+    with socket.socket() as probe:  # bound, never listening: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        url = make_url(postgres_url).set(port=probe.getsockname()[1]).render_as_string(hide_password=False)
+        result = invoke("info", "--library", tmp_path / "library", "--database-url", url)
+    output = assert_clean_failure(result)
+    assert "cannot connect to the database" in output and "--database-url" in output
+    assert not (tmp_path / "library").exists()
 
 
 def test_model_named_by_a_relative_path_without_pretrained_is_the_library_model(
