@@ -161,9 +161,21 @@ def _set_id_high_water(conn: Connection, high: int) -> None:
         conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('images', 'id'), %(high)s)", {"high": high})
 
 
+def _0005_postgres_bigint_ids(conn: Connection) -> None:
+    """Image ids as 64-bit integers on PostgreSQL too. Ids are FAISS ids and never given twice, so they count
+    every path a library ever held: its SERIAL column (32-bit) would run out after 2.1 billion, within reach
+    of a billion-image library. SQLite's INTEGER PRIMARY KEY is 64-bit already: nothing to do there."""
+    if conn.dialect.name != "postgresql":
+        return
+    sequence = conn.exec_driver_sql("SELECT pg_get_serial_sequence('images', 'id')").scalar()
+    conn.exec_driver_sql("ALTER TABLE images ALTER COLUMN id TYPE BIGINT")
+    conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} AS BIGINT")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _0001_initial),
     ("0002_byte_paths_half_vectors", _0002_byte_paths_half_vectors),
+    ("0005_postgres_bigint_ids", _0005_postgres_bigint_ids),  # pg branch; 0003 and 0004 are other branches'
 ]
 
 

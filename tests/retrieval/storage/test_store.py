@@ -21,7 +21,7 @@ from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.model.specs import ModelSpec
-from retrieval.storage.migrations import MIGRATIONS, apply_migrations
+from retrieval.storage.migrations import MIGRATIONS, _set_id_high_water, apply_migrations
 from retrieval.storage.records import FileMetadata
 from retrieval.storage.store import Store, StoreWriter, folder_prefix
 from retrieval.storage.vectors import as_stored
@@ -283,6 +283,22 @@ def test_deleted_ids_are_never_reused(store: Store) -> None:
         writer.delete_images([*ids[:2], fresh])
     (after_all,) = _add(store, "/p/e.jpg")
     assert after_all > fresh
+
+
+def test_ids_go_past_32_bits(store: Store) -> None:
+    """Ids count every path a library ever held (never reused): past 2**32 they still work, in the store and
+    in a FAISS index (a 32-bit SERIAL on PostgreSQL refused them before migration 0005)."""
+    with store.engine.begin() as conn:
+        _set_id_high_water(conn, 2**32)
+    (big,) = _add(store, "/p/big.jpg")
+    assert big == 2**32 + 1
+    record = store.image_by_path("/p/big.jpg")
+    assert record is not None and record.id == big and store.rows_by_ids([big])[big].path == "/p/big.jpg"
+    generation, vectors = _snapshot(store)
+    assert (generation, list(vectors)) == (1, [big])
+    index = VectorIndex(DIM, gpu="never")
+    index.add(np.array([big]), np.stack(list(vectors.values())))
+    assert index.search(vectors[big][None, :], 1)[1].tolist() == [[big]]
 
 
 # --- reads -------------------------------------------------------------------------------------
