@@ -209,6 +209,7 @@ def apply_migrations(conn: Connection) -> list[str]:
     steps = dict(MIGRATIONS)
     for name in pending_migrations(conn):
         steps[name](conn)
-        conn.execute(_RECORDED.insert().values(name=name, applied_at=datetime.now(timezone.utc)))
+        applied_at = datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC, whatever the server's zone
+        conn.execute(_RECORDED.insert().values(name=name, applied_at=applied_at))
         applied.append(name)
     return applied

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -119,6 +120,29 @@ def test_an_unreachable_server_is_a_typed_error_naming_the_parameter(postgres_ur
 def test_a_missing_driver_is_a_typed_error_naming_the_extra() -> None:
     with pytest.raises(DatabaseUnavailableError, match=r"not installed \(pip install 'clipsearch\[postgres\]'\)"):
         Store("postgresql+pg8000://user@127.0.0.1:1/db")
+
+
+def test_times_are_naive_utc_whatever_the_servers_time_zone(postgres_url: str) -> None:
+    """A server whose sessions run in Tokyo time: the times clipsearch writes (when a migration ran, when a file
+    was indexed) are UTC and a photo's EXIF time comes back as it went in. (A migration's time, written as an
+    aware datetime, was shifted by the server into its zone: 9 hours ahead.)"""
+    maintenance = sa.make_url(postgres_url).set(database="postgres").render_as_string(hide_password=False)
+    _admin(maintenance, f'ALTER DATABASE "{sa.make_url(postgres_url).database}" SET timezone = \'Asia/Tokyo\'')
+    store = Store(postgres_url, create=True)
+    try:
+        taken = datetime(2021, 7, 1, 23, 30, 15, 250000)
+        with store.writer() as writer:
+            writer.upsert_image(FileMetadata("/pg/t.jpg", 1, 1, "h", taken_at=taken), _vector(1), KEY)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW timezone").scalar() == "Asia/Tokyo"
+            applied = conn.exec_driver_sql("SELECT applied_at FROM schema_migrations").scalars().all()
+        record = store.image_by_path("/pg/t.jpg")
+        assert record is not None and record.taken_at == taken
+        for moment in [*applied, record.indexed_at]:
+            assert abs(moment - now) < timedelta(minutes=5), (moment, now)
+    finally:
+        store.close()
 
 
 def test_write_transactions_take_turns(store: Store, postgres_url: str) -> None:
