@@ -47,15 +47,16 @@ class PostgresUnavailable(Exception):
     """Why the PostgreSQL tests cannot run here (no binaries, no unprivileged user, no psycopg)."""
 
 
-def find_bin_dir() -> Path:
-    """The folder holding `initdb`, `pg_ctl` and `postgres`, or PostgresUnavailable saying where it looked."""
+def find_bin_dir(installed: Path = Path("/usr/lib/postgresql")) -> Path:
+    """The folder holding `initdb`, `pg_ctl` and `postgres` (Debian installs them under `installed`/VERSION/bin),
+    or PostgresUnavailable saying where it looked."""
     candidates: list[Path] = []
     if os.environ.get(PG_BIN_ENV):
         candidates.append(Path(os.environ[PG_BIN_ENV]))
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
+    candidates += sorted(installed.glob("*/bin"), key=_version_key, reverse=True)
     for folder in candidates:
         if all((folder / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
             return folder

@@ -46,16 +46,19 @@ def test_the_previous_tests_table_is_not_here(postgres_url: str) -> None:
 
 
 def test_binaries_are_found_through_the_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """CLIPSEARCH_PG_BIN wins; a folder without the binaries is passed over, and none at all is a skip reason."""
-    monkeypatch.setenv(postgres_server.PG_BIN_ENV, str(tmp_path))
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(postgres_server, "_version_key", lambda path: (0, ""))
-    monkeypatch.setattr(postgres_server.Path, "glob", lambda self, pattern: iter(()))
+    """CLIPSEARCH_PG_BIN first, then PATH, then the newest installed version; none at all is a skip reason."""
+    given, installed = tmp_path / "given", tmp_path / "installed"
+    monkeypatch.setenv(postgres_server.PG_BIN_ENV, str(given))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(PostgresUnavailable, match="PostgreSQL tests skipped: no initdb"):
-        find_bin_dir()
-    for name in ("initdb", "pg_ctl", "postgres"):
-        (tmp_path / name).write_text("")
-    assert find_bin_dir() == tmp_path
+        find_bin_dir(installed)
+    for folder in (installed / "9" / "bin", installed / "15" / "bin", given):
+        folder.mkdir(parents=True)
+        for name in ("initdb", "pg_ctl", "postgres"):
+            (folder / name).write_text("")
+        if folder != given:
+            assert find_bin_dir(installed) == folder  # the newest version, 15 after 9 (not "9" > "15")
+    assert find_bin_dir(installed) == given
 
 
 @pytest.mark.slow
