@@ -9,7 +9,8 @@ initdb refuses to run as root, and tests run as root here and in CI: then the cl
 `postgres` system user (or `nobody`), dropped to in the child process, in a folder that user owns. It
 listens on 127.0.0.1 only (and a private Unix socket folder) and trusts local connections: it holds
 nothing but test data and lives only as long as the session. It is stopped at the end of the session,
-after a failure or an interrupt too (the fixture's `finally`, and `atexit` as a second net).
+after a failure, Ctrl-C or SIGTERM too (the fixture's `finally`, and `atexit` as a second net); only a
+SIGKILL of the test process leaves it running.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -218,14 +220,20 @@ def stop_server(server: PostgresServer) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """The session's cluster, started on first use; the tests that need it skip loudly where it cannot run."""
+    """The session's cluster, started on first use; the tests that need it skip loudly where it cannot run.
+    While it runs, SIGTERM (a CI job's timeout) interrupts the session as Ctrl-C does, so the cluster is stopped
+    then too, not left running."""
     try:
         server = start_server()
     except PostgresUnavailable as exc:
         pytest.skip(str(exc))
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         yield server
     finally:
+        signal.signal(signal.SIGTERM, previous)
         stop_server(server)
 
 

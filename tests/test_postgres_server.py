@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from tests import postgres_server
+from tests.fresh import ROOT
 from tests.postgres_server import PostgresServer, PostgresUnavailable, find_bin_dir
 
 
@@ -82,3 +88,41 @@ def _gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+_WAITING_TEST = """
+import os, time
+from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
+
+
+def test_waits_to_be_terminated(postgres_server, postgres_url):
+    with open(os.environ["CLUSTER_FOLDER_FILE"], "w") as out:
+        out.write(str(postgres_server.folder))
+    time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_a_terminated_session_stops_its_cluster(tmp_path: Path) -> None:
+    """A test session killed with SIGTERM (a CI job's timeout) mid-test still stops its cluster and deletes its
+    folder, as the end of a session does."""
+    (tmp_path / "test_waiting.py").write_text(_WAITING_TEST)
+    told = tmp_path / "folder.txt"
+    env = os.environ | {"PYTHONPATH": str(ROOT), "CLUSTER_FOLDER_FILE": str(told)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_waiting.py"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not told.exists() or not told.read_text():
+            assert child.poll() is None and time.monotonic() < deadline, "the child never started its cluster"
+            time.sleep(0.2)
+        folder = Path(told.read_text())
+        pid = int((folder / "data" / "postmaster.pid").read_text().split()[0])
+        child.send_signal(signal.SIGTERM)
+        output, _ = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode != 0, output
+    assert not folder.exists() and _gone(pid), output
