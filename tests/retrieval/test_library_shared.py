@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from retrieval.library import Library
+from retrieval.model.encoder import Encoder
 from retrieval.search import Searcher
+from retrieval.storage.records import FileMetadata
 from tests import imagefactory as factory
 from tests.fresh import ROOT
-from tests.libcheck import assert_same_vectors, store_vectors
+from tests.libcheck import assert_same_vectors, store_vectors, unit_vectors
 
 PER_MACHINE = 8
 _CLI = """
@@ -72,3 +74,30 @@ def test_two_machines_index_into_one_store_at_once(tmp_path: Path, postgres_url:
             searcher = Searcher(library, library.encoder(device="cpu", backend="torch"), gpu="never")
             (hit,) = searcher.search_image(other, k=1, include_self=True)
             assert hit.path == str(other)
+
+
+def test_each_machines_file_keeps_its_own_stamp(tmp_path: Path, postgres_url: str, tiny_encoder: Encoder) -> None:
+    """Two library folders on one shared store, each with its FAISS file of the same generation: each loads its
+    own file on the strength of its own recorded stamp, without reading every id, however often the other one
+    saved since (one stamp for the whole store sent the other machine to the full checks every time)."""
+    import retrieval.library as library_module
+
+    first = Library(tmp_path / "machine-a", create=True, database_url=postgres_url)
+    second = Library(tmp_path / "machine-b", database_url=postgres_url)
+    try:
+        first.bind_model(tiny_encoder)
+        with first.store.writer() as writer:
+            writer.add_images([FileMetadata(f"/x/{n}.jpg", n, n, f"h{n}") for n in range(5)],
+                              unit_vectors(5, 1, tiny_encoder.dim), "tiny")  # fmt: skip
+        first.load_index(gpu="never")
+        second.load_index(gpu="never")  # rebuilt and saved by the other machine after the first one's save
+        digests: list[int] = []
+        real = library_module.ids_digest
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(library_module, "ids_digest", lambda ids: digests.append(len(ids)) or real(ids))
+            for library in (first, second, first):
+                assert len(library.load_index(gpu="never", mmap=True)) == 5
+        assert digests == []
+    finally:
+        first.close()
+        second.close()
