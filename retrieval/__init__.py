@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import PrecisionMixWarning as PrecisionMixWarning
     from retrieval.errors import TrainingError as TrainingError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
+    from retrieval.errors import WriterWaitWarning as WriterWaitWarning
     from retrieval.index import VectorIndex as VectorIndex
     from retrieval.library import Library as Library
     from retrieval.library_facts import LibraryFacts as LibraryFacts
@@ -74,6 +75,7 @@ _EXPORTS = {
         "PrecisionMixWarning",
         "TrainingError",
         "UnreadableImageError",
+        "WriterWaitWarning",
     ),
     "retrieval.index": ("VectorIndex",),
     "retrieval.library": ("Library",),

@@ -101,6 +101,10 @@ class DatabaseUnavailableError(ClipsearchError):
     """The database server named by `database_url` cannot be reached or logged into, or its driver is missing."""
 
 
+class WriterWaitWarning(UserWarning):
+    """Another index run (perhaps another machine's) holds a shared store: this run waits for it to finish."""
+
+
 # --- end pg branch
 # --- branch index: the FAISS file --------------------------------------------------------------------
 class IndexSaveError(ClipsearchError):

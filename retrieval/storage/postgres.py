@@ -15,13 +15,14 @@ Advisory locks belong to one database, and one database holds one library: the k
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from retrieval.errors import DatabaseUnavailableError, LibraryBusyError
+from retrieval.errors import DatabaseUnavailableError, LibraryBusyError, WriterWaitWarning
 
 MIGRATION_LOCK = 0x636C6970  # "clip"
 WRITE_LOCK = 0x636C6971
@@ -77,21 +78,20 @@ def lock_transaction(conn: Connection, key: int) -> None:
 
 @contextmanager
 def run_lock(engine: Engine, location: str, wait_s: float) -> Iterator[None]:
-    """Hold `RUN_LOCK` on a connection of its own while the block runs, waiting up to `wait_s` for another
-    holder (`LibraryBusyError` after that). The connection stays idle outside any transaction meanwhile."""
+    """Hold `RUN_LOCK` on a connection of its own while the block runs. If another run holds it, warn
+    (`WriterWaitWarning`) and wait up to `wait_s` (`LibraryBusyError` after that). The connection stays idle
+    outside any transaction meanwhile."""
     conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
-        conn.exec_driver_sql(f"SET lock_timeout = {max(1, int(wait_s * 1000))}")
-        try:
-            conn.execute(sa.select(sa.func.pg_advisory_lock(RUN_LOCK)))
-        except sa.exc.DBAPIError as exc:
-            if pgcode(exc) != _LOCK_TIMEOUT_CODE:
-                raise
-            raise LibraryBusyError(
-                f"another clipsearch process (perhaps on another machine) has been indexing into the database at "
-                f"{location} for more than {wait_s:g} s: try again when it has finished"
-            ) from exc
-        conn.exec_driver_sql("RESET lock_timeout")
+        if not conn.scalar(sa.select(sa.func.pg_try_advisory_lock(RUN_LOCK))):
+            warnings.warn(
+                WriterWaitWarning(
+                    f"another clipsearch process (perhaps on another machine) is indexing into the database at "
+                    f"{location}: waiting for it to finish (up to {wait_s:g} s)"
+                ),
+                stacklevel=3,
+            )
+            _wait_for_lock(conn, location, wait_s)
         try:
             yield
         finally:
@@ -99,3 +99,18 @@ def run_lock(engine: Engine, location: str, wait_s: float) -> Iterator[None]:
                 conn.execute(sa.select(sa.func.pg_advisory_unlock(RUN_LOCK)))
     finally:
         conn.close()
+
+
+def _wait_for_lock(conn: Connection, location: str, wait_s: float) -> None:
+    """Take `RUN_LOCK`, waiting up to `wait_s` for its holder to let go."""
+    conn.exec_driver_sql(f"SET lock_timeout = {max(1, int(wait_s * 1000))}")
+    try:
+        conn.execute(sa.select(sa.func.pg_advisory_lock(RUN_LOCK)))
+    except sa.exc.DBAPIError as exc:
+        if pgcode(exc) != _LOCK_TIMEOUT_CODE:
+            raise
+        raise LibraryBusyError(
+            f"another clipsearch process (perhaps on another machine) has been indexing into the database at "
+            f"{location} for more than {wait_s:g} s: try again when it has finished"
+        ) from exc
+    conn.exec_driver_sql("RESET lock_timeout")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +14,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from retrieval.errors import DatabaseUnavailableError, DiskFullError, LibraryBusyError, LibraryReadOnlyError
+from retrieval.errors import (
+    DatabaseUnavailableError,
+    DiskFullError,
+    LibraryBusyError,
+    LibraryReadOnlyError,
+    WriterWaitWarning,
+)
 from retrieval.storage.records import FileMetadata
 from retrieval.storage.store import Store
 from retrieval.storage.vectors import as_stored
@@ -180,10 +187,16 @@ def test_an_index_run_waits_for_another_and_gives_up_after_its_wait(store: Store
     try:
         with store.exclusive_run():
             started = time.monotonic()
-            with pytest.raises(LibraryBusyError, match="perhaps on another machine"), other.exclusive_run(wait_s=0.3):
+            with (
+                pytest.warns(WriterWaitWarning, match="waiting for it to finish"),
+                pytest.raises(LibraryBusyError, match="perhaps on another machine"),
+                other.exclusive_run(wait_s=0.3),
+            ):
                 pass
             assert time.monotonic() - started >= 0.3
-        with other.exclusive_run(wait_s=0.3):
-            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a free lock is taken without a word
+            with other.exclusive_run(wait_s=0.3):
+                pass
     finally:
         other.close()
