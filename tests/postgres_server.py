@@ -114,7 +114,6 @@ class PostgresServer:
     port: int = 0
     _drop: Callable[[], None] | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
-    running: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -153,19 +152,22 @@ class PostgresServer:
                 self._run("pg_ctl", "start", "-w", "-t", str(_TIMEOUT_S), "-D", str(self.data_dir),
                           "-l", str(self.folder / "server.log"), "-o", options)  # fmt: skip
             except RuntimeError:
-                if attempt == 2:
+                if attempt == 2 or self.running:
                     raise
                 continue
-            self.running = True
             break
         self._admin(f'CREATE DATABASE "{TEMPLATE}" TEMPLATE template0 IS_TEMPLATE true')
 
     def _settings(self) -> dict[str, str]:
         return {**_SETTINGS, "port": str(self.port), "unix_socket_directories": f"'{self.socket_dir}'"}
 
+    @property
+    def running(self) -> bool:
+        """Whether a postmaster runs on the data folder (also one that `pg_ctl start` gave up waiting for)."""
+        return (self.data_dir / "postmaster.pid").exists()
+
     def stop(self) -> None:
         if self.running:
-            self.running = False
             self._run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(self.data_dir))
 
     def _admin(self, statement: str) -> None:
