@@ -251,24 +251,24 @@ BACKENDS = ("sqlite", "postgresql")
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
+def store_backend(request: pytest.FixtureRequest) -> str:
     """Each store backend in turn: a test that takes `store_url` or `library_url` runs on both."""
     return str(request.param)
 
 
 @pytest.fixture
-def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+def store_url(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """A URL for a new store: a SQLite file not made yet, or a fresh PostgreSQL database."""
-    if backend == "sqlite":
+    if store_backend == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
-def library_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+def library_url(store_backend: str, request: pytest.FixtureRequest) -> str | None:
     """`Library(database_url=...)` for each backend: None (the SQLite file in the folder) or PostgreSQL."""
-    return None if backend == "sqlite" else str(request.getfixturevalue("postgres_url"))
+    return None if store_backend == "sqlite" else str(request.getfixturevalue("postgres_url"))
 
 
-sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
+sqlite_only = pytest.mark.parametrize("store_backend", ["sqlite"])
 """For a test of SQLite itself (WAL mode, its file) among tests that run on both backends."""

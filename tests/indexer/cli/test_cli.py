@@ -422,7 +422,9 @@ def test_info_reports_the_devices(indexed: Indexed) -> None:
     assert isinstance(facts["faiss_gpus"], int) and facts["faiss_gpus"] >= 0
 
 
-def test_database_url_puts_the_store_elsewhere(tiny_config: Path, tmp_path: Path, store_url: str, backend: str) -> None:
+def test_database_url_puts_the_store_elsewhere(
+    tiny_config: Path, tmp_path: Path, store_url: str, store_backend: str
+) -> None:
     """`--database-url` (any SQLAlchemy URL: a SQLite file elsewhere, a PostgreSQL database) holds the rows;
     the library folder keeps only the FAISS file. index, search, similar and info all work on it."""
     photos = tmp_path / "photos"
@@ -433,7 +435,7 @@ def test_database_url_puts_the_store_elsewhere(tiny_config: Path, tmp_path: Path
     result = invoke("index", photos, "--library", library, "--database-url", url, *model_args(tiny_config))
     assert result.exit_code == 0, result.output
     assert not (library / "library.db").exists() and list(library.glob("index-*.faiss"))
-    if backend == "sqlite":
+    if store_backend == "sqlite":
         assert Path(url.removeprefix("sqlite:///")).is_file()
     where = ["--library", library, "--database-url", url, *CPU]
     found = invoke("similar", photos / "p1.png", "--include-self", "-k", "1", "--paths", *where)

@@ -78,10 +78,10 @@ def database(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def both(database: Path, backend: str, store_url: str) -> Iterator[tuple[Store, StoreReader]]:
+def both(database: Path, store_backend: str, store_url: str) -> Iterator[tuple[Store, StoreReader]]:
     """The reader on the SQLite library, and the Store on the same library (SQLite), or on a PostgreSQL
     store filled by the same writes (PostgreSQL): every read must agree either way."""
-    if backend == "sqlite":
+    if store_backend == "sqlite":
         store = Store(f"sqlite:///{database}")
     else:
         store = Store(store_url, create=True)
