@@ -38,6 +38,7 @@ FLAGS = {
     # query branch: fused queries, sort, export
     "sort": "--sort",
     "folder": "--to",
+    "database_url": "--database-url",  # pg branch
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 
