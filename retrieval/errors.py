@@ -120,3 +120,11 @@ class PrecisionMixWarning(UserWarning):
     """An index run embeds with another runtime or precision than the library's vectors were made with (say
     ONNX int8 into an fp32 library): the same model, so the vectors stay comparable and the run goes on; the
     library records both (`LibraryFacts.precision`)."""
+
+
+# --- ray branch: indexing on a Ray cluster
+class RayUnavailableError(ClipsearchError):
+    """Indexing on Ray was asked for, but Ray is not installed, or its cluster cannot be reached or run the job."""
+
+
+# --- end ray branch
