@@ -34,6 +34,8 @@ FLAGS = {
     "hard_negatives": "--hard-negatives",
     "match_targets": "--match-targets",
     "style": "--style",
+    # ray branch: indexing on a Ray cluster
+    "ray_address": "--ray",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 
