@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.decode import read_and_decode as read_and_decode
     from retrieval.errors import ClipsearchError as ClipsearchError
     from retrieval.errors import DamagedLibraryError as DamagedLibraryError
+    from retrieval.errors import DatabaseUnavailableError as DatabaseUnavailableError
     from retrieval.errors import DatasetError as DatasetError
     from retrieval.errors import DeviceUnavailableError as DeviceUnavailableError
     from retrieval.errors import DiskFullError as DiskFullError
@@ -55,6 +56,7 @@ _EXPORTS = {
     "retrieval.errors": (
         "ClipsearchError",
         "DamagedLibraryError",
+        "DatabaseUnavailableError",
         "DatasetError",
         "DeviceUnavailableError",
         "DiskFullError",

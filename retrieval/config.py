@@ -130,6 +130,12 @@ INT8_MIN_COSINE = 0.99
 """A dynamically quantised (int8) image tower is used only if every vector of the fixed batch keeps at least
 this cosine to torch's fp32 vector; its recall cost is measured with `clipsearch bench recall`."""
 
+# --- pg branch: a store on a PostgreSQL server
+SHARED_WRITER_WAIT_S = 24 * 3600.0
+"""How long an index run into a shared (PostgreSQL) store waits for another machine's run to finish before it
+gives up with `LibraryBusyError`: runs from several machines take turns rather than fail."""
+# --- end pg branch
+
 # --- light branch: the generated scenes' defaults, which `clipsearch generate-dataset`'s options show, here so
 # that starting the CLI does not import the generator (and Pillow with it)
 DEFAULT_STYLE = "v2"

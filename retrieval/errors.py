@@ -94,6 +94,14 @@ class DiskFullError(ClipsearchError):
     """The disk (or a quota or file-size limit) ran out while writing; what was committed before is kept."""
 
 
+# --- pg branch: a store on a PostgreSQL server --------------------------------------------------------------
+
+
+class DatabaseUnavailableError(ClipsearchError):
+    """The database server named by `database_url` cannot be reached or logged into, or its driver is missing."""
+
+
+# --- end pg branch
 # --- branch index: the FAISS file --------------------------------------------------------------------
 class IndexSaveError(ClipsearchError):
     """The FAISS file could not be written (disk full, quota, read-only or unwritable folder); the store

@@ -86,12 +86,12 @@ class Library:
                 f"(or point `directory` / {LIBRARY_ENV} at an existing one)",
                 parameters=("directory",),
             )
-        if database_url is not None:
-            private_folder(self.directory)  # the FAISS file and the lock live here, the rows elsewhere
         self._url, self._create = database_url or f"sqlite:///{database}", create
         self._store: Store | None = None
         light = open_reader(database) if reading and database_url is None else None
         self.reads: StoreReads = light or self.store
+        if database_url is not None:  # once the store opened: a bad URL leaves no folder behind
+            private_folder(self.directory)  # the FAISS file and the lock live here, the rows elsewhere
 
     @property
     def store(self) -> Store:
@@ -365,9 +365,17 @@ class Library:
     # --- one writer at a time ------------------------------------------------------------------
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
-        """An exclusive lock on the library for an index run; the OS drops it if the process dies. A library
-        that cannot be written is refused here (`LibraryReadOnlyError`); a new one is created now."""
+        """An exclusive lock on the library for an index run; the OS (or the database server) drops it if the
+        process dies. A library that cannot be written is refused here (`LibraryReadOnlyError`); a new one is
+        created now. Two parts: a file lock on this folder, whose FAISS file the run writes (a second run on the
+        same folder is refused at once, `LibraryBusyError`), then the store's own run lock (`Store.exclusive_run`:
+        on a PostgreSQL store shared by several machines, their runs take turns)."""
         self.store.ensure_writable()
+        with self._folder_lock(), self.store.exclusive_run():
+            yield
+
+    @contextmanager
+    def _folder_lock(self) -> Iterator[None]:
         lock_path = self.directory / "index.lock"
         try:
             descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)

@@ -34,6 +34,7 @@ FLAGS = {
     "hard_negatives": "--hard-negatives",
     "match_targets": "--match-targets",
     "style": "--style",
+    "database_url": "--database-url",  # pg branch
     # ray branch: indexing on a Ray cluster
     "ray_address": "--ray",
 }
