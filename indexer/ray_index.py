@@ -124,7 +124,7 @@ def ray_session(address: str) -> Iterator[ModuleType]:
                 address=None if address == RAY_ADDRESS_AUTO else address,
                 include_dashboard=False,
                 log_to_driver=False,  # the library never prints: workers' output stays in the cluster's logs
-                logging_level=logging.WARNING,
+                logging_level=logging.ERROR,  # not its notes (token authentication, ...)
             )
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RayUnavailableError(
@@ -142,7 +142,7 @@ def _quiet_ray_data(ray: ModuleType) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 class RayStage:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import Result
 
 from indexer.pipeline import Failed, index_folders
 from indexer.ray_index import _record_made_by, import_ray
@@ -36,6 +37,10 @@ from tests.libcheck import STORED_ATOL, stored_rows, stored_vectors
 
 CPU = EncodePlacement(actors=1, num_cpus=1, num_gpus=0)
 GPU = EncodePlacement(actors=2, num_cpus=1, num_gpus=1)
+
+
+def _index_on_ray(photos: Path, library: Path, model: Path, address: str) -> Result:
+    return invoke("index", photos, "--ray", address, "--library", library, "--model", model, "--pretrained", "none")
 
 
 def _disk(path: Path) -> DiskFile:
@@ -146,9 +151,16 @@ def test_without_ray_installed_ray_runs_say_how_to_install_it(
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray imports
     with pytest.raises(RayUnavailableError, match=r"pip install 'clipsearch\[ray\]'"):
         import_ray()
-    result = invoke(
-        "index", photos, "--ray", "auto", "--library", tmp_path / "lib", "--model", tiny_config, "--pretrained", "none"
-    )
+    result = _index_on_ray(photos, tmp_path / "lib", tiny_config, "auto")
     output = assert_clean_failure(result)
     assert "pip install 'clipsearch[ray]'" in output
     assert not (tmp_path / "lib").exists()
+
+
+def test_an_address_ray_cannot_use_is_a_clear_error_naming_it(tmp_path: Path, photos: Path, tiny_config: Path) -> None:
+    """An address that is not `auto` or host:port is refused before anything is indexed, naming `ray_address`
+    (`--ray` on the command line)."""
+    pytest.importorskip("ray")
+    result = _index_on_ray(photos, tmp_path / "lib", tiny_config, "no-port")
+    output = assert_clean_failure(result)
+    assert "cannot connect to the Ray cluster at --ray no-port" in output
