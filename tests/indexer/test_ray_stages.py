@@ -33,6 +33,7 @@ from retrieval.errors import DeviceUnavailableError, PrecisionMixWarning, RayUna
 from retrieval.library import Library
 from tests import imagefactory as factory
 from tests.clirunner import assert_clean_failure, invoke
+from tests.fresh import run_python
 from tests.libcheck import STORED_ATOL, stored_rows, stored_vectors
 
 CPU = EncodePlacement(actors=1, num_cpus=1, num_gpus=0)
@@ -164,3 +165,17 @@ def test_an_address_ray_cannot_use_is_a_clear_error_naming_it(tmp_path: Path, ph
     result = _index_on_ray(photos, tmp_path / "lib", tiny_config, "no-port")
     output = assert_clean_failure(result)
     assert "cannot connect to the Ray cluster at --ray no-port" in output
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_a_local_index_run_imports_no_ray(tmp_path: Path, photos: Path, tiny_config: Path) -> None:
+    """Without `--ray`, a whole `clipsearch index` run leaves Ray unimported (as `--help` does, test_startup)."""
+    code = (
+        "import sys; from indexer.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print('ray imported' if 'ray' in sys.modules else 'no ray', 'indexed' if 'torch' in sys.modules else '')"
+    )
+    options = ["--library", str(tmp_path / "lib"), "--model", str(tiny_config), "--pretrained", "none", "--json"]
+    result = run_python(code, "index", str(photos), *options)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "no ray indexed"
