@@ -15,6 +15,7 @@ JPEGs, 1600x1200 by default. Encoders are loaded (and ONNX exports made) before 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import tempfile
 import time
@@ -32,27 +33,26 @@ from retrieval import Library, RandomWeightsWarning
 
 @dataclass(frozen=True)
 class Timing:
-    """One run: images/s overall, seconds until its first batch was committed, images/s after that."""
+    """One run: images/s, seconds until its first batch was committed, seconds in all."""
 
     overall: float
     first_batch_s: float
-    steady: float
+    seconds: float
 
 
 def timed_run(workdir: Path, name: str, model: str, batch_size: int, run: Callable[..., IndexReport]) -> Timing:
     """Index `workdir/photos` into a fresh library with `run` (model loading excluded from the timing)."""
-    commits: list[tuple[float, int]] = []
+    commits: list[float] = []
     with Library(workdir / f"{name}-{model}", create=True) as library:
         encoder = library.encoder(spec_for(model), device="cpu", batch_size=batch_size)
         encoder.load()
         started = time.perf_counter()
-        report = run(library, encoder, [str(workdir / "photos")], progress=lambda done, _: commits.append(
-            (time.perf_counter(), done)))  # fmt: skip
+        report = run(
+            library, encoder, [str(workdir / "photos")], progress=lambda *_: commits.append(time.perf_counter())
+        )
     if report.failed:
         raise SystemExit(f"{name}: {report.failed} photos failed: {report.failures[:3]}")
-    (first_at, first_done), (last_at, last_done) = commits[0], commits[-1]
-    steady = (last_done - first_done) / (last_at - first_at) if last_at > first_at else 0.0
-    return Timing(report.images_per_second, first_at - started, steady)
+    return Timing(report.images_per_second, commits[0] - started, report.seconds)
 
 
 def main() -> None:
@@ -83,11 +83,8 @@ def main() -> None:
             cpus = ray.cluster_resources().get("CPU", 0)
             options = RayOptions(args.address, decode_batch_size=args.decode_batch_size)
 
-            def on_ray(*call: object) -> IndexReport:
-                return index_folders_on_ray(*call, ray_options=options)  # type: ignore[arg-type]
-
-            def local(*call: object) -> IndexReport:
-                return index_folders(*call, workers=args.workers)  # type: ignore[arg-type]
+            on_ray = functools.partial(index_folders_on_ray, ray_options=options)
+            local = functools.partial(index_folders, workers=args.workers)
 
             rows = []
             for model in args.models.split(","):
@@ -97,10 +94,10 @@ def main() -> None:
     print(f"{args.images} photos {args.size}, batch {args.batch_size}; cluster: {nodes} node(s), {cpus:g} CPUs, "
           f"connected in {startup:.1f}s (not in the rates)")  # fmt: skip
     print("'Ray again' is a second run from the same driver (its Ray workers already started, a new library).")
-    print(f"{'model':<11}{'run':<11}{'img/s':>8}{'first batch s':>15}{'img/s after it':>16}{'vs local':>10}")
+    print(f"{'model':<11}{'run':<11}{'img/s':>8}{'first batch s':>15}{'seconds':>9}{'vs local':>10}")
     local_rates = {model: timing.overall for model, name, timing in rows if name == "local"}
     for model, name, timing in rows:
-        print(f"{model:<11}{name:<11}{timing.overall:>8.1f}{timing.first_batch_s:>15.1f}{timing.steady:>16.1f}"
+        print(f"{model:<11}{name:<11}{timing.overall:>8.1f}{timing.first_batch_s:>15.1f}{timing.seconds:>9.1f}"
               f"{timing.overall / local_rates[model]:>10.2f}")  # fmt: skip
 
 
