@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import ModelUnavailableError as ModelUnavailableError
     from retrieval.errors import OnnxExportError as OnnxExportError
     from retrieval.errors import PrecisionMixWarning as PrecisionMixWarning
+    from retrieval.errors import RayUnavailableError as RayUnavailableError
     from retrieval.errors import TrainingError as TrainingError
     from retrieval.errors import UnknownFolderError as UnknownFolderError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
@@ -81,6 +82,7 @@ _EXPORTS = {
         "ModelUnavailableError",
         "OnnxExportError",
         "PrecisionMixWarning",
+        "RayUnavailableError",
         "TrainingError",
         "UnknownFolderError",
         "UnreadableImageError",

@@ -203,6 +203,18 @@ WATCH_TICK_SECONDS = 0.2
 # --- end rootswatch branch
 
 
+# --- ray branch: indexing on a Ray cluster (indexer/ray_index.py)
+RAY_ADDRESS_AUTO = "auto"
+"""`ray_address` auto: the cluster RAY_ADDRESS names or one `ray start` runs on this machine, else a new local one."""
+RAY_EXTRA = "pip install 'clipsearch[ray]'"
+RAY_DECODE_BATCH_SIZE = 16
+"""Files per decode task: big enough that a task's start-up is paid by many images, small enough that a lost
+worker costs little and the encode actors are fed early."""
+RAY_CPUS_PER_ENCODE_ACTOR = 4
+"""On a cluster without GPUs, one encode actor per this many CPUs (the rest decode); at least one actor."""
+# --- end ray branch
+
+
 def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""

@@ -149,3 +149,9 @@ class WatchError(ClipsearchError):
 
 
 # --- end rootswatch branch
+# --- ray branch: indexing on a Ray cluster
+class RayUnavailableError(ClipsearchError):
+    """Indexing on Ray was asked for, but Ray is not installed, or its cluster cannot be reached or run the job."""
+
+
+# --- end ray branch

@@ -39,6 +39,8 @@ FLAGS = {
     "sort": "--sort",
     "folder": "--to",
     "database_url": "--database-url",  # pg branch
+    # ray branch: indexing on a Ray cluster
+    "ray_address": "--ray",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 
