@@ -130,6 +130,12 @@ INT8_MIN_COSINE = 0.99
 """A dynamically quantised (int8) image tower is used only if every vector of the fixed batch keeps at least
 this cosine to torch's fp32 vector; its recall cost is measured with `clipsearch bench recall`."""
 
+# --- pg branch: a store on a PostgreSQL server
+SHARED_WRITER_WAIT_S = 24 * 3600.0
+"""How long an index run into a shared (PostgreSQL) store waits for another machine's run to finish before it
+gives up with `LibraryBusyError`: runs from several machines take turns rather than fail."""
+# --- end pg branch
+
 # --- light branch: the generated scenes' defaults, which `clipsearch generate-dataset`'s options show, here so
 # that starting the CLI does not import the generator (and Pillow with it)
 DEFAULT_STYLE = "v2"
@@ -195,6 +201,18 @@ WATCH_MAX_DELAY_SECONDS = 5.0
 WATCH_TICK_SECONDS = 0.2
 """How often the watcher looks at what it has pending."""
 # --- end rootswatch branch
+
+
+# --- ray branch: indexing on a Ray cluster (indexer/ray_index.py)
+RAY_ADDRESS_AUTO = "auto"
+"""`ray_address` auto: the cluster RAY_ADDRESS names or one `ray start` runs on this machine, else a new local one."""
+RAY_EXTRA = "pip install 'clipsearch[ray]'"
+RAY_DECODE_BATCH_SIZE = 16
+"""Files per decode task: big enough that a task's start-up is paid by many images, small enough that a lost
+worker costs little and the encode actors are fed early."""
+RAY_CPUS_PER_ENCODE_ACTOR = 4
+"""On a cluster without GPUs, one encode actor per this many CPUs (the rest decode); at least one actor."""
+# --- end ray branch
 
 
 def default_onnx_cache_dir() -> Path:

@@ -94,6 +94,18 @@ class DiskFullError(ClipsearchError):
     """The disk (or a quota or file-size limit) ran out while writing; what was committed before is kept."""
 
 
+# --- pg branch: a store on a PostgreSQL server --------------------------------------------------------------
+
+
+class DatabaseUnavailableError(ClipsearchError):
+    """The database server named by `database_url` cannot be reached or logged into, or its driver is missing."""
+
+
+class WriterWaitWarning(UserWarning):
+    """Another index run (perhaps another machine's) holds a shared store: this run waits for it to finish."""
+
+
+# --- end pg branch
 # --- branch index: the FAISS file --------------------------------------------------------------------
 class IndexSaveError(ClipsearchError):
     """The FAISS file could not be written (disk full, quota, read-only or unwritable folder); the store
@@ -137,3 +149,9 @@ class WatchError(ClipsearchError):
 
 
 # --- end rootswatch branch
+# --- ray branch: indexing on a Ray cluster
+class RayUnavailableError(ClipsearchError):
+    """Indexing on Ray was asked for, but Ray is not installed, or its cluster cannot be reached or run the job."""
+
+
+# --- end ray branch

@@ -29,7 +29,7 @@ from retrieval.storage.path_range import path_bounds
 from retrieval.storage.records import ImageRecord, LibraryStats
 from retrieval.storage.vectors import from_blobs
 
-READER_SCHEMA = frozenset({"0001_initial", "0002_byte_paths_half_vectors", "0003_roots"})
+READER_SCHEMA = frozenset({"0001_initial", "0002_byte_paths_half_vectors", "0003_roots", "0005_postgres_bigint_ids"})
 """The migrations whose schema the reader's SQL is written for: exactly those recorded, or no reader
 (tests/retrieval/storage/test_reader.py pins this to `migrations.MIGRATIONS`)."""
 _IN_CHUNK = 500

@@ -44,7 +44,8 @@ class ImageRow(Base):
         {"sqlite_autoincrement": True},  # ids are FAISS ids: never reuse a deleted one
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    """64-bit everywhere: SQLite's INTEGER PRIMARY KEY is, and PostgreSQL's BIGINT (migration 0005)."""
     path: Mapped[str] = mapped_column(FsPath, unique=True, index=True)
     size: Mapped[int] = mapped_column(BigInteger, index=True)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
