@@ -219,3 +219,38 @@ def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""
     return _user_folder(ONNX_CACHE_ENV, "Caches", "XDG_CACHE_HOME", ".cache", ONNX_FOLDER)
+
+
+# --- branch bigindex: the large-library index (IVF-PQ built in shards, merged on disk; docs/capacity.md) ---
+LARGE_MIN_VECTORS = 5_000_000
+"""From this many vectors on, the index is the large kind (`IVF{nlist},PQ{m}` with exact re-ranking) instead of
+`IVF{nlist},SQfp16`. Below, SQfp16 is faster and more exact (2.3 ms CPU, recall 0.985 at 1M, against ~6 ms
+plus the store's reads); its cost is memory, 1 KB per vector: 5 GB of codes at 5M, past a comfortable share
+of a 16 GB machine's page cache, while PQ128 keeps 0.7 GB there (docs/capacity.md)."""
+LARGE_AGAIN_BELOW = LARGE_MIN_VECTORS // 2
+"""A large index whose library shrank below this many vectors is rebuilt as the SQfp16 IVF (hysteresis)."""
+LARGE_CODES = "PQ128"
+"""The large index's codes: PQ<m>, m bytes per vector (8 bits per sub-quantiser of dim/m components). At 1M
+(IVF1024, nprobe 64, re-ranking 10 x k) PQ128 reaches recall@10 0.980 text-like / 0.979 image-like, as SQ8
+(0.981 / 0.998) at a quarter of its bytes (139 against 522 per vector); PQ64 (75 bytes) needs 50 x k
+candidates for 0.963 / 0.989 (docs/capacity.md)."""
+LARGE_RERANK_FACTOR = 50
+"""A large-index search fetches this many times k candidates by their PQ scores and re-scores them exactly
+against the stored float16 vectors. At 10M (PQ128, IVF1024, nprobe 64): PQ alone 0.557 / 0.483, 10 x k
+0.970 / 0.929, 50 x k 0.988 / 0.992 (text-like / image-like); the store reads 500 rows by key in about
+the time of 100 (20 against 14.5 ms p50 at 1M in SQLite, under load; docs/capacity.md)."""
+LARGE_RANGE_MARGIN = 0.05
+"""A large index's range search (near-duplicates) gathers candidates this far below the radius by PQ score,
+then keeps those whose exact score reaches it. PQ128's inner product of a pair scoring 0.8 or more errs by
+-0.001 on average (std 0.008; 1% of pairs under -0.026, the worst -0.082: 59 629 pairs of 100k 512-d vectors)."""
+LARGE_BUILD_WORKERS: int | None = None
+"""Worker processes that add a large index's shards; None: one per core the process may use; 0: none (the
+shards are added in the calling process, with all faiss threads)."""
+LARGE_PQ_TRAIN_POINTS = 65_536
+"""The training sample holds at least this many vectors: a PQ sub-quantiser's k-means fits 256 centroids
+(faiss trains PQ on at most 256 x 256 points)."""
+LARGE_SHARD_VECTORS = 1_000_000
+"""Vectors each build worker adds to its copy of the trained index before writing it as a shard."""
+LARGE_ADD_CHUNK = 65_536
+"""Vectors converted to float32 and added at once while building a shard (bounds a worker's memory)."""
+LARGE_TRAIN_SEED = 0

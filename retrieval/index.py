@@ -1,11 +1,15 @@
 """One `VectorIndex` over faiss: inner-product search on unit vectors, ids = the store's keys.
 
-Two kinds (retrieval/index_policy.py picks one by the library's size):
+Three kinds (retrieval/index_policy.py picks one by the library's size):
 - `flat`: an exact `IndexIDMap2(IndexFlatIP)`; it saves, loads, adds, removes and reconstructs by id.
 - `ivf`: an approximate `IndexIVFScalarQuantizer` (float16 codes by default, the store's own values) or
   `IndexIVFFlat` (ids native to it, a hashtable direct map for reconstruct and remove) trained once on a
   sample; adds and removes go into its lists without retraining. It visits `nprobe_for(nlist)` lists, and
   nprobe / sqrt(share kept) under a filter (capped at nlist, where the search is exhaustive, hence exact).
+- `large`: an `IndexIVFPQ` (retrieval/large_index.py: built in shards, merged on disk, no direct map). Its
+  searches visit lists as `ivf` does, fetch `rerank_factor * k` candidates by their PQ scores and, when a
+  `vector_source` is set (the store's float16 vectors by id), re-score them exactly; `reconstruct` and
+  `contains` read that source too (a PQ code is no copy of the vector).
 
 Searches take an optional `IdFilter`, applied inside faiss as an IDSelector. Every search is sized by what
 can match (the index's count, the filter's ids), never by `k` alone. When faiss was built with GPU
@@ -23,14 +27,22 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval.config import GPU_CHOICES, IVF_CODE_CHOICES, IVF_CODES, IVF_NPROBE_PER_SQRT_NLIST
+from retrieval.config import (
+    GPU_CHOICES,
+    IVF_CODE_CHOICES,
+    IVF_CODES,
+    IVF_NPROBE_PER_SQRT_NLIST,
+    LARGE_RANGE_MARGIN,
+    LARGE_RERANK_FACTOR,
+)
 from retrieval.filters import IdFilter
 from retrieval.index_file import Fingerprint, Stamp, ids_digest, write_index_file
+from retrieval.large_index import VectorSource, rerank, rerank_depth, rescore_range
 
 _faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search parameters, direct maps, IO)
 
 
-FLAT, IVF = "flat", "ivf"
+FLAT, IVF, LARGE = "flat", "ivf", "large"
 _MMAP_IVF = _faiss.IO_FLAG_MMAP | _faiss.IO_FLAG_READ_ONLY
 """Maps an IVF index's inverted lists. A flat index needs the other flag (vectors mapped zero-copy), which
 IVF lists cannot be read with: the file's fourcc (faiss IVF ones start with `Iw`) picks one."""
@@ -87,7 +99,14 @@ def _no_prefetch(index: Any) -> None:
 
 class VectorIndex:
     def __init__(
-        self, dim: int, *, gpu: str = "auto", index: Any = None, trained_on: int = 0, read_only: bool = False
+        self,
+        dim: int,
+        *,
+        gpu: str = "auto",
+        index: Any = None,
+        trained_on: int = 0,
+        read_only: bool = False,
+        scratch: Any = None,
     ) -> None:
         if gpu not in GPU_CHOICES:
             raise ValueError(f"gpu must be one of {GPU_CHOICES}, not {gpu!r}")
@@ -96,8 +115,14 @@ class VectorIndex:
         self._ivf = self._cpu if isinstance(self._cpu, _faiss.IndexIVF) else None
         if self._ivf is not None:
             self._ivf.nprobe = nprobe_for(self._ivf.nlist)
+        self._large = isinstance(self._cpu, _faiss.IndexIVFPQ)
         self.trained_on = trained_on
         """The library's size when an IVF index was trained (0 for flat): the retraining policy reads it."""
+        self.vector_source: VectorSource | None = None
+        """Where a large index reads stored vectors by id (re-ranking, reconstruct); None: PQ scores only."""
+        self.rerank_factor = LARGE_RERANK_FACTOR
+        """A large index re-ranks this many times k candidates (when it has a `vector_source`)."""
+        self._scratch = scratch  # keeps a large index's merged on-disk lists alive as long as the index
         self.read_only = read_only
         self._use_gpu = gpu == "always" or (gpu == "auto" and gpu_count() > 0)
         if gpu == "always" and gpu_count() == 0:
@@ -137,6 +162,8 @@ class VectorIndex:
 
     @property
     def kind(self) -> str:
+        if self._large:
+            return LARGE
         return IVF if self._ivf is not None else FLAT
 
     @property
@@ -189,13 +216,28 @@ class VectorIndex:
         return int(self._cpu.remove_ids(selector))
 
     def reconstruct(self, ids: Any) -> np.ndarray:
-        """The stored vectors of `ids` (all must be present)."""
+        """The stored vectors of `ids` (all must be present; a large index reads them from its
+        `vector_source`, RuntimeError without one or for an id it lacks)."""
         id_array = _as_ids(ids)
         if not len(id_array):
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._large:
+            return self._from_source(id_array)
         return np.asarray(self._cpu.reconstruct_batch(id_array), dtype=np.float32)
 
+    def _from_source(self, id_array: np.ndarray) -> np.ndarray:
+        if self.vector_source is None:
+            raise RuntimeError("a large index keeps PQ codes only: set its `vector_source` to read vectors")
+        found, vectors = self.vector_source(np.unique(id_array))
+        row_of = {int(image_id): row for row, image_id in enumerate(np.asarray(found).tolist())}
+        missing = [int(i) for i in id_array if int(i) not in row_of]
+        if missing:
+            raise RuntimeError(f"ids not in the vector source: {missing[:5]}")
+        return np.asarray(vectors[[row_of[int(i)] for i in id_array]], dtype=np.float32)
+
     def contains(self, image_id: int) -> bool:
+        if self._large:
+            return self.vector_source is not None and len(self.vector_source(_as_ids([image_id]))[0]) > 0
         try:
             self._cpu.reconstruct(int(image_id))
         except RuntimeError:
@@ -211,10 +253,13 @@ class VectorIndex:
         if k == 0:
             return _no_result(len(matrix), 0)
         selector = id_filter.selector()
+        bound = id_filter.bound(len(self))
+        if self._large:
+            return self._search_large(matrix, k, selector.sel if selector else None, bound)
         if self._use_gpu and selector is None:
             return self._search_replica(self._gpu_replica(), matrix, k)
         if self._ivf is not None:
-            return self._search_ivf(matrix, k, selector.sel if selector else None, id_filter.bound(len(self)))
+            return self._search_ivf(matrix, k, selector.sel if selector else None, bound)
         params = _faiss.SearchParameters(sel=selector.sel) if selector else None
         distances, ids = self._cpu.search(matrix, k, params=params)
         return np.where(ids >= 0, distances, -np.inf).astype(np.float32), ids
@@ -234,12 +279,21 @@ class VectorIndex:
                 return np.where(ids >= 0, distances, -np.inf).astype(np.float32), ids
             nprobe = min(nlist, nprobe * 4)
 
+    def _search_large(self, matrix: np.ndarray, k: int, sel: Any, bound: int) -> tuple[np.ndarray, np.ndarray]:
+        """PQ candidates (rerank_factor * k of them), re-scored exactly from `vector_source` when set. Large
+        indexes search on the CPU: their lists are memory-mapped, and re-ranking reads the store."""
+        if self.vector_source is None:
+            return self._search_ivf(matrix, k, sel, bound)
+        _, candidates = self._search_ivf(matrix, rerank_depth(k, self.rerank_factor, bound), sel, bound)
+        return rerank(matrix, candidates, self.vector_source, k)
+
     def range_search(
         self, queries: np.ndarray, radius: float, id_filter: IdFilter | None = None, *, nprobe: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """faiss convention: (lims, D, I), query q's neighbours scoring above `radius` being D[lims[q]:lims[q+1]]
         and I[...] (in no order). On the CPU copy (faiss GPU indexes have no range search); an IVF index visits
-        `nprobe` lists (default: its own), whatever the filter."""
+        `nprobe` lists (default: its own), whatever the filter. A large index with a `vector_source` gathers
+        candidates LARGE_RANGE_MARGIN below `radius` by PQ score and keeps those whose exact score reaches it."""
         matrix = _as_matrix(queries, self.dim)
         if len(self) == 0:
             return _as_ids(np.zeros(len(matrix) + 1)), np.zeros(0, dtype=np.float32), _as_ids([])
@@ -250,6 +304,9 @@ class VectorIndex:
             params = _faiss.SearchParametersIVF(nprobe=probes, **extra)
         else:
             params = _faiss.SearchParameters(**extra) if extra else None
+        if self._large and self.vector_source is not None:  # PQ scores err: widen, then keep exact scores
+            lims, _, found = self._cpu.range_search(matrix, float(radius) - LARGE_RANGE_MARGIN, params=params)
+            return rescore_range(matrix, _as_ids(lims), _as_ids(found), self.vector_source, radius)
         lims, distances, found = self._cpu.range_search(matrix, float(radius), params=params)
         return _as_ids(lims), np.asarray(distances, dtype=np.float32), _as_ids(found)
 

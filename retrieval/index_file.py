@@ -27,6 +27,7 @@ import numpy as np
 
 from retrieval.atomic import atomic_path
 from retrieval.config import INDEX_DIGEST_BLOCK_BYTES, INDEX_DIGEST_BLOCKS, INDEX_DIGEST_FULL_MAX_BYTES
+from retrieval.large_index import is_on_disk, write_streamed
 
 _faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search parameters, direct maps, IO)
 
@@ -110,7 +111,10 @@ def write_index_file(path: str | Path, index: Any, describe: Callable[[int, str]
     with atomic_path(path, private=True) as temporary, open(temporary, "r+b") as handle:
         writer = _Writer(handle)
         try:
-            _faiss.write_index(index, _faiss.PyCallbackIOWriter(writer))
+            if is_on_disk(index):  # a merged large index: stream its lists into this one file
+                write_streamed(index, writer)
+            else:
+                _faiss.write_index(index, _faiss.PyCallbackIOWriter(writer))
         except RuntimeError:
             if writer.error is not None:
                 raise writer.error from None

@@ -20,12 +20,17 @@ The constants are measured (docs/ann.md, on realistic synthetic CLIP-like vector
     search's) keeps a query within 2x of its best cost, and absorbs a drift of the library's content.
   The library applies it when an index run saves the index, so the indexer pays for retraining, never a
   search. The store stays the source of truth: any index can be rebuilt from it at any time.
+- From `LARGE_MIN_VECTORS` on (docs/capacity.md) the index is the large kind: `IVF{nlist},PQ{m}` with the same
+  nlist rule and training sample, built in shards by worker processes and merged on disk
+  (retrieval/large_index.py), searched with exact re-ranking; it falls back to the SQfp16 IVF below
+  `LARGE_AGAIN_BELOW` and is retrained at the same 4x growth.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -38,13 +43,22 @@ from retrieval.config import (
     IVF_MIN_POINTS_PER_LIST,
     IVF_TRAIN_POINTS_PER_LIST,
     IVF_TRAIN_SEED,
+    LARGE_AGAIN_BELOW,
+    LARGE_BUILD_WORKERS,
+    LARGE_CODES,
+    LARGE_MIN_VECTORS,
+    LARGE_PQ_TRAIN_POINTS,
 )
-from retrieval.index import FLAT, IVF, VectorIndex
+from retrieval.index import FLAT, IVF, LARGE, VectorIndex
+from retrieval.large_index import build_large, build_workdir, cpu_count, pq_subquantizers, sample, spool
 from retrieval.storage.vectors import STORED_DTYPE
 
 
-def kind_for(count: int, min_vectors: int | None = None) -> str:
-    """`flat` below `min_vectors` (default ANN_MIN_VECTORS), else `ivf`."""
+def kind_for(count: int, min_vectors: int | None = None, large_min_vectors: int | None = None) -> str:
+    """`flat` below `min_vectors` (default ANN_MIN_VECTORS), `large` from `large_min_vectors` (default
+    LARGE_MIN_VECTORS) on, else `ivf`."""
+    if count >= (LARGE_MIN_VECTORS if large_min_vectors is None else large_min_vectors):
+        return LARGE
     return IVF if count >= (ANN_MIN_VECTORS if min_vectors is None else min_vectors) else FLAT
 
 
@@ -67,7 +81,11 @@ def rebuild_reason(index: VectorIndex) -> str | None:
         return f"{count} vectors reached ANN_MIN_VECTORS ({ANN_MIN_VECTORS}): switching to IVF"
     if index.kind == IVF and count < ANN_FLAT_AGAIN_BELOW:
         return f"{count} vectors fell below ANN_FLAT_AGAIN_BELOW ({ANN_FLAT_AGAIN_BELOW}): exact again"
-    if index.kind == IVF and count >= ANN_RETRAIN_GROWTH * max(1, index.trained_on):
+    if index.kind != LARGE and count >= LARGE_MIN_VECTORS:
+        return f"{count} vectors reached LARGE_MIN_VECTORS ({LARGE_MIN_VECTORS}): switching to the large index"
+    if index.kind == LARGE and count < LARGE_AGAIN_BELOW:
+        return f"{count} vectors fell below LARGE_AGAIN_BELOW ({LARGE_AGAIN_BELOW}): back to the SQfp16 IVF"
+    if index.kind in (IVF, LARGE) and count >= ANN_RETRAIN_GROWTH * max(1, index.trained_on):
         return f"{count} vectors, {ANN_RETRAIN_GROWTH:g}x the {index.trained_on} it was trained at: retraining"
     return None
 
@@ -79,13 +97,21 @@ def build_index(
     *,
     kind: str | None = None,
     nlist: int | None = None,
-    codes: str = IVF_CODES,
+    codes: str | None = None,
     gpu: str = "auto",
+    workers: int | None = None,
+    workdir: Path | None = None,
 ) -> VectorIndex:
     """The index the policy gives a library of about `count` vectors (or of `kind`, with `nlist` lists and
     `codes`, to compare), holding every (ids, vectors) batch. For IVF the batches are held as float16 (the
-    store's own values, half of float32) until the sample is trained on, then added chunk by chunk."""
-    if (kind or kind_for(count)) == FLAT:
+    store's own values, half of float32) until the sample is trained on, then added chunk by chunk. The
+    large kind spools them to a float16 file in a scratch folder under `workdir` (default: the system's
+    temporary folder) and adds them in shards with `workers` processes (default LARGE_BUILD_WORKERS; 0: here)."""
+    kind = kind or kind_for(count)
+    if kind == LARGE:
+        return _build_large(dim, count, batches, nlist, codes or LARGE_CODES, workers, workdir)
+    codes = codes or IVF_CODES
+    if kind == FLAT:
         index = VectorIndex(dim, gpu=gpu)
         for ids, vectors in batches:
             index.add(ids, vectors)
@@ -113,3 +139,26 @@ def _sample(batches: list[tuple[np.ndarray, np.ndarray]], total: int, size: int)
         parts.append(vectors[inside].astype(np.float32))
         start += len(vectors)
     return np.concatenate(parts)
+
+
+def _build_large(
+    dim: int,
+    count: int,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    nlist: int | None,
+    codes: str,
+    workers: int | None,
+    workdir: Path | None,
+) -> VectorIndex:
+    pq_subquantizers(codes)  # the large kind keeps PQ codes (SQ8 is for comparisons in benchmarks only)
+    scratch = build_workdir(workdir)
+    folder = Path(scratch.name)
+    source = spool(batches, count, dim, folder)
+    lists = nlist or nlist_for(source.count)
+    training = sample(source, max(IVF_TRAIN_POINTS_PER_LIST * lists, LARGE_PQ_TRAIN_POINTS))
+    if workers is None:
+        workers = cpu_count() if LARGE_BUILD_WORKERS is None else LARGE_BUILD_WORKERS
+    index = build_large(dim, source, lists, training, codes, folder, workers=workers)
+    for path in (source.vectors, *([source.ids] if source.ids else [])):
+        path.unlink(missing_ok=True)
+    return VectorIndex(dim, gpu="never", index=index, trained_on=source.count, scratch=scratch)

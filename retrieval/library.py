@@ -43,7 +43,7 @@ from retrieval.errors import (
     LibraryReadOnlyError,
     ModelMismatchError,
 )
-from retrieval.index import VectorIndex, gpu_count
+from retrieval.index import LARGE, VectorIndex, gpu_count
 from retrieval.index_file import Fingerprint, IndexFileProblem, Stamp, ids_digest, read_fingerprint
 from retrieval.index_policy import build_index, rebuild_reason
 from retrieval.library_facts import LibraryFacts
@@ -258,7 +258,7 @@ class Library:
         path = self.index_path(generation)
         if path.exists():
             try:
-                return self._read_checked(path, generation, dim, gpu=gpu, mmap=mmap)
+                return self._with_vectors(self._read_checked(path, generation, dim, gpu=gpu, mmap=mmap))
             except IndexFileProblem as problem:
                 if self.reads.generation() == generation:  # else a writer just moved on: stale, not bad
                     warnings.warn(
@@ -321,13 +321,20 @@ class Library:
             self._write(index, generation)
         except IndexSaveError as exc:
             warnings.warn(IndexSaveWarning(f"{exc} This search runs from memory."), stacklevel=2)
+        return self._with_vectors(index)
+
+    def _with_vectors(self, index: VectorIndex) -> VectorIndex:
+        """A large index keeps PQ codes: it re-ranks and reconstructs from the store's vectors."""
+        if index.kind == LARGE:
+            dim, reads = index.dim, self.reads
+            index.vector_source = lambda ids: reads.vectors_by_ids(ids, dim)
         return index
 
     def _build_from_store(self, gpu: str) -> tuple[VectorIndex, int]:
         dim = self.dim() or 1
         count = self.store.count_vectors()
         with self.store.vector_snapshot(dim) as (generation, batches):
-            return build_index(dim, count, batches, gpu=gpu), generation
+            return build_index(dim, count, batches, gpu=gpu, workdir=self.directory), generation
 
     def save_index(self, index: VectorIndex, generation: int) -> None:
         """Save as the file of `generation` (IndexSaveError when it cannot be written) and delete files of

@@ -27,6 +27,7 @@ import numpy as np
 from retrieval.storage.opening import SQLITE_HEADER, connect_file, set_busy_timeout, writable
 from retrieval.storage.path_range import path_bounds
 from retrieval.storage.records import ImageRecord, LibraryStats
+from retrieval.storage.vectors import from_blobs
 
 READER_SCHEMA = frozenset({"0001_initial", "0002_byte_paths_half_vectors", "0003_roots", "0005_postgres_bigint_ids"})
 """The migrations whose schema the reader's SQL is written for: exactly those recorded, or no reader
@@ -44,6 +45,8 @@ class StoreReads(Protocol):
     def image_by_path(self, path: str) -> ImageRecord | None: ...
 
     def rows_by_ids(self, ids: Iterable[int]) -> dict[int, ImageRecord]: ...
+
+    def vectors_by_ids(self, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]: ...
 
     def ids_under(self, folder: str) -> np.ndarray: ...
 
@@ -148,6 +151,18 @@ class StoreReader:
                     record = _record(row)
                     found[record.id] = record
         return found
+
+    def vectors_by_ids(self, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, their float32 vectors) of the `ids` that have a vector (`Store.vectors_by_ids`)."""
+        wanted = [int(i) for i in ids]
+        found: list[tuple[int, bytes]] = []
+        with self._snapshot() as connection:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT id, vector FROM images WHERE id IN ({marks})"  # by the key; see Store.vectors_by_ids
+                found += [(i, blob) for i, blob in connection.execute(sql, chunk) if blob is not None]
+        return np.array([i for i, _ in found], dtype=np.int64), from_blobs([blob for _, blob in found], dim)
 
     def ids_under(self, folder: str) -> np.ndarray:
         """Ids of the rows with a vector under `folder`, ascending, through the path index (`Store.ids_under`)."""

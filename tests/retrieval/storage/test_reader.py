@@ -197,3 +197,22 @@ def test_the_reader_reads_while_an_index_run_writes(database: Path) -> None:
     finally:
         reader.close()
         store.close()
+
+
+def test_vectors_by_ids_answer_as_the_store_does(both: tuple[Store, StoreReader]) -> None:
+    """What a large index re-ranks with: the stored vectors of the ids that have one (not the failed rows,
+    not deleted or unknown ids), from the light reader exactly as from the store, over several IN chunks."""
+    store, reader = both
+    failed = store.image_by_path("/photos/a/broken.jpg")
+    assert failed is not None
+    wanted = np.array([*range(1, 1_200), failed.id, 10**9], dtype=np.int64)
+    store_ids, store_vectors = store.vectors_by_ids(wanted, DIM)
+    reader_ids, reader_vectors = reader.vectors_by_ids(wanted, DIM)
+    assert failed.id not in store_ids and 100 not in store_ids and 10**9 not in store_ids
+    assert len(store_ids) == store.count_vectors() and store_vectors.dtype == np.float32
+    order, reader_order = np.argsort(store_ids), np.argsort(reader_ids)
+    np.testing.assert_array_equal(store_ids[order], reader_ids[reader_order])
+    np.testing.assert_array_equal(store_vectors[order], reader_vectors[reader_order])
+    with store.vector_snapshot(DIM) as (_, batches):
+        every = {int(i): row for ids, rows in batches for i, row in zip(ids, rows, strict=True)}
+    np.testing.assert_array_equal(store_vectors, np.stack([every[int(i)] for i in store_ids]))
