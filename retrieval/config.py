@@ -151,3 +151,24 @@ def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""
     return _user_folder(ONNX_CACHE_ENV, "Caches", "XDG_CACHE_HOME", ".cache", ONNX_FOLDER)
+
+
+# --- relevance branch: the calibrated relevance of text-query hits (retrieval/relevance.py) ----------------
+NEUTRAL_RANDOM_PROMPTS = 48
+NEUTRAL_SEED = 1
+NEUTRAL_WORDS = ("a photo", "an image", "a picture", "something", "a thing", "stuff", "the", "hello", "yes", "it")
+"""The neutral prompts (queries that mean nothing): this many seeded random letter strings, and these words."""
+RELEVANCE_SAMPLE_SIZE = 1024
+"""Library vectors sampled (seeded) into the derived `relevance-sample-<generation>.npy` file, written with the
+FAISS file: the neutral prompts' score distribution over the library is measured on them."""
+RELEVANCE_SAMPLE_SEED = 0
+RELEVANCE_LIFT_WEIGHT = 4.2
+RELEVANCE_VAGUENESS_WEIGHT = -1.17
+RELEVANCE_SPREAD_WEIGHT = 1.5
+RELEVANCE_BIAS = -7.07
+"""relevance = sigmoid(lift weight * lift + vagueness weight * vagueness + spread weight * spread + bias), fitted
+by logistic regression on split A of benchmarks/relevance_cutoff.py (reference model, generated scenes)."""
+DEFAULT_MIN_RELEVANCE = 0.34
+"""The default relevance cutoff of text queries, chosen on split A of benchmarks/relevance_cutoff.py (best F1,
+nonsense queries' results counted as false hits) and reported there on split B."""
+# --- end relevance branch

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrieval.config import DEFAULT_TOP_K
+from retrieval.config import DEFAULT_MIN_RELEVANCE, DEFAULT_TOP_K
 from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnreadableImageError
 from retrieval.filters import SearchFilter
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
+from retrieval.relevance import Calibrator, QueryRelevance, check_min_relevance
+from retrieval.relevance_files import calibrator_for
 from retrieval.storage.records import ImageRecord, copy_fields
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One hit: its rank and score, and the stored facts a caller is shown (`to_json`)."""
+    """One hit: its rank, score (cosine) and relevance (`retrieval.relevance`, in [0, 1]; None for image
+    queries, which it is not calibrated for), and the stored facts a caller is shown (`to_json`)."""
 
     rank: int
     score: float
+    relevance: float | None
     id: int
     path: str
     width: int | None
@@ -36,9 +40,9 @@ class SearchResult:
     size: int
 
     @classmethod
-    def from_record(cls, record: ImageRecord, rank: int, score: float) -> SearchResult:
-        """The hit of `record`: each field other than rank and score is the record's field of that name."""
-        return copy_fields(cls, record, rank=rank, score=score)
+    def from_record(cls, record: ImageRecord, rank: int, score: float, relevance: float | None = None) -> SearchResult:
+        """The hit of `record`: each field other than rank, score and relevance is the record's of that name."""
+        return copy_fields(cls, record, rank=rank, score=score, relevance=relevance)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -65,6 +69,14 @@ class Searcher:
         self.encoder = encoder or library.encoder()
         library.check_model(self.encoder)
         self.index: VectorIndex = library.load_index(gpu=gpu, mmap=True)
+        self._calibrator: Calibrator | None = None
+
+    @property
+    def calibrator(self) -> Calibrator:
+        """The library's relevance calibrator, made on first use (`relevance_files.calibrator_for`)."""
+        if self._calibrator is None:
+            self._calibrator = calibrator_for(self.library, self.encoder, self.index)
+        return self._calibrator
 
     def search_text(
         self,
@@ -74,9 +86,13 @@ class Searcher:
         template: str | None = None,
         within: str | Path | None = None,
         min_score: float | None = None,
+        min_relevance: float | None = DEFAULT_MIN_RELEVANCE,
     ) -> list[SearchResult]:
+        """The best k images for a text query whose relevance reaches `min_relevance` (None or 0: any); each
+        result carries its relevance."""
+        check_min_relevance(min_relevance)
         vector = self.encoder.encode_texts([apply_template(query, template)])[0]
-        return self.search_vector(vector, k, within=within, min_score=min_score)
+        return self.search_vector(vector, k, within=within, min_score=min_score, min_relevance=min_relevance, text=True)
 
     def search_image(
         self,
@@ -117,13 +133,29 @@ class Searcher:
         within: str | Path | None = None,
         min_score: float | None = None,
         exclude_ids: set[int] | None = None,
+        min_relevance: float | None = None,
+        text: bool = False,
     ) -> list[SearchResult]:
+        """The best k images for a query vector; a `text` query's results carry their relevance, and those
+        below `min_relevance` are left out (a relevance cutoff is refused for image queries: not calibrated)."""
         if len(self.index) == 0:
             raise EmptyLibraryError(f"the library at {self.library.directory} has no indexed images yet")
         if k < 1:
             raise InvalidQueryError(f"`k` must be at least 1, not {k}", parameters=("k",))
         check_min_score(min_score)
-        return self.search_filtered(vector, k, SearchFilter.of(within=within, exclude_ids=exclude_ids), min_score)
+        check_min_relevance(min_relevance)
+        if min_relevance and not text:
+            raise InvalidQueryError(
+                "`min_relevance` is calibrated for text queries only; give image queries a `min_score` instead",
+                parameters=("min_relevance", "min_score"),
+            )
+        judge = self.calibrator.query(vector) if text else None
+        floor = _floor(min_score, judge, min_relevance)
+        found = self.search_filtered(vector, k, SearchFilter.of(within=within, exclude_ids=exclude_ids), floor)
+        if judge is None:
+            return found
+        relevance = judge.relevance(np.array([result.score for result in found])).tolist()
+        return [replace(result, relevance=value) for result, value in zip(found, relevance, strict=True)]
 
     def search_filtered(
         self, vector: np.ndarray, k: int, search_filter: SearchFilter, min_score: float | None = None
@@ -149,6 +181,14 @@ class Searcher:
                     for rank, (score, image_id) in enumerate(hits, start=1)
                 ]
             id_filter = id_filter.excluding(gone)
+
+
+def _floor(min_score: float | None, judge: QueryRelevance | None, min_relevance: float | None) -> float | None:
+    """The cosine floor of a search: `min_score`, raised to the query's own cosine for `min_relevance`."""
+    if judge is None or not min_relevance:
+        return min_score
+    floor = judge.min_score(min_relevance)
+    return floor if min_score is None else max(min_score, floor)
 
 
 def check_min_score(min_score: float | None) -> None:

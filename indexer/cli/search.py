@@ -19,6 +19,7 @@ from indexer.cli.options import (
     result_options,
 )
 from indexer.cli.output import echo_fs, echo_json
+from retrieval.config import DEFAULT_MIN_RELEVANCE
 
 if TYPE_CHECKING:
     from retrieval.search import Searcher, SearchResult
@@ -41,6 +42,13 @@ def check_shown(results: ResultChoice, null: bool) -> None:
 @click.command()
 @click.argument("query", nargs=-1, required=True)
 @click.option("--template", default=None, help='Prompt template, e.g. "a photo of {}" (off by default).')
+@click.option(
+    "--min-relevance",
+    type=float,
+    default=DEFAULT_MIN_RELEVANCE,
+    show_default=True,
+    help="Hide results whose relevance (0..1, calibrated per query) is below this; 0 shows every result.",
+)
 @result_options
 @null_option
 @model_options
@@ -48,6 +56,7 @@ def check_shown(results: ResultChoice, null: bool) -> None:
 def search(
     query: tuple[str, ...],
     template: str | None,
+    min_relevance: float,
     results: ResultChoice,
     null: bool,
     model: ModelChoice,
@@ -55,16 +64,25 @@ def search(
 ) -> None:
     """Find the images that best match a text QUERY.
 
+    Each result shows its score (cosine) and its relevance (0..1, calibrated so that one cutoff works across
+    queries); results below --min-relevance are hidden, so a query the model does not understand may show none.
+
     \b
     Example:
       clipsearch search "a dog on the beach at sunset" -k 20
       clipsearch search red car --in ~/Pictures/2021 --json
+      clipsearch search "three circles" --min-relevance 0.6    # only confident hits
       clipsearch search "birthday cake" --paths -0 | xargs -0 open
     """
     check_shown(results, null)
     with _searcher(library, model, results) as searcher:
         found = searcher.search_text(
-            " ".join(query), results.k, template=template, within=results.within, min_score=results.min_score
+            " ".join(query),
+            results.k,
+            template=template,
+            within=results.within,
+            min_score=results.min_score,
+            min_relevance=min_relevance,
         )
     print_results(found, results, null=null)
 
@@ -124,4 +142,5 @@ def _shower(shown: ResultChoice, null: bool) -> Callable[[SearchResult], None]:
 def _line(result: SearchResult) -> str:
     size = f"{result.width}x{result.height}" if result.width else "?"
     taken = f", {result.taken_at:%Y-%m-%d}" if result.taken_at else ""
-    return f"{result.rank:>3}  {result.score:.4f}  {result.path}  ({size}{taken})"
+    relevance = "   -" if result.relevance is None else f"{result.relevance:.2f}"
+    return f"{result.rank:>3}  {result.score:.4f}  {relevance}  {result.path}  ({size}{taken})"
