@@ -120,3 +120,8 @@ class PrecisionMixWarning(UserWarning):
     """An index run embeds with another runtime or precision than the library's vectors were made with (say
     ONNX int8 into an fp32 library): the same model, so the vectors stay comparable and the run goes on; the
     library records both (`LibraryFacts.precision`)."""
+
+
+# --- query branch: export ---------------------------------------------------------------------------
+class ExportError(ClipsearchError):
+    """Results cannot be exported where asked (the folder is a file, or cannot be created or written)."""

@@ -1,4 +1,5 @@
-"""Query -> vector -> FAISS -> ids -> store rows: text and image search with filters."""
+"""Query -> vector -> FAISS -> ids -> store rows: fused text and image queries with filters (`Query`, whose
+module documents the fusion rule), chosen by score, cut, then sorted."""
 
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ from retrieval.filters import SearchFilter
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
-from retrieval.relevance import Calibrator, QueryRelevance, check_min_relevance
+from retrieval.query import Part, Query, fuse, sort_results
+from retrieval.relevance import Calibrator, QueryRelevance
 from retrieval.relevance_files import calibrator_for
 from retrieval.storage.records import ImageRecord, copy_fields
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One hit: its rank, score (cosine) and relevance (`retrieval.relevance`, in [0, 1]; None for image
-    queries, which it is not calibrated for), and the stored facts a caller is shown (`to_json`)."""
+    """One hit: its rank, score (cosine) and relevance (`retrieval.relevance`, in [0, 1]; None for a query with
+    image parts, which it is not calibrated for), and the stored facts a caller is shown (`to_json`)."""
 
     rank: int
     score: float
@@ -38,6 +40,7 @@ class SearchResult:
     camera_make: str | None
     camera_model: str | None
     size: int
+    mtime_ns: int
 
     @classmethod
     def from_record(cls, record: ImageRecord, rank: int, score: float, relevance: float | None = None) -> SearchResult:
@@ -78,6 +81,47 @@ class Searcher:
             self._calibrator = calibrator_for(self.library, self.encoder, self.index)
         return self._calibrator
 
+    def search(self, query: Query) -> list[SearchResult]:
+        """Run `query`: its parts fused into one vector, the k best by score inside its filter (its own
+        images left out unless `include_self`) and above its cutoffs (`min_score`; `min_relevance` for a text
+        query, every part text, whose results carry their relevance), in `sort` order."""
+        self._check(query.k, query.min_score)
+        vector, own_ids = self.query_vector(query)
+        own = frozenset[int]() if query.include_self else frozenset(own_ids)
+        search_filter = replace(query.filter, exclude=query.filter.exclude | own)
+        judge = self.calibrator.query(vector) if query.is_text else None
+        floor = _floor(query.min_score, judge, query.min_relevance)
+        chosen = self.search_filtered(vector, query.k, search_filter, floor)
+        return sort_results(_with_relevance(chosen, judge), query.sort)
+
+    def query_vector(self, query: Query) -> tuple[np.ndarray, set[int]]:
+        """The fused vector of `query`'s parts, and the ids of its indexed images. Texts are encoded in one
+        batch, each after the query's template."""
+        texts = [apply_template(part.text, query.template) for part in query.parts if part.text is not None]
+        encoded = iter(self.encoder.encode_texts(texts)) if texts else iter(())
+        vectors: list[np.ndarray] = []
+        own_ids: set[int] = set()
+        for part in query.parts:
+            if part.text is not None:
+                vectors.append(next(encoded))
+                continue
+            vector, own_id = self.part_image_vector(part)
+            vectors.append(vector)
+            if own_id is not None:
+                own_ids.add(own_id)
+        return fuse(np.stack(vectors), [part.weight for part in query.parts]), own_ids
+
+    def part_image_vector(self, part: Part) -> tuple[np.ndarray, int | None]:
+        """An image part's vector and its id when indexed: a file's (`image_vector`), or an id's stored one."""
+        if part.image is not None:
+            return self.image_vector(part.image)
+        assert part.image_id is not None
+        if not self.index.contains(part.image_id):
+            raise InvalidQueryError(
+                f"`image_id` {part.image_id} is not an indexed image of this library", parameters=("image_id",)
+            )
+        return self.index.reconstruct([part.image_id])[0], part.image_id
+
     def search_text(
         self,
         query: str,
@@ -86,13 +130,14 @@ class Searcher:
         template: str | None = None,
         within: str | Path | None = None,
         min_score: float | None = None,
+        search_filter: SearchFilter | None = None,
         min_relevance: float | None = DEFAULT_MIN_RELEVANCE,
     ) -> list[SearchResult]:
-        """The best k images for a text query whose relevance reaches `min_relevance` (None or 0: any); each
-        result carries its relevance."""
-        check_min_relevance(min_relevance)
-        vector = self.encoder.encode_texts([apply_template(query, template)])[0]
-        return self.search_vector(vector, k, within=within, min_score=min_score, min_relevance=min_relevance, text=True)
+        """The one-text query: `search(Query.of_text(...))`, inside `search_filter` and `within`, its results at
+        least `min_relevance` relevant (None or 0: any)."""
+        chosen = _both(SearchFilter.of(within=within), search_filter)
+        options = {"min_score": min_score, "min_relevance": min_relevance}
+        return self.search(Query.of_text(query, k=k, template=template, filter=chosen, **options))
 
     def search_image(
         self,
@@ -102,11 +147,12 @@ class Searcher:
         include_self: bool = False,
         within: str | Path | None = None,
         min_score: float | None = None,
+        search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
         """Images similar to the file `image`, indexed or not; the file itself is left out unless asked."""
-        vector, own_id = self.image_vector(image)
-        exclude = {own_id} if own_id is not None and not include_self else set()
-        return self.search_vector(vector, k, within=within, min_score=min_score, exclude_ids=exclude)
+        chosen = _both(SearchFilter.of(within=within), search_filter)
+        query = Query.of_image(image, k=k, include_self=include_self, filter=chosen, min_score=min_score)
+        return self.search(query)
 
     def image_vector(self, image: str | Path) -> tuple[np.ndarray, int | None]:
         """The query image's vector, and its id when it is indexed. An indexed, unchanged file reuses
@@ -133,29 +179,20 @@ class Searcher:
         within: str | Path | None = None,
         min_score: float | None = None,
         exclude_ids: set[int] | None = None,
-        min_relevance: float | None = None,
-        text: bool = False,
+        search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
-        """The best k images for a query vector; a `text` query's results carry their relevance, and those
-        below `min_relevance` are left out (a relevance cutoff is refused for image queries: not calibrated)."""
+        """The best k images for `vector` inside `search_filter` and `within`, less `exclude_ids`."""
+        self._check(k, min_score)
+        chosen = _both(SearchFilter.of(within=within, exclude_ids=exclude_ids), search_filter)
+        return self.search_filtered(vector, k, chosen, min_score)
+
+    def _check(self, k: int, min_score: float | None) -> None:
+        """What every search refuses before it encodes anything: an empty library, k < 1, a bad `min_score`."""
         if len(self.index) == 0:
             raise EmptyLibraryError(f"the library at {self.library.directory} has no indexed images yet")
         if k < 1:
             raise InvalidQueryError(f"`k` must be at least 1, not {k}", parameters=("k",))
         check_min_score(min_score)
-        check_min_relevance(min_relevance)
-        if min_relevance and not text:
-            raise InvalidQueryError(
-                "`min_relevance` is calibrated for text queries only; give image queries a `min_score` instead",
-                parameters=("min_relevance", "min_score"),
-            )
-        judge = self.calibrator.query(vector) if text else None
-        floor = _floor(min_score, judge, min_relevance)
-        found = self.search_filtered(vector, k, SearchFilter.of(within=within, exclude_ids=exclude_ids), floor)
-        if judge is None:
-            return found
-        relevance = judge.relevance(np.array([result.score for result in found])).tolist()
-        return [replace(result, relevance=value) for result, value in zip(found, relevance, strict=True)]
 
     def search_filtered(
         self, vector: np.ndarray, k: int, search_filter: SearchFilter, min_score: float | None = None
@@ -189,6 +226,20 @@ def _floor(min_score: float | None, judge: QueryRelevance | None, min_relevance:
         return min_score
     floor = judge.min_score(min_relevance)
     return floor if min_score is None else max(min_score, floor)
+
+
+def _with_relevance(results: list[SearchResult], judge: QueryRelevance | None) -> list[SearchResult]:
+    if judge is None:
+        return results
+    relevance = judge.relevance(np.array([result.score for result in results])).tolist()
+    return [replace(result, relevance=value) for result, value in zip(results, relevance, strict=True)]
+
+
+def _both(first: SearchFilter, second: SearchFilter | None) -> SearchFilter:
+    """A filter passing what both `first` and `second` (None: no more) pass."""
+    if second is None:
+        return first
+    return SearchFilter(first.conditions + second.conditions, first.exclude | second.exclude)
 
 
 def check_min_score(min_score: float | None) -> None:

@@ -35,6 +35,10 @@ FLAGS = {
     "hard_negatives": "--hard-negatives",
     "match_targets": "--match-targets",
     "style": "--style",
+    "threshold": "--threshold",  # dups branch
+    # query branch: fused queries, sort, export
+    "sort": "--sort",
+    "folder": "--to",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 

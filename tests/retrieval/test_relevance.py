@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from retrieval.model.encoder import Encoder
 from retrieval.model.reference import reference_spec
 from retrieval.quality.attributes import AttributeQuery
 from retrieval.quality.scene_dataset import generate_dataset
+from retrieval.query import Part, Query
 from retrieval.relevance import Calibrator, Weights, check_min_relevance, neutral_prompts
 from retrieval.relevance_files import (
     NEUTRAL_PREFIX,
@@ -102,8 +104,8 @@ def test_weights_must_keep_relevance_rising_with_the_score(weights: tuple[float,
 def test_text_results_carry_relevance_and_the_cutoff_keeps_a_prefix(
     indexed: tuple[Library, Path], tiny_encoder: Encoder
 ) -> None:
-    """The cutoff leaves out exactly the tail of the uncut ranking whose relevance is below it; image queries
-    carry no relevance and refuse a relevance cutoff."""
+    """The cutoff leaves out exactly the tail of the uncut ranking whose relevance is below it; a query with an
+    image part carries no relevance and is not cut by it; a fused text query carries it."""
     library, photos = indexed
     searcher = Searcher(library, tiny_encoder, gpu="never")
     everything = searcher.search_text("a red circle", k=20, min_relevance=None)
@@ -116,10 +118,20 @@ def test_text_results_carry_relevance_and_the_cutoff_keeps_a_prefix(
     assert 0 < len(cut) < len(everything)
     assert searcher.search_text("a red circle", k=20, min_relevance=0) == everything
     assert searcher.search_text("a red circle", k=20, min_relevance=1) == []
-    image = searcher.search_image(photos / "img00.png", k=3)
-    assert [result.relevance for result in image] == [None, None, None]
-    with pytest.raises(InvalidQueryError, match="`min_relevance` is calibrated for text queries only"):
-        searcher.search_vector(searcher.index.reconstruct([everything[0].id])[0], 3, min_relevance=0.5)
+    image = Query.of_image(photos / "img00.png", k=3)
+    assert [result.relevance for result in searcher.search(image)] == [None, None, None]
+    strict = replace(image, min_relevance=0.99)  # not calibrated for image parts: no relevance, no cut
+    assert searcher.search(strict) == searcher.search(image)
+    mixed = Query((Part(image=photos / "img00.png"), Part(text="red")), k=3, min_relevance=0.99)
+    assert [result.relevance for result in searcher.search(mixed)] == [None, None, None]
+    fused = Query((Part(text="a red circle"), Part(text="blue", weight=-1)), k=20, min_relevance=None)
+    assert all(result.relevance is not None for result in searcher.search(fused))
+
+
+@pytest.mark.parametrize("bad", [-0.5, 2.0, math.nan])
+def test_a_query_refuses_a_bad_min_relevance(bad: float) -> None:
+    with pytest.raises(InvalidQueryError, match="`min_relevance`"):
+        Query.of_text("dog", min_relevance=bad)
 
 
 @pytest.mark.parametrize("bad", [-0.5, 2.0, math.nan])

@@ -79,3 +79,18 @@ def test_search_help_shows_the_default_cutoff() -> None:
     result = invoke("search", "--help")
     assert result.exit_code == 0
     assert "--min-relevance" in result.output and str(DEFAULT_MIN_RELEVANCE) in result.output
+
+
+def test_min_relevance_above_zero_is_refused_for_a_query_with_an_image(library: tuple[Path, Path]) -> None:
+    photos, lib = library
+    image = photos / "img00.png"
+    output = assert_clean_failure(
+        invoke("search", "--image", image, "red", "--min-relevance", "0.5", "--library", lib, *CPU), code=2
+    )
+    assert "--min-relevance is calibrated for text-only queries" in output
+    found = _json("search", "--image", image, "red", "--min-relevance", "0", "-k", "3", "--library", lib)
+    assert [hit["relevance"] for hit in found] == [None, None, None]
+    exported = invoke(
+        "export", "--image", image, "--min-relevance", "0.5", "--to", lib.parent / "out", "--library", lib
+    )
+    assert "--min-relevance is calibrated for text-only queries" in assert_clean_failure(exported, code=2)
