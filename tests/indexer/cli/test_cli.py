@@ -474,7 +474,7 @@ def test_database_url_puts_the_store_elsewhere(
     where = ["--library", library, "--database-url", url, *CPU]
     found = invoke("similar", photos / "p1.png", "--include-self", "-k", "1", "--paths", *where)
     assert found.stdout.strip() == str(photos / "p1.png")
-    hits = invoke("search", "a pattern", "-k", "5", "--paths", *where)
+    hits = invoke("search", "a pattern", "--min-relevance", "0", "-k", "5", "--paths", *where)
     assert hits.exit_code == 0, hits.output
     assert sorted(hits.stdout.split()) == sorted(str(photos / f"p{seed}.png") for seed in range(3))
     facts = json.loads(invoke("info", "--json", "--library", library, "--database-url", url).stdout)
