@@ -118,7 +118,7 @@ def run_demo(
         text_queries = [
             QueryResult(
                 query,
-                hits(searcher.search_text(query.text, k), dict(query.wants)),
+                hits(searcher.search_text(query.text, k, min_relevance=None), dict(query.wants)),
                 sum(query.matches(record["scene"]) for record in records.values()),
             )
             for query in DEMO_QUERIES

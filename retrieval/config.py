@@ -254,3 +254,24 @@ LARGE_SHARD_VECTORS = 1_000_000
 LARGE_ADD_CHUNK = 65_536
 """Vectors converted to float32 and added at once while building a shard (bounds a worker's memory)."""
 LARGE_TRAIN_SEED = 0
+
+
+# --- relevance branch: the calibrated relevance of text-query hits (retrieval/relevance.py) ----------------
+NEUTRAL_RANDOM_PROMPTS = 48
+NEUTRAL_SEED = 1
+NEUTRAL_WORDS = ("a photo", "an image", "a picture", "something", "a thing", "stuff", "the", "hello", "yes", "it")
+"""The neutral prompts (queries that mean nothing): this many seeded random letter strings, and these words."""
+RELEVANCE_SAMPLE_SIZE = 1024
+"""Library vectors sampled (seeded) into the derived `relevance-sample-<generation>.npy` file, written with the
+FAISS file: the neutral prompts' score distribution over the library is measured on them."""
+RELEVANCE_SAMPLE_SEED = 0
+RELEVANCE_LIFT_WEIGHT = 4.2
+RELEVANCE_VAGUENESS_WEIGHT = -1.17
+RELEVANCE_SPREAD_WEIGHT = 1.5
+RELEVANCE_BIAS = -7.07
+"""relevance = sigmoid(lift weight * lift + vagueness weight * vagueness + spread weight * spread + bias), fitted
+by logistic regression on split A of benchmarks/relevance_cutoff.py (reference model, generated scenes)."""
+DEFAULT_MIN_RELEVANCE = 0.34
+"""The default relevance cutoff of text queries, chosen on split A of benchmarks/relevance_cutoff.py (best F1,
+nonsense queries' results counted as false hits) and reported there on split B."""
+# --- end relevance branch

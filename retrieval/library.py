@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrieval import model_record
+from retrieval import model_record, relevance_files
 from retrieval.config import (
     DATABASE_FILE,
     DEFAULT_BACKEND,
@@ -358,6 +358,8 @@ class Library:
                 "next search rebuilds the index from it; free some disk space or make the library folder writable."
             ) from exc
         self._stamp_if_complete(path, index, generation)
+        with contextlib.suppress(OSError):  # statistics for the relevance: a search draws them again if missing
+            relevance_files.write_sample(self.directory, index, generation)
         for old in self.directory.glob(f"{INDEX_FILE_PREFIX}*{INDEX_FILE_SUFFIX}"):
             number = old.name[len(INDEX_FILE_PREFIX) : -len(INDEX_FILE_SUFFIX)]
             if number.isdigit() and int(number) < generation:

@@ -32,9 +32,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrieval.config import DEFAULT_SORT, DEFAULT_TOP_K, FUSION_MIN_NORM, NOT_WEIGHT, SORT_CHOICES
+from retrieval.config import (
+    DEFAULT_MIN_RELEVANCE,
+    DEFAULT_SORT,
+    DEFAULT_TOP_K,
+    FUSION_MIN_NORM,
+    NOT_WEIGHT,
+    SORT_CHOICES,
+)
 from retrieval.errors import InvalidQueryError
 from retrieval.filters import SearchFilter
+from retrieval.relevance import check_min_relevance
 
 if TYPE_CHECKING:
     from retrieval.search import SearchResult
@@ -103,7 +111,12 @@ def text_parts(words: Iterable[str], negated: Iterable[str] = ()) -> list[Part]:
 class Query:
     """What to search for (`parts`) and what comes back: `k` results chosen by score inside `filter`, at
     least `min_score`, in `sort` order. `template` (e.g. `a photo of {}`) applies to each text part; the
-    query's own images are left out of the results unless `include_self`."""
+    query's own images are left out of the results unless `include_self`.
+
+    `min_relevance` (relevance branch, `retrieval.relevance`; None or 0: no cutoff) applies to a text query,
+    every part text: its results carry their relevance and those below it are left out. A query with an image
+    part carries no relevance and is not cut by it (relevance is calibrated for text queries only, measured by
+    benchmarks/relevance_cutoff.py)."""
 
     parts: tuple[Part, ...]
     k: int = DEFAULT_TOP_K
@@ -112,15 +125,22 @@ class Query:
     sort: str = DEFAULT_SORT
     template: str | None = None
     include_self: bool = False
+    min_relevance: float | None = DEFAULT_MIN_RELEVANCE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parts", tuple(self.parts))
+        check_min_relevance(self.min_relevance)
         if not self.parts:
             raise InvalidQueryError("the query has no parts: give a text or an image to search for")
         if self.sort not in SORT_CHOICES:
             raise InvalidQueryError(
                 f"`sort` must be one of {', '.join(SORT_CHOICES)}, not {self.sort!r}", parameters=("sort",)
             )
+
+    @property
+    def is_text(self) -> bool:
+        """Every part is a text: the query relevance is calibrated for."""
+        return all(part.text is not None for part in self.parts)
 
     @classmethod
     def of_text(cls, text: str, **options: Any) -> Query:

@@ -12,22 +12,26 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.config import DEFAULT_TOP_K
+from retrieval.config import DEFAULT_MIN_RELEVANCE, DEFAULT_TOP_K
 from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnreadableImageError
 from retrieval.filters import SearchFilter
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.query import Part, Query, fuse, sort_results
+from retrieval.relevance import Calibrator, QueryRelevance
+from retrieval.relevance_files import calibrator_for
 from retrieval.storage.records import ImageRecord, copy_fields
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One hit: its rank and score, and the stored facts a caller is shown (`to_json`)."""
+    """One hit: its rank, score (cosine) and relevance (`retrieval.relevance`, in [0, 1]; None for a query with
+    image parts, which it is not calibrated for), and the stored facts a caller is shown (`to_json`)."""
 
     rank: int
     score: float
+    relevance: float | None
     id: int
     path: str
     width: int | None
@@ -39,9 +43,9 @@ class SearchResult:
     mtime_ns: int
 
     @classmethod
-    def from_record(cls, record: ImageRecord, rank: int, score: float) -> SearchResult:
-        """The hit of `record`: each field other than rank and score is the record's field of that name."""
-        return copy_fields(cls, record, rank=rank, score=score)
+    def from_record(cls, record: ImageRecord, rank: int, score: float, relevance: float | None = None) -> SearchResult:
+        """The hit of `record`: each field other than rank, score and relevance is the record's of that name."""
+        return copy_fields(cls, record, rank=rank, score=score, relevance=relevance)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -68,16 +72,27 @@ class Searcher:
         self.encoder = encoder or library.encoder()
         library.check_model(self.encoder)
         self.index: VectorIndex = library.load_index(gpu=gpu, mmap=True)
+        self._calibrator: Calibrator | None = None
+
+    @property
+    def calibrator(self) -> Calibrator:
+        """The library's relevance calibrator, made on first use (`relevance_files.calibrator_for`)."""
+        if self._calibrator is None:
+            self._calibrator = calibrator_for(self.library, self.encoder, self.index)
+        return self._calibrator
 
     def search(self, query: Query) -> list[SearchResult]:
         """Run `query`: its parts fused into one vector, the k best by score inside its filter (its own
-        images left out unless `include_self`), those below `min_score` dropped, the rest in `sort` order."""
+        images left out unless `include_self`) and above its cutoffs (`min_score`; `min_relevance` for a text
+        query, every part text, whose results carry their relevance), in `sort` order."""
         self._check(query.k, query.min_score)
         vector, own_ids = self.query_vector(query)
         own = frozenset[int]() if query.include_self else frozenset(own_ids)
         search_filter = replace(query.filter, exclude=query.filter.exclude | own)
-        chosen = self.search_filtered(vector, query.k, search_filter, query.min_score)
-        return sort_results(chosen, query.sort)
+        judge = self.calibrator.query(vector) if query.is_text else None
+        floor = _floor(query.min_score, judge, query.min_relevance)
+        chosen = self.search_filtered(vector, query.k, search_filter, floor)
+        return sort_results(_with_relevance(chosen, judge), query.sort)
 
     def query_vector(self, query: Query) -> tuple[np.ndarray, set[int]]:
         """The fused vector of `query`'s parts, and the ids of its indexed images. Texts are encoded in one
@@ -116,10 +131,13 @@ class Searcher:
         within: str | Path | None = None,
         min_score: float | None = None,
         search_filter: SearchFilter | None = None,
+        min_relevance: float | None = DEFAULT_MIN_RELEVANCE,
     ) -> list[SearchResult]:
-        """The one-text query: `search(Query.of_text(...))`, inside `search_filter` and `within`."""
+        """The one-text query: `search(Query.of_text(...))`, inside `search_filter` and `within`, its results at
+        least `min_relevance` relevant (None or 0: any)."""
         chosen = _both(SearchFilter.of(within=within), search_filter)
-        return self.search(Query.of_text(query, k=k, template=template, filter=chosen, min_score=min_score))
+        options = {"min_score": min_score, "min_relevance": min_relevance}
+        return self.search(Query.of_text(query, k=k, template=template, filter=chosen, **options))
 
     def search_image(
         self,
@@ -200,6 +218,21 @@ class Searcher:
                     for rank, (score, image_id) in enumerate(hits, start=1)
                 ]
             id_filter = id_filter.excluding(gone)
+
+
+def _floor(min_score: float | None, judge: QueryRelevance | None, min_relevance: float | None) -> float | None:
+    """The cosine floor of a search: `min_score`, raised to the query's own cosine for `min_relevance`."""
+    if judge is None or not min_relevance:
+        return min_score
+    floor = judge.min_score(min_relevance)
+    return floor if min_score is None else max(min_score, floor)
+
+
+def _with_relevance(results: list[SearchResult], judge: QueryRelevance | None) -> list[SearchResult]:
+    if judge is None:
+        return results
+    relevance = judge.relevance(np.array([result.score for result in results])).tolist()
+    return [replace(result, relevance=value) for result, value in zip(results, relevance, strict=True)]
 
 
 def _both(first: SearchFilter, second: SearchFilter | None) -> SearchFilter:

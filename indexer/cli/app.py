@@ -30,6 +30,7 @@ FLAGS = {
     "k": "--top-k",
     "within": "--in",
     "min_score": "--min-score",
+    "min_relevance": "--min-relevance",  # relevance branch
     # model branch: training on generated scenes
     "hard_negatives": "--hard-negatives",
     "match_targets": "--match-targets",

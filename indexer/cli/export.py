@@ -8,7 +8,15 @@ import click
 
 from indexer.cli.options import LibraryChoice, ModelChoice, ResultChoice, library_options, model_options, result_options
 from indexer.cli.output import echo_fs, echo_json
-from indexer.cli.search import QueryChoice, QueryCommand, check_shown, chosen_filter, query_options, searcher_for
+from indexer.cli.search import (
+    QueryChoice,
+    QueryCommand,
+    check_shown,
+    chosen_filter,
+    min_relevance_option,
+    query_options,
+    searcher_for,
+)
 from retrieval.config import DEFAULT_EXPORT_MODE
 
 
@@ -30,11 +38,18 @@ from retrieval.config import DEFAULT_EXPORT_MODE
 )
 @click.option("--hardlink", "mode", flag_value="hardlink", help="Hard links (same file system only).")
 @click.option("--copy", "mode", flag_value="copy", help="Copies.")
+@min_relevance_option
 @result_options
 @model_options
 @library_options
 def export(
-    what: QueryChoice, folder: Path, mode: str, results: ResultChoice, model: ModelChoice, library: LibraryChoice
+    what: QueryChoice,
+    folder: Path,
+    mode: str,
+    min_relevance: float | None,
+    results: ResultChoice,
+    model: ModelChoice,
+    library: LibraryChoice,
 ) -> None:
     """Write the results of a QUERY into a folder, under their own names.
 
@@ -51,7 +66,7 @@ def export(
     from retrieval.export import WRITTEN, export_files
 
     check_shown(results, null=False)
-    query = what.query(results, chosen_filter(results))
+    query = what.query(results, chosen_filter(results), min_relevance=min_relevance)
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     report = export_files([result.path for result in found], folder, mode=mode)

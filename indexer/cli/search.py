@@ -22,7 +22,7 @@ from indexer.cli.options import (
     result_options,
 )
 from indexer.cli.output import echo_fs, echo_json
-from retrieval.config import DEFAULT_SORT, SORT_CHOICES
+from retrieval.config import DEFAULT_MIN_RELEVANCE, DEFAULT_SORT, SORT_CHOICES
 
 if TYPE_CHECKING:
     from retrieval.filters import SearchFilter
@@ -58,10 +58,18 @@ class QueryChoice:
     include_self: bool
     weighted: tuple[str, ...]
 
-    def query(self, results: ResultChoice, search_filter: SearchFilter, *, image: Path | None = None) -> Query:
+    def query(
+        self,
+        results: ResultChoice,
+        search_filter: SearchFilter,
+        *,
+        image: Path | None = None,
+        min_relevance: float | None = None,
+    ) -> Query:
         """The library's `Query`: `image` (similar's IMAGE) first, the `--image`s, the text parts
         (`text_parts`: plain words as one, each weighted word alone, each `--not`), the `--not-image`s; k and
-        the cut-off of `results`, the images `search_filter` lets through."""
+        the cut-off of `results`, the images `search_filter` lets through; `min_relevance` as given (None: the
+        default for a text query; refused for a query with an image part, which relevance is not made for)."""
         from retrieval.config import NOT_WEIGHT
         from retrieval.query import Part, Query, text_parts
 
@@ -70,6 +78,14 @@ class QueryChoice:
         parts += [Part(image=str(path), weight=NOT_WEIGHT) for path in self.negated_images]
         if not parts:
             raise click.UsageError("nothing to search for: give some words, or an image with --image")
+        text_only = all(part.text is not None for part in parts)
+        if min_relevance and not text_only:  # 0 (no cutoff) is what such a query gets anyway
+            raise click.UsageError(
+                "--min-relevance is calibrated for text-only queries, not for queries with an image: "
+                "use --min-score to cut those"
+            )
+        if min_relevance is None and text_only:
+            min_relevance = DEFAULT_MIN_RELEVANCE
         return Query(
             tuple(parts),
             k=results.k,
@@ -78,6 +94,7 @@ class QueryChoice:
             sort=self.sort,
             template=self.template,
             include_self=self.include_self,
+            min_relevance=min_relevance,
         )
 
 
@@ -144,14 +161,35 @@ query_options = option_group(
 """The query's options, shared by `search`, `similar` and `export` (filters added here reach all three)."""
 
 
+min_relevance_option = click.option(
+    "--min-relevance",
+    type=float,
+    default=None,
+    help=f"Hide results whose relevance (0..1, calibrated per query) is below this; 0 shows every result. "
+    f"Default {DEFAULT_MIN_RELEVANCE} for a text-only query; queries with an image have no relevance.",
+)
+
+
 @click.command(cls=QueryCommand)
 @query_options
+@min_relevance_option
 @result_options
 @null_option
 @model_options
 @library_options
-def search(what: QueryChoice, results: ResultChoice, null: bool, model: ModelChoice, library: LibraryChoice) -> None:
+def search(
+    what: QueryChoice,
+    min_relevance: float | None,
+    results: ResultChoice,
+    null: bool,
+    model: ModelChoice,
+    library: LibraryChoice,
+) -> None:
     """Find the images that best match a QUERY: words, weighted words, images, and parts to avoid.
+
+    Each result shows its score (cosine) and, for a text-only query, its relevance (0..1, calibrated so that
+    one cutoff works across queries); results below --min-relevance are hidden, so a query the model does not
+    understand may show none.
 
     The plain words together are one text; a word W:TEXT weighs TEXT by the number W (2:beach, -1:people);
     --not TEXT is -1:TEXT. The parts' unit embeddings are summed by weight and renormalised. A digit or space
@@ -165,9 +203,10 @@ def search(what: QueryChoice, results: ResultChoice, null: bool, model: ModelCho
       clipsearch search --image ref.jpg "at night"
       clipsearch search 2:beach 1:sunset -1:people
       clipsearch search "birthday cake" --paths -0 | xargs -0 open
+      clipsearch search "three circles" --min-relevance 0.6    # only confident hits
     """
     check_shown(results, null)
-    query = what.query(results, chosen_filter(results))
+    query = what.query(results, chosen_filter(results), min_relevance=min_relevance)
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     print_results(found, results, null=null)
@@ -236,4 +275,5 @@ def _shower(shown: ResultChoice, null: bool) -> Callable[[SearchResult], None]:
 def _line(result: SearchResult) -> str:
     size = f"{result.width}x{result.height}" if result.width else "?"
     taken = f", {result.taken_at:%Y-%m-%d}" if result.taken_at else ""
-    return f"{result.rank:>3}  {result.score:.4f}  {result.path}  ({size}{taken})"
+    relevance = "   -" if result.relevance is None else f"{result.relevance:.2f}"
+    return f"{result.rank:>3}  {result.score:.4f}  {relevance}  {result.path}  ({size}{taken})"

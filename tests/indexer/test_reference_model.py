@@ -53,7 +53,9 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
 
 
 def _shown(indexed: Indexed, query: str, k: int) -> list[dict[str, Any]]:
-    return [indexed.scenes[str(Path(r.path).resolve())] for r in indexed.searcher.search_text(query, k)]
+    return [
+        indexed.scenes[str(Path(r.path).resolve())] for r in indexed.searcher.search_text(query, k, min_relevance=None)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,7 @@ def test_fuse_refuses_parts_that_cancel() -> None:
 
 def _result(rank: int, taken: datetime | None, mtime: datetime) -> SearchResult:
     mtime_ns = int(mtime.timestamp()) * 10**9
-    return SearchResult(rank, 1 - rank / 10, rank, f"/p/{rank}.jpg", 10, 10, taken, None, None, 1, mtime_ns)
+    return SearchResult(rank, 1 - rank / 10, None, rank, f"/p/{rank}.jpg", 10, 10, taken, None, None, 1, mtime_ns)
 
 
 def test_result_date_falls_back_to_mtime() -> None:

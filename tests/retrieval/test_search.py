@@ -156,7 +156,7 @@ def test_unreadable_or_missing_query_image_raises(indexed: Indexed, tmp_path: Pa
 
 def test_text_search_equals_exact_cosine(indexed: Indexed, tiny_encoder: Encoder) -> None:
     """k results, best first, with the scores of a full numpy brute force over the stored vectors."""
-    results = indexed.searcher.search_text("a red circle", k=5)
+    results = indexed.searcher.search_text("a red circle", k=5, min_relevance=None)
     scores = [r.score for r in results]
     assert scores == sorted(scores, reverse=True)
     _assert_matches(results, indexed.brute_force(tiny_encoder.encode_texts(["a red circle"])[0])[:5])
@@ -165,9 +165,9 @@ def test_text_search_equals_exact_cosine(indexed: Indexed, tiny_encoder: Encoder
 
 def test_template_equals_literal_query(indexed: Indexed) -> None:
     """`a photo of {}` + `dog` searches exactly as the literal `a photo of dog`."""
-    templated = indexed.searcher.search_text("dog", k=4, template="a photo of {}")
-    literal = indexed.searcher.search_text("a photo of dog", k=4)
-    plain = indexed.searcher.search_text("dog", k=4)
+    templated = indexed.searcher.search_text("dog", k=4, template="a photo of {}", min_relevance=None)
+    literal = indexed.searcher.search_text("a photo of dog", k=4, min_relevance=None)
+    plain = indexed.searcher.search_text("dog", k=4, min_relevance=None)
     assert [(r.id, r.score) for r in templated] == [(r.id, r.score) for r in literal]
     assert [r.score for r in templated] != [r.score for r in plain]
 
@@ -192,7 +192,7 @@ def test_within_folder_equals_restricted_brute_force(indexed: Indexed, tiny_enco
     allowed = {i for i, p in indexed.paths.items() if p.startswith(str(folder) + os.sep)}
     assert len(allowed) == 3
     query = tiny_encoder.encode_texts(["a red circle"])[0]
-    results = indexed.searcher.search_text("a red circle", k=k, within=folder)
+    results = indexed.searcher.search_text("a red circle", k=k, within=folder, min_relevance=None)
     assert all(r.path.startswith(str(folder) + os.sep) for r in results)
     _assert_matches(results, indexed.brute_force(query, allowed)[:k])
 
@@ -248,7 +248,7 @@ def test_min_score_drops_lower_scores(indexed: Indexed, tiny_encoder: Encoder) -
     """Only results scoring at least min_score are kept; the rest of the ranking is unchanged."""
     reference = indexed.brute_force(tiny_encoder.encode_texts(["green square"])[0])
     threshold = (reference[4][1] + reference[5][1]) / 2
-    results = indexed.searcher.search_text("green square", k=10, min_score=threshold)
+    results = indexed.searcher.search_text("green square", k=10, min_score=threshold, min_relevance=None)
     assert all(r.score >= threshold for r in results)
     _assert_matches(results, reference[:5])
     assert indexed.searcher.search_text("green square", k=10, min_score=1.0) == []
@@ -256,7 +256,7 @@ def test_min_score_drops_lower_scores(indexed: Indexed, tiny_encoder: Encoder) -
 
 def test_k_larger_than_library_returns_everything(indexed: Indexed) -> None:
     """Asking for more results than images returns each indexed image once."""
-    results = indexed.searcher.search_text("anything at all", k=1000)
+    results = indexed.searcher.search_text("anything at all", k=1000, min_relevance=None)
     assert sorted(r.id for r in results) == sorted(indexed.ids.tolist())
 
 
@@ -403,6 +403,7 @@ def test_result_is_its_record_under_a_rank_and_score(
         assert result.to_json() == {
             "rank": result.rank,
             "score": result.score,
+            "relevance": None,  # a vector query: relevance is calibrated for text queries only
             "id": record.id,
             "path": record.path,
             "width": record.width,

@@ -24,6 +24,7 @@ from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.model.specs import ModelSpec
 from retrieval.query import Part, Query, fuse
+from retrieval.relevance import neutral_prompts
 from retrieval.search import Searcher
 from retrieval.storage.records import FileMetadata
 from tests import imagefactory as factory
@@ -78,6 +79,9 @@ def shapes(tmp_path: Path, tiny_spec: ModelSpec) -> Iterator[Shapes]:
     words = {"circle": 0, "red": 1, "blue": 2, "square": 3}
     encoder.texts = {word: _axis(*([0] * axis + [1]), dim=dim) for word, axis in words.items()}
     encoder.texts |= {f"a photo of {word}": vector for word, vector in encoder.texts.items()}
+    # the relevance calibrator encodes the neutral prompts through the same encoder: near a fifth, unused axis
+    neutral = {text: _axis(0, 0, 0, 0, 1, 0.01 * n, dim=dim) for n, text in enumerate(neutral_prompts(), start=1)}
+    encoder.texts |= neutral
     ids = {}
     with Library(tmp_path / "library", create=True) as library:
         library.bind_model(encoder)
@@ -87,7 +91,9 @@ def shapes(tmp_path: Path, tiny_spec: ModelSpec) -> Iterator[Shapes]:
                     f"/shapes/{name}.jpg", 100 + number, int(mtime.timestamp()) * 10**9, f"h{number}", taken_at=taken
                 )
                 ids[name] = writer.upsert_image(meta, _axis(*components, dim=dim), encoder.identity.short_key)
-        yield Shapes(library, Searcher(library, encoder, gpu="never"), encoder, ids, dim)
+        searcher = Searcher(library, encoder, gpu="never")
+        assert searcher.calibrator is not None  # made now, so that `encoder.asked` holds only the tests' own texts
+        yield Shapes(library, searcher, encoder, ids, dim)
 
 
 def _names(shapes: Shapes, results: list) -> list[str]:  # type: ignore[type-arg]
@@ -98,11 +104,11 @@ def _names(shapes: Shapes, results: list) -> list[str]:  # type: ignore[type-arg
 def test_a_negative_part_pushes_away(shapes: Shapes) -> None:
     """`circle --not red`: the blue circle first at exactly 1/2, the red square last at -1/2; `circle` alone
     ties the two circles."""
-    results = shapes.searcher.search(Query((Part(text="circle"), Part(text="red", weight=-1)), k=4))
+    results = shapes.searcher.search(Query((Part(text="circle"), Part(text="red", weight=-1)), k=4, min_relevance=None))
     names = _names(shapes, results)
     assert (names[0], set(names[1:3]), names[3]) == ("blue-circle", {"red-circle", "blue-square"}, "red-square")
     np.testing.assert_allclose([r.score for r in results], [0.5, 0.0, 0.0, -0.5], atol=STORED_SCORE_ATOL)
-    alone = shapes.searcher.search(Query.of_text("circle", k=2))
+    alone = shapes.searcher.search(Query.of_text("circle", k=2, min_relevance=None))
     assert set(_names(shapes, alone)) == {"red-circle", "blue-circle"}
     assert alone[0].score == pytest.approx(alone[1].score, abs=STORED_SCORE_ATOL)
 
@@ -110,11 +116,15 @@ def test_a_negative_part_pushes_away(shapes: Shapes) -> None:
 def test_weights_change_the_balance(shapes: Shapes) -> None:
     """`2:circle 1:red` ranks the red circle first, then the blue circle (2/sqrt(10)) over the red square
     (1/sqrt(10)); `1:circle 2:red` puts the red square second."""
-    circle_first = shapes.searcher.search(Query((Part(text="circle", weight=2), Part(text="red")), k=3))
+    circle_first = shapes.searcher.search(
+        Query((Part(text="circle", weight=2), Part(text="red")), k=3, min_relevance=None)
+    )
     assert _names(shapes, circle_first) == ["red-circle", "blue-circle", "red-square"]
     s = np.sqrt(2) * np.sqrt(5)
     np.testing.assert_allclose([r.score for r in circle_first], [3 / s, 2 / s, 1 / s], atol=STORED_SCORE_ATOL)
-    red_first = shapes.searcher.search(Query((Part(text="circle"), Part(text="red", weight=2)), k=3))
+    red_first = shapes.searcher.search(
+        Query((Part(text="circle"), Part(text="red", weight=2)), k=3, min_relevance=None)
+    )
     assert _names(shapes, red_first) == ["red-circle", "red-square", "blue-circle"]
 
 
@@ -122,10 +132,10 @@ def test_an_indexed_image_with_a_text_leaves_itself_out(shapes: Shapes) -> None:
     """The red circle (by id) + `blue`: the blue circle first (score (1/2 + 1/sqrt2)/sqrt2); the red circle
     itself is left out unless `include_self`, and then scores 1/sqrt2."""
     parts = (Part(image_id=shapes.ids["red-circle"]), Part(text="blue"))
-    results = shapes.searcher.search(Query(parts, k=4))
+    results = shapes.searcher.search(Query(parts, k=4, min_relevance=None))
     assert _names(shapes, results) == ["blue-circle", "blue-square", "red-square"]
     assert results[0].score == pytest.approx((0.5 + 1 / np.sqrt(2)) / np.sqrt(2), abs=STORED_SCORE_ATOL)
-    with_self = shapes.searcher.search(Query(parts, k=4, include_self=True))
+    with_self = shapes.searcher.search(Query(parts, k=4, min_relevance=None, include_self=True))
     assert _names(shapes, with_self)[:2] == ["blue-circle", "red-circle"]
     assert with_self[1].score == pytest.approx(1 / np.sqrt(2), abs=STORED_SCORE_ATOL)
 
@@ -133,7 +143,7 @@ def test_an_indexed_image_with_a_text_leaves_itself_out(shapes: Shapes) -> None:
 def test_a_negative_image_part_is_left_out_too(shapes: Shapes) -> None:
     """`square --not-image red-square`: the blue square first; the negated image never comes back."""
     parts = (Part(text="square"), Part(image_id=shapes.ids["red-square"], weight=-1))
-    results = shapes.searcher.search(Query(parts, k=4))
+    results = shapes.searcher.search(Query(parts, k=4, min_relevance=None))
     assert _names(shapes, results)[0] == "blue-square"
     assert "red-square" not in _names(shapes, results)
 
@@ -142,9 +152,9 @@ def test_texts_are_encoded_once_each_after_the_template(shapes: Shapes) -> None:
     """The template applies to every text part, all encoded in one batch; the result equals the literal."""
     parts = (Part(text="circle"), Part(text="red", weight=-1))
     shapes.encoder.asked.clear()
-    templated = shapes.searcher.search(Query(parts, k=4, template="a photo of {}"))
+    templated = shapes.searcher.search(Query(parts, k=4, min_relevance=None, template="a photo of {}"))
     assert shapes.encoder.asked == [["a photo of circle", "a photo of red"]]
-    literal = Query((Part(text="a photo of circle"), Part(text="a photo of red", weight=-1)), k=4)
+    literal = Query((Part(text="a photo of circle"), Part(text="a photo of red", weight=-1)), k=4, min_relevance=None)
     assert [(r.id, r.score) for r in templated] == [(r.id, r.score) for r in shapes.searcher.search(literal)]
 
 
@@ -163,20 +173,22 @@ def test_sort_by_date_reorders_the_k_best_by_score(shapes: Shapes) -> None:
     `date` orders those three by taken_at else mtime (blue circle 2019 mtime, red circle 2021 taken, blue
     square 2022 mtime), `-date` reverses them; ranks are the positions."""
     parts = (Part(text="circle"), Part(text="red", weight=-1))
-    by_date = shapes.searcher.search(Query(parts, k=3, sort="date"))
+    by_date = shapes.searcher.search(Query(parts, k=3, min_relevance=None, sort="date"))
     assert _names(shapes, by_date) == ["blue-circle", "red-circle", "blue-square"]
     assert [r.rank for r in by_date] == [1, 2, 3]
-    newest = shapes.searcher.search(Query(parts, k=3, sort="-date"))
+    newest = shapes.searcher.search(Query(parts, k=3, min_relevance=None, sort="-date"))
     assert _names(shapes, newest) == ["blue-square", "red-circle", "blue-circle"]
     # the cutoff acts before the sort: at min_score 0.25 only the blue circle passes
-    assert _names(shapes, shapes.searcher.search(Query(parts, k=3, sort="-date", min_score=0.25))) == ["blue-circle"]
+    assert _names(
+        shapes, shapes.searcher.search(Query(parts, k=3, min_relevance=None, sort="-date", min_score=0.25))
+    ) == ["blue-circle"]
 
 
 def test_the_filter_applies_to_a_fused_query(shapes: Shapes) -> None:
     """A `SearchFilter` passes through: excluded ids never come back, the next ones fill k."""
     parts = (Part(text="circle"), Part(text="red", weight=-1))
     search_filter = SearchFilter.of(exclude_ids={shapes.ids["blue-circle"]})
-    results = shapes.searcher.search(Query(parts, k=2, filter=search_filter))
+    results = shapes.searcher.search(Query(parts, k=2, min_relevance=None, filter=search_filter))
     assert len(results) == 2 and "blue-circle" not in _names(shapes, results)
 
 
@@ -206,7 +218,7 @@ def test_fused_image_and_texts_equal_the_numpy_reference(
         Part(text="a red circle", weight=2),
         Part(text="stripes", weight=-1),
     )
-    results = Searcher(library, tiny_encoder, gpu="never").search(Query(parts, k=5))
+    results = Searcher(library, tiny_encoder, gpu="never").search(Query(parts, k=5, min_relevance=None))
     dim = library.dim()
     assert dim is not None
     _generation, ids, vectors = store_vectors(library.store, dim)
@@ -232,7 +244,7 @@ def test_the_one_part_wrappers_take_a_search_filter_too(shapes: Shapes) -> None:
     """`search_text`, `search_image` and `search_vector` pass `search_filter` through, with `within` (both
     must pass) and an image's own exclusion."""
     keep_out = SearchFilter.of(exclude_ids={shapes.ids["red-circle"]})
-    texts = shapes.searcher.search_text("circle", k=4, search_filter=keep_out)
+    texts = shapes.searcher.search_text("circle", k=4, search_filter=keep_out, min_relevance=None)
     assert _names(shapes, texts)[0] == "blue-circle" and "red-circle" not in _names(shapes, texts)
     vector = _axis(1, dim=shapes.dim)
     by_vector = shapes.searcher.search_vector(vector, k=4, search_filter=keep_out, within="/shapes")

@@ -21,7 +21,7 @@ def test_index_with_int8_exports_into_the_library(tmp_path: Path, tiny_config: P
     assert result.exit_code == 0, result.output
     (folder,) = (library / ONNX_FOLDER).iterdir()
     assert {"image.onnx", "image-int8.onnx", "text.onnx", "export.json"} <= {p.name for p in folder.iterdir()}
-    found = invoke("search", "a red square", "--library", library, "--json", "-k", "3")
+    found = invoke("search", "a red square", "--min-relevance", "0", "--library", library, "--json", "-k", "3")
     assert found.exit_code == 0, found.output
     assert len([json.loads(line) for line in found.stdout.splitlines()]) == 3
 

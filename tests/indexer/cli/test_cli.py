@@ -34,7 +34,10 @@ from tests.clirunner import assert_clean_failure, invoke
 from tests.conftest import TINY_CONFIG
 
 CPU = ["--device", "cpu"]
-HUMAN_LINE = re.compile(r"^\s*(\d+)\s+(-?\d+\.\d{4})\s+(\S+)\s+\((\d+x\d+|\?)(?:, (\d{4}-\d\d-\d\d))?\)$")
+HUMAN_LINE = re.compile(
+    r"^\s*(\d+)\s+(-?\d+\.\d{4})\s+(?:\d\.\d\d|-)\s+(\S+)\s+\((\d+x\d+|\?)(?:, (\d{4}-\d\d-\d\d))?\)$"
+)
+"""rank, score, relevance (or `-` for an image query), path, (size, date)."""
 
 
 def json_lines(result: Result) -> list[dict[str, Any]]:
@@ -127,7 +130,9 @@ def test_index_json_with_exclude_and_quiet(indexed: Indexed, tiny_config: Path, 
     assert (report["scanned"], report["embedded"], report["failed"]) == (5, 4, 1)
     assert report["failures"][0][0] == str(indexed.root / "broken.jpg")
     assert report["roots"] == [str(indexed.root)]
-    listed = invoke("search", "anything", "--paths", "-k", "50", "--library", tmp_path / "lib", *CPU)
+    listed = invoke(
+        "search", "--min-relevance", "0", "anything", "--paths", "-k", "50", "--library", tmp_path / "lib", *CPU
+    )
     assert sorted(listed.stdout.splitlines()) == [str(indexed.root / f"img0{n}.png") for n in range(4)]
 
 
@@ -169,7 +174,7 @@ def test_misspelled_option_suggests_the_right_one(tmp_path: Path) -> None:
 def test_search_human_output_uses_the_library_model(indexed: Indexed, tiny_encoder: Encoder, tiny_config: Path) -> None:
     """A multi-word query without quotes, no --model: rank, score and path lines equal to the exact
     ranking of the library's own (tiny) model."""
-    result = invoke("search", "a", "red", "circle", "--library", indexed.library, *CPU)
+    result = invoke("search", "--min-relevance", "0", "a", "red", "circle", "--library", indexed.library, *CPU)
     assert result.exit_code == 0, result.output
     assert str(tiny_config.resolve()) in result.stderr  # the random-weights warning names the model
     lines = result.stdout.splitlines()
@@ -187,15 +192,19 @@ def test_search_human_output_uses_the_library_model(indexed: Indexed, tiny_encod
 
 def test_search_with_the_same_model_named_gives_the_same_output(indexed: Indexed, tiny_config: Path) -> None:
     """Naming the library's own model explicitly changes nothing."""
-    implicit = invoke("search", "dog", "--json", "--library", indexed.library, *CPU)
-    explicit = invoke("search", "dog", "--json", "--library", indexed.library, *model_args(tiny_config))
+    implicit = invoke("search", "--min-relevance", "0", "dog", "--json", "--library", indexed.library, *CPU)
+    explicit = invoke(
+        "search", "--min-relevance", "0", "dog", "--json", "--library", indexed.library, *model_args(tiny_config)
+    )
     assert implicit.exit_code == explicit.exit_code == 0
     assert implicit.stdout == explicit.stdout
 
 
 def test_search_json_fields_and_k(indexed: Indexed, tiny_encoder: Encoder) -> None:
     """`--json -k 3`: three objects with rank, path, score and the row's size and date facts."""
-    results = json_lines(invoke("search", "dog", "--json", "-k", "3", "--library", indexed.library, *CPU))
+    results = json_lines(
+        invoke("search", "--min-relevance", "0", "dog", "--json", "-k", "3", "--library", indexed.library, *CPU)
+    )
     expected = indexed.ranking(text_vector(tiny_encoder, "dog"))[:3]
     assert [r["rank"] for r in results] == [1, 2, 3]
     assert [r["path"] for r in results] == [path for path, _ in expected]
@@ -209,7 +218,9 @@ def test_search_json_fields_and_k(indexed: Indexed, tiny_encoder: Encoder) -> No
 def test_search_paths_within_folder(indexed: Indexed, tiny_encoder: Encoder) -> None:
     """`--paths --in trip -k 2`: only paths, only from trip/, in exact order."""
     trip = indexed.root / "trip"
-    result = invoke("search", "dog", "--paths", "--in", trip, "-k", "2", "--library", indexed.library, *CPU)
+    result = invoke(
+        "search", "--min-relevance", "0", "dog", "--paths", "--in", trip, "-k", "2", "--library", indexed.library, *CPU
+    )
     assert result.exit_code == 0, result.output
     expected = indexed.ranking(text_vector(tiny_encoder, "dog"), under=trip)[:2]
     assert result.stdout.splitlines() == [path for path, _ in expected]
@@ -220,7 +231,19 @@ def test_search_min_score(indexed: Indexed, tiny_encoder: Encoder) -> None:
     expected = indexed.ranking(text_vector(tiny_encoder, "a cat"))
     threshold = (expected[2][1] + expected[3][1]) / 2
     results = json_lines(
-        invoke("search", "a", "cat", "--json", "--min-score", repr(threshold), "--library", indexed.library, *CPU)
+        invoke(
+            "search",
+            "--min-relevance",
+            "0",
+            "a",
+            "cat",
+            "--json",
+            "--min-score",
+            repr(threshold),
+            "--library",
+            indexed.library,
+            *CPU,
+        )
     )
     assert [r["path"] for r in results] == [path for path, _ in expected[:3]]
 
@@ -228,12 +251,23 @@ def test_search_min_score(indexed: Indexed, tiny_encoder: Encoder) -> None:
 def test_search_template(indexed: Indexed) -> None:
     """`--template "a photo of {}" dog` prints exactly what the literal query prints; a template
     without {} is refused."""
-    templated = invoke("search", "dog", "--template", "a photo of {}", "--json", "--library", indexed.library, *CPU)
-    literal = invoke("search", "a photo of dog", "--json", "--library", indexed.library, *CPU)
-    plain = invoke("search", "dog", "--json", "--library", indexed.library, *CPU)
+    templated = invoke(
+        "search",
+        "--min-relevance",
+        "0",
+        "dog",
+        "--template",
+        "a photo of {}",
+        "--json",
+        "--library",
+        indexed.library,
+        *CPU,
+    )
+    literal = invoke("search", "--min-relevance", "0", "a photo of dog", "--json", "--library", indexed.library, *CPU)
+    plain = invoke("search", "--min-relevance", "0", "dog", "--json", "--library", indexed.library, *CPU)
     assert templated.exit_code == literal.exit_code == 0
     assert templated.stdout == literal.stdout != plain.stdout
-    bad = invoke("search", "dog", "--template", "a photo", "--library", indexed.library, *CPU)
+    bad = invoke("search", "--min-relevance", "0", "dog", "--template", "a photo", "--library", indexed.library, *CPU)
     assert "has no {}" in assert_clean_failure(bad)
 
 
@@ -241,7 +275,7 @@ def test_search_with_another_model_is_refused(indexed: Indexed, tmp_path: Path) 
     """A different --model: exit 1, and the message names both the library's model and the new one."""
     other = tmp_path / "other-model.json"
     other.write_text(json.dumps(TINY_CONFIG | {"embed_dim": 16}))
-    result = invoke("search", "dog", "--library", indexed.library, *model_args(other))
+    result = invoke("search", "--min-relevance", "0", "dog", "--library", indexed.library, *model_args(other))
     output = assert_clean_failure(result)
     assert indexed.identity in output
     assert "other-model.json: config sha256:" in output
@@ -250,7 +284,7 @@ def test_search_with_another_model_is_refused(indexed: Indexed, tmp_path: Path) 
 @pytest.mark.parametrize("query", ["  ", ""])
 def test_search_empty_query_fails(indexed: Indexed, query: str) -> None:
     """A blank query is refused with exit 1."""
-    output = assert_clean_failure(invoke("search", query, "--library", indexed.library, *CPU))
+    output = assert_clean_failure(invoke("search", "--min-relevance", "0", query, "--library", indexed.library, *CPU))
     assert "empty" in output
 
 
@@ -260,7 +294,7 @@ def test_search_library_without_images_fails(tiny_config: Path, tmp_path: Path) 
     indexed_empty = invoke("index", tmp_path / "empty", "-q", "--library", tmp_path / "lib", *model_args(tiny_config))
     assert indexed_empty.exit_code == 0, indexed_empty.output
     assert "0 images found" in indexed_empty.stdout
-    output = assert_clean_failure(invoke("search", "dog", "--library", tmp_path / "lib", *CPU))
+    output = assert_clean_failure(invoke("search", "--min-relevance", "0", "dog", "--library", tmp_path / "lib", *CPU))
     assert "no indexed images" in output
 
 
@@ -440,7 +474,7 @@ def test_database_url_puts_the_store_elsewhere(
     where = ["--library", library, "--database-url", url, *CPU]
     found = invoke("similar", photos / "p1.png", "--include-self", "-k", "1", "--paths", *where)
     assert found.stdout.strip() == str(photos / "p1.png")
-    hits = invoke("search", "a pattern", "-k", "5", "--paths", *where)
+    hits = invoke("search", "a pattern", "--min-relevance", "0", "-k", "5", "--paths", *where)
     assert hits.exit_code == 0, hits.output
     assert sorted(hits.stdout.split()) == sorted(str(photos / f"p{seed}.png") for seed in range(3))
     facts = json.loads(invoke("info", "--json", "--library", library, "--database-url", url).stdout)
@@ -468,7 +502,18 @@ def test_model_named_by_a_relative_path_without_pretrained_is_the_library_model(
     """`--model ./tiny.json` from the config's folder, with no `--pretrained`, is the recorded model: its
     recorded weights (`none`) are taken, and the output is the same as with no `--model` at all."""
     monkeypatch.chdir(tiny_config.parent)
-    implicit = invoke("search", "dog", "--json", "--library", indexed.library, *CPU)
-    relative = invoke("search", "dog", "--json", "--library", indexed.library, "--model", f"./{tiny_config.name}", *CPU)
+    implicit = invoke("search", "--min-relevance", "0", "dog", "--json", "--library", indexed.library, *CPU)
+    relative = invoke(
+        "search",
+        "--min-relevance",
+        "0",
+        "dog",
+        "--json",
+        "--library",
+        indexed.library,
+        "--model",
+        f"./{tiny_config.name}",
+        *CPU,
+    )
     assert relative.exit_code == 0, relative.output
     assert relative.stdout == implicit.stdout

@@ -27,7 +27,7 @@ def photos_library(tmp_path_factory: pytest.TempPathFactory, tiny_config: Path) 
 
 
 def _searched(library: Path, *query: str | Path) -> list[str]:
-    result = invoke("search", *query, "--paths", "--library", library)
+    result = invoke("search", *query, "--min-relevance", "0", "--paths", "--library", library)
     assert result.exit_code == 0, result.output
     return result.stdout.splitlines()
 
@@ -38,12 +38,12 @@ def test_export_links_exactly_the_search_results(photos_library: tuple[Path, Pat
     _root, library = photos_library
     query = ["2:a red circle", "stripes", "-1:dots", "--not", "green", "-k", "5"]
     out = tmp_path / "out"
-    result = invoke("export", *query, "--to", out, "--library", library)
+    result = invoke("export", *query, "--min-relevance", "0", "--to", out, "--library", library)
     assert result.exit_code == 0, result.output
     found = _searched(library, *query)
     assert sorted(os.readlink(out / name) for name in os.listdir(out)) == sorted(found)
     assert "5 written, 0 already there, 0 missing" in result.stderr
-    again = invoke("export", *query, "--to", out, "--library", library, "--json")
+    again = invoke("export", *query, "--min-relevance", "0", "--to", out, "--library", library, "--json")
     assert again.exit_code == 0, again.output
     report = json.loads(again.stdout)
     assert (report["written"], report["already there"], report["mode"]) == (0, 5, "link")
@@ -55,7 +55,7 @@ def test_export_copies_with_filters_and_an_image_part(photos_library: tuple[Path
     root, library = photos_library
     query = ["--image", root / "img00.png", "--in", root / "trip", "-k", "10"]
     out = tmp_path / "copies"
-    result = invoke("export", *query, "--to", out, "--copy", "--paths", "--library", library)
+    result = invoke("export", *query, "--min-relevance", "0", "--to", out, "--copy", "--paths", "--library", library)
     assert result.exit_code == 0, result.output
     found = _searched(library, *query)
     assert len(found) == 4 and all(path.startswith(str(root / "trip") + os.sep) for path in found)
@@ -69,7 +69,7 @@ def test_clashing_names_are_numbered(photos_library: tuple[Path, Path], tmp_path
     """The two img00.png of the library both arrive: `img00.png` and `img00 (2).png`."""
     root, library = photos_library
     out = tmp_path / "all"
-    result = invoke("export", "anything", "-k", "100", "--to", out, "--library", library)
+    result = invoke("export", "anything", "--min-relevance", "0", "-k", "100", "--to", out, "--library", library)
     assert result.exit_code == 0, result.output
     names = os.listdir(out)
     assert len(names) == 14 and {"img00.png", "img00 (2).png"} <= set(names)

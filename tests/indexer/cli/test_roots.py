@@ -25,7 +25,7 @@ def _library(tmp_path: Path, tiny_config: Path) -> tuple[Path, Path, Path]:
 
 
 def _search_paths(library: Path) -> set[str]:
-    result = invoke("search", "anything", "--paths", "-k", "50", "--library", library, *CPU)
+    result = invoke("search", "anything", "--min-relevance", "0", "--paths", "-k", "50", "--library", library, *CPU)
     assert result.exit_code == 0, result.output
     return set(result.stdout.splitlines())
 

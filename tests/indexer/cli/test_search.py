@@ -52,7 +52,7 @@ def test_null_separates_paths_holding_spaces_and_newlines(
 ) -> None:
     """`-0` (with or without --paths): every path once, each ended by NUL, none split at its newline or space."""
     root, library = odd_library
-    query = ["dog"] if command == "search" else [str(root / "plain.png"), "--include-self"]
+    query = ["dog", "--min-relevance", "0"] if command == "search" else [str(root / "plain.png"), "--include-self"]
     for extra in ([], ["--paths"]):
         result = invoke(command, *query, flag, *extra, "--library", library)
         assert result.exit_code == 0, result.output
@@ -63,7 +63,7 @@ def test_null_separates_paths_holding_spaces_and_newlines(
 def test_paths_without_null_stay_one_per_line(odd_library: tuple[Path, Path]) -> None:
     """Plain `--paths` is unchanged: newline-ended, the `plain.png` line whole."""
     root, library = odd_library
-    result = invoke("search", "dog", "--paths", "--library", library)
+    result = invoke("search", "--min-relevance", "0", "dog", "--paths", "--library", library)
     assert result.exit_code == 0, result.output
     assert b"\0" not in result.stdout_bytes
     assert str(root / "plain.png") in result.stdout.splitlines()
@@ -73,7 +73,7 @@ def test_paths_without_null_stay_one_per_line(odd_library: tuple[Path, Path]) ->
 def test_null_output_through_real_xargs(odd_library: tuple[Path, Path]) -> None:
     """The README's pipe: `--paths -0 | xargs -0 CMD` hands CMD each file whole (it finds every one)."""
     root, library = odd_library
-    result = invoke("search", "dog", "--paths", "-0", "--library", library)
+    result = invoke("search", "--min-relevance", "0", "dog", "--paths", "-0", "--library", library)
     assert result.exit_code == 0, result.output
     script = 'for f; do [ -f "$f" ] && printf "%s\\0" "$f"; done'
     piped = subprocess.run(
@@ -102,7 +102,7 @@ def test_readme_lists_exactly_the_json_fields(odd_library: tuple[Path, Path]) ->
     match = re.search(r"`--json` prints one object per line \(([^)]*)\)", README.read_text())
     assert match, "README lost its --json field list"
     documented = [field.strip().strip("`") for field in match[1].split(",")]
-    result = invoke("search", "dog", "--json", "-k", "1", "--library", odd_library[1])
+    result = invoke("search", "--min-relevance", "0", "dog", "--json", "-k", "1", "--library", odd_library[1])
     assert result.exit_code == 0, result.output
     assert documented == list(json.loads(result.stdout))
 
@@ -112,7 +112,7 @@ def test_readme_lists_exactly_the_json_fields(odd_library: tuple[Path, Path]) ->
 
 def _result(path: str, rank: int = 1) -> SearchResult:
     taken = datetime(2021, 7, 4, 18, 30)
-    return SearchResult(rank, 0.5, rank, path, 40, 30, taken, "Canon", "EOS", 123, 1_600_000_000 * 10**9)
+    return SearchResult(rank, 0.5, 0.9, rank, path, 40, 30, taken, "Canon", "EOS", 123, 1_600_000_000 * 10**9)
 
 
 def _printed(shown: ResultChoice, *, null: bool = False) -> bytes:
@@ -130,8 +130,8 @@ def test_non_utf8_paths_print_as_their_bytes() -> None:
     """Plain lines, --paths and -0 write the file system's bytes: zz\\xff.png comes out as those bytes, and a
     valid UTF-8 name (café) as its UTF-8 bytes."""
     assert _printed(_shown()).splitlines() == [
-        b"  1  0.5000  /photos/zz\xff.png  (40x30, 2021-07-04)",
-        b"  2  0.5000  /photos/caf\xc3\xa9.png  (40x30, 2021-07-04)",
+        b"  1  0.5000  0.90  /photos/zz\xff.png  (40x30, 2021-07-04)",
+        b"  2  0.5000  0.90  /photos/caf\xc3\xa9.png  (40x30, 2021-07-04)",
     ]
     assert _printed(_shown(paths_only=True)) == b"/photos/zz\xff.png\n/photos/caf\xc3\xa9.png\n"
     assert _printed(_shown(), null=True) == b"/photos/zz\xff.png\0/photos/caf\xc3\xa9.png\0"
@@ -169,7 +169,7 @@ def test_non_utf8_root_and_file_are_indexed_and_printed(non_utf8_library: tuple[
     _needs_store(run)
     assert run.exit_code == 0, run.output
     assert json.loads(run.stdout)["embedded"] == 4
-    result = invoke("search", "dog", "--library", library, "-k", "10")
+    result = invoke("search", "--min-relevance", "0", "dog", "--library", library, "-k", "10")
     assert result.exit_code == 0, result.output
     assert os.fsencode(root / NOT_UTF8) in result.stdout_bytes
 
@@ -178,7 +178,9 @@ def test_non_utf8_folder_as_in_and_image_to_similar(non_utf8_library: tuple[Path
     """`--in d\\xff` finds its two images; `similar zz\\xff.png -0` finds the others by their bytes."""
     root, library, run = non_utf8_library
     _needs_store(run)
-    within = invoke("search", "dog", "--in", root / os.fsdecode(b"d\xff"), "-0", "--library", library)
+    within = invoke(
+        "search", "--min-relevance", "0", "dog", "--in", root / os.fsdecode(b"d\xff"), "-0", "--library", library
+    )
     assert within.exit_code == 0, within.output
     assert set(within.stdout_bytes[:-1].split(b"\0")) == {
         os.fsencode(root) + b"/d\xff/" + n for n in (b"a.png", b"b.png")

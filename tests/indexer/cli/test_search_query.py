@@ -82,7 +82,19 @@ def test_weighted_words_and_not_match_the_api(photos_library: tuple[Path, Path],
     exactly the API's results for the same parts."""
     _root, library = photos_library
     result = invoke(
-        "search", "2:red circle", "stripes", "-1:dots", "--not", "green", "--json", "-k", "6", "--library", library
+        "search",
+        "2:red circle",
+        "stripes",
+        "-1:dots",
+        "--not",
+        "green",
+        "--json",
+        "-k",
+        "6",
+        "--library",
+        library,
+        "--min-relevance",
+        "0",
     )
     assert result.exit_code == 0, result.output
     parts = (
@@ -91,16 +103,16 @@ def test_weighted_words_and_not_match_the_api(photos_library: tuple[Path, Path],
         Part(text="dots", weight=-1),
         Part(text="green", weight=-1),
     )
-    assert _ids(result.stdout) == _api(library, tiny_encoder, Query(parts, k=6))
-    assert _ids(result.stdout) != _api(library, tiny_encoder, Query.of_text("stripes", k=6))
+    assert _ids(result.stdout) == _api(library, tiny_encoder, Query(parts, k=6, min_relevance=None))
+    assert _ids(result.stdout) != _api(library, tiny_encoder, Query.of_text("stripes", k=6, min_relevance=None))
 
 
 def test_a_negative_weight_after_double_dash_and_as_an_option_value(photos_library: tuple[Path, Path]) -> None:
     """After `--` a negative weight is a word as usual; as the value of `--template` it stays that value (here
     a template without {}, refused as such rather than taken as a query part)."""
     _root, library = photos_library
-    after = invoke("search", "--json", "--library", library, "stripes", "--", "-1:dots")
-    direct = invoke("search", "--json", "--library", library, "stripes", "-1:dots")
+    after = invoke("search", "--json", "--min-relevance", "0", "--library", library, "stripes", "--", "-1:dots")
+    direct = invoke("search", "--json", "--min-relevance", "0", "--library", library, "stripes", "-1:dots")
     assert after.exit_code == direct.exit_code == 0, after.output + direct.output
     assert _ids(after.stdout) == _ids(direct.stdout)
     bad_template = invoke("search", "stripes", "--template", "-1:dots", "--library", library)
@@ -144,7 +156,7 @@ def test_sort_by_date_prints_the_k_best_oldest_or_newest_first(photos_library: t
     """`--sort date` shows the same k results as relevance, by date taken else mtime (the JPEG's EXIF 2021
     date, the PNGs' mtimes of today); `-date` is the reverse for distinct dates; ranks are positions."""
     _root, library = photos_library
-    args = ["search", "a photo", "-k", "13", "--json", "--library", str(library)]
+    args = ["search", "a photo", "-k", "13", "--json", "--min-relevance", "0", "--library", str(library)]
     best, oldest, newest = (invoke(*args, *sort) for sort in ([], ["--sort", "date"], ["--sort", "-date"]))
     assert best.exit_code == oldest.exit_code == newest.exit_code == 0
     rows = [[json.loads(line) for line in run.stdout.splitlines()] for run in (best, oldest, newest)]

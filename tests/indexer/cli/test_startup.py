@@ -74,13 +74,15 @@ def test_a_text_search_on_an_exported_library_imports_no_model_code(library: Lib
     encoder = library.encoder(reference_spec(), device="cpu")
     assert encoder.backend == "onnx"
     index_folders(library, encoder, [str(photos)], workers=1)
-    where = ("--library", str(library.directory), "-k", "5", "--json")
+    where = ("--library", str(library.directory), "-k", "5", "--json", "--min-relevance", "0")
     query = "two red circles on a striped background"
     light, heavy = run_cli("search", query, *where)
     assert heavy == []
     assert_same_results(light, run_cli("search", query, *where, "--backend", "torch"))
     inside = photos / "trip"  # `--in`, `--min-score` and `--paths` take the light path too
-    paths, heavy = run_cli("search", query, *where[:4], "--in", str(inside), "--min-score", "-1", "--paths")
+    paths, heavy = run_cli(
+        "search", query, *where[:4], "--min-relevance", "0", "--in", str(inside), "--min-score", "-1", "--paths"
+    )
     assert heavy == []
     assert sorted(paths.splitlines()) == sorted(str(path) for path in inside.iterdir())  # 3 images, k 5
 

@@ -31,4 +31,4 @@ def test_vit_b_32_indexes_and_finds_each_image(tmp_path: Path) -> None:
         texts = encoder.encode_texts(["a dog on the beach at sunset", "a red car"])
         assert texts.shape == (2, 512)
         assert np.allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
-        assert len(searcher.search_text("a dog on the beach at sunset", k=3)) == 3
+        assert len(searcher.search_text("a dog on the beach at sunset", k=3, min_relevance=None)) == 3
