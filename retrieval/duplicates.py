@@ -14,8 +14,8 @@ scores at least `threshold` against it. So every member of a group is a near-dup
 copy (its `score` is the cosine to it), each image is in one group at most, and the best copy is the best
 of its group. An image whose only near-duplicates went to a better copy's group before it stays out.
 
-Best-copy order: most pixels (width x height), then largest file, then oldest date (EXIF date taken, else
-the file's modification time), then path. Groups come ordered by their best copy's path. Nothing is deleted.
+Best-copy order: most pixels (width x height), then oldest date (EXIF date taken, else the file's
+modification time), then largest file, then path. Groups come ordered by their best copy's path. Nothing is deleted.
 """
 
 from __future__ import annotations
@@ -89,9 +89,10 @@ class DuplicateMember:
         }
 
 
-def best_copy_key(member: DuplicateMember) -> tuple[int, int, datetime, str]:
-    """Sorts the best copy first: most pixels, largest file, oldest date, then path."""
-    return (-member.pixels, -member.size, member.date, member.path)
+def best_copy_key(member: DuplicateMember) -> tuple[int, datetime, int, str]:
+    """Sorts the best copy first: most pixels, oldest date, largest file, then path. Date before file size: an
+    edit saved later (a watermark, a PNG of a JPEG) can be the larger file, while the original is older."""
+    return (-member.pixels, member.date, -member.size, member.path)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 @library_options
 def duplicates(threshold: float, within: tuple[Path, ...], as_json: bool, library: LibraryChoice) -> None:
     """List groups of near-duplicate images (re-encodes, resizes, crops, small edits), the best copy first
-    (most pixels, then largest file, then oldest). Deletes nothing.
+    (most pixels, then oldest, then largest file). Deletes nothing.
 
     \b
     Example:

@@ -103,14 +103,14 @@ def test_copies_group_with_the_best_copy_first_and_distinct_images_do_not(hand_m
             meta("/z/more-pixels.png", pixels=(200, 100), size=10),
             meta("/a/bigger-file.png", pixels=(100, 100), size=99),
         ),
-        (meta("/z/bigger-file.png", size=2000, taken=2022), meta("/a/older.png", size=1000, taken=2001)),
-        (meta("/z/older.png", taken=2001), meta("/a/newer.png", taken=2020)),
+        (meta("/z/older.png", size=1000, taken=2001), meta("/a/newer-bigger-file.png", size=2000, taken=2022)),
+        (meta("/z/bigger-file.png", size=2000, taken=2001), meta("/a/smaller-file.png", size=1000, taken=2001)),
         (meta("/a/path.png"), meta("/b/path.png")),
     ],
-    ids=["pixels", "file size", "date", "path"],
+    ids=["pixels", "date", "file size", "path"],
 )
 def test_the_best_copy_order(hand_made: Library, better: FileMetadata, worse: FileMetadata) -> None:
-    """Most pixels, then largest file, then oldest date, then path: each rule decides when those before tie."""
+    """Most pixels, then oldest date, then largest file, then path: each rule decides when those before tie."""
     vector = unit_vectors(1, 3, DIM)[0]
     write(hand_made, [(worse, vector), (better, vector)])
     assert paths(find_duplicates(hand_made)) == [[better.path, worse.path]]
