@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import IndexRootError as IndexRootError
     from retrieval.errors import IndexSaveError as IndexSaveError
     from retrieval.errors import IndexSaveWarning as IndexSaveWarning
+    from retrieval.errors import InvalidDateError as InvalidDateError
     from retrieval.errors import InvalidQueryError as InvalidQueryError
     from retrieval.errors import LibraryBusyError as LibraryBusyError
     from retrieval.errors import LibraryNotFoundError as LibraryNotFoundError
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import PrecisionMixWarning as PrecisionMixWarning
     from retrieval.errors import TrainingError as TrainingError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
+    from retrieval.filters import SearchFilter as SearchFilter
     from retrieval.index import VectorIndex as VectorIndex
     from retrieval.library import Library as Library
     from retrieval.library_facts import LibraryFacts as LibraryFacts
@@ -62,6 +64,7 @@ _EXPORTS = {
         "IndexRootError",
         "IndexSaveError",
         "IndexSaveWarning",
+        "InvalidDateError",
         "InvalidQueryError",
         "LibraryBusyError",
         "LibraryNotFoundError",
@@ -73,6 +76,7 @@ _EXPORTS = {
         "TrainingError",
         "UnreadableImageError",
     ),
+    "retrieval.filters": ("SearchFilter",),
     "retrieval.index": ("VectorIndex",),
     "retrieval.library": ("Library",),
     "retrieval.library_facts": ("LibraryFacts",),

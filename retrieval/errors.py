@@ -120,3 +120,8 @@ class PrecisionMixWarning(UserWarning):
     """An index run embeds with another runtime or precision than the library's vectors were made with (say
     ONNX int8 into an fp32 library): the same model, so the vectors stay comparable and the run goes on; the
     library records both (`LibraryFacts.precision`)."""
+
+
+# --- filters branch: search filters ------------------------------------------------------------------
+class InvalidDateError(InvalidQueryError):
+    """A date given to a filter (`after`, `before`) is not one of the accepted forms (`dates.DATE_FORMS`)."""

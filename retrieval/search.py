@@ -74,9 +74,10 @@ class Searcher:
         template: str | None = None,
         within: str | Path | None = None,
         min_score: float | None = None,
+        search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
         vector = self.encoder.encode_texts([apply_template(query, template)])[0]
-        return self.search_vector(vector, k, within=within, min_score=min_score)
+        return self.search_vector(vector, k, within=within, min_score=min_score, search_filter=search_filter)
 
     def search_image(
         self,
@@ -86,11 +87,14 @@ class Searcher:
         include_self: bool = False,
         within: str | Path | None = None,
         min_score: float | None = None,
+        search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
         """Images similar to the file `image`, indexed or not; the file itself is left out unless asked."""
         vector, own_id = self.image_vector(image)
         exclude = {own_id} if own_id is not None and not include_self else set()
-        return self.search_vector(vector, k, within=within, min_score=min_score, exclude_ids=exclude)
+        return self.search_vector(
+            vector, k, within=within, min_score=min_score, exclude_ids=exclude, search_filter=search_filter
+        )
 
     def image_vector(self, image: str | Path) -> tuple[np.ndarray, int | None]:
         """The query image's vector, and its id when it is indexed. An indexed, unchanged file reuses
@@ -117,13 +121,17 @@ class Searcher:
         within: str | Path | None = None,
         min_score: float | None = None,
         exclude_ids: set[int] | None = None,
+        search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
+        """The best k images for `vector` that pass `search_filter` (`SearchFilter.of`: folders, dates, camera,
+        extensions, dimensions, orientation) and `within`, less `exclude_ids`."""
         if len(self.index) == 0:
             raise EmptyLibraryError(f"the library at {self.library.directory} has no indexed images yet")
         if k < 1:
             raise InvalidQueryError(f"`k` must be at least 1, not {k}", parameters=("k",))
         check_min_score(min_score)
-        return self.search_filtered(vector, k, SearchFilter.of(within=within, exclude_ids=exclude_ids), min_score)
+        chosen = SearchFilter.of(within=within, exclude_ids=exclude_ids).also(search_filter)
+        return self.search_filtered(vector, k, chosen, min_score)
 
     def search_filtered(
         self, vector: np.ndarray, k: int, search_filter: SearchFilter, min_score: float | None = None

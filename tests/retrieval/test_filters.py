@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import retrieval.filters as filters
+from retrieval.conditions import Within
 from retrieval.errors import InvalidQueryError
-from retrieval.filters import IdFilter, SearchFilter, Within
+from retrieval.filters import IdFilter, SearchFilter
 from retrieval.index import VectorIndex
 from retrieval.storage.records import FileMetadata
 from retrieval.storage.store import Store
@@ -53,13 +54,13 @@ def test_within_resolves_to_the_folder_and_its_subfolders(store: tuple[Store, di
     resolved = SearchFilter.of(within=tmp_path / "a").resolve(opened)
     assert resolved.allowed is not None
     assert sorted(resolved.allowed.tolist()) == sorted([ids["a/1.jpg"], ids["a/sub/2.jpg"]])
-    assert len(Within(tmp_path / "ab" / ".." / "ab").ids(opened)) == 1
+    assert len(Within((tmp_path / "ab" / ".." / "ab",)).ids(opened)) == 1
 
 
 def test_conditions_intersect_and_exclusions_apply(store: tuple[Store, dict[str, int]], tmp_path: Path) -> None:
     """Every condition must pass; excluded ids are removed from what the conditions allow."""
     opened, ids = store
-    both = SearchFilter((Within(tmp_path), OddIds()), frozenset({ids["a/1.jpg"]})).resolve(opened)
+    both = SearchFilter((Within((tmp_path,)), OddIds()), frozenset({ids["a/1.jpg"]})).resolve(opened)
     expected = sorted({ids["a/sub/2.jpg"], ids["ab/3.jpg"], ids["4.jpg"]} & {3, 5, 7})
     assert both.allowed is not None and both.allowed.tolist() == expected
     only_excluded = SearchFilter.of(exclude_ids={ids["4.jpg"]}).resolve(opened)
