@@ -34,6 +34,14 @@ FLAGS = {
     "hard_negatives": "--hard-negatives",
     "match_targets": "--match-targets",
     "style": "--style",
+    # filters branch: search filters
+    "after": "--after",
+    "before": "--before",
+    "camera": "--camera",
+    "extensions": "--ext",
+    "min_width": "--min-width",
+    "min_height": "--min-height",
+    "orientation": "--orientation",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 import click
 
 from indexer.cli.options import (
+    FilterChoice,
     LibraryChoice,
     ModelChoice,
     ResultChoice,
+    filter_options,
     library_options,
     model_options,
     result_options,
@@ -42,6 +44,7 @@ def check_shown(results: ResultChoice, null: bool) -> None:
 @click.argument("query", nargs=-1, required=True)
 @click.option("--template", default=None, help='Prompt template, e.g. "a photo of {}" (off by default).')
 @result_options
+@filter_options
 @null_option
 @model_options
 @library_options
@@ -49,6 +52,7 @@ def search(
     query: tuple[str, ...],
     template: str | None,
     results: ResultChoice,
+    filters: FilterChoice,
     null: bool,
     model: ModelChoice,
     library: LibraryChoice,
@@ -60,11 +64,18 @@ def search(
       clipsearch search "a dog on the beach at sunset" -k 20
       clipsearch search red car --in ~/Pictures/2021 --json
       clipsearch search "birthday cake" --paths -0 | xargs -0 open
+      clipsearch search beach --after 2021-06 --before 2021-09 --camera iphone --orientation landscape
+      clipsearch search dog --in ~/Pictures/trips --in ~/Pictures/family --ext jpg,heic --min-width 2000
     """
     check_shown(results, null)
+    chosen = filters.search_filter()  # bad filter values are refused before the model loads
     with _searcher(library, model, results) as searcher:
         found = searcher.search_text(
-            " ".join(query), results.k, template=template, within=results.within, min_score=results.min_score
+            " ".join(query),
+            results.k,
+            template=template,
+            min_score=results.min_score,
+            search_filter=chosen,
         )
     print_results(found, results, null=null)
 
@@ -73,11 +84,18 @@ def search(
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--include-self", is_flag=True, help="Keep the query image itself in the results.")
 @result_options
+@filter_options
 @null_option
 @model_options
 @library_options
 def similar(
-    image: Path, include_self: bool, results: ResultChoice, null: bool, model: ModelChoice, library: LibraryChoice
+    image: Path,
+    include_self: bool,
+    results: ResultChoice,
+    filters: FilterChoice,
+    null: bool,
+    model: ModelChoice,
+    library: LibraryChoice,
 ) -> None:
     """Find images that look like IMAGE (an indexed photo or any image file).
 
@@ -85,11 +103,17 @@ def similar(
     Example:
       clipsearch similar ~/Pictures/IMG_0042.jpg -k 10
       clipsearch similar query.png --min-score 0.95 --paths   # near-duplicates
+      clipsearch similar IMG_0042.jpg --after 2020 --before 2021 --camera canon
     """
     check_shown(results, null)
+    chosen = filters.search_filter()
     with _searcher(library, model, results) as searcher:
         found = searcher.search_image(
-            image, results.k, include_self=include_self, within=results.within, min_score=results.min_score
+            image,
+            results.k,
+            include_self=include_self,
+            min_score=results.min_score,
+            search_filter=chosen,
         )
     print_results(found, results, null=null)
 
