@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -90,7 +90,9 @@ def filled(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Encoder) -> I
 
 def _between(facts: Facts, start: str, end: str) -> np.ndarray:
     """Rows whose day is from `start` (included) to `end` (excluded)."""
-    first, last = ((datetime.fromisoformat(day) - EPOCH.replace(hour=0)).days for day in (start, end))
+    first, last = (
+        (date(*[int(part) for part in f"{day}-01".split("-")[:3]]) - EPOCH.date()).days for day in (start, end)
+    )
     return (facts.day >= first) & (facts.day < last)
 
 
