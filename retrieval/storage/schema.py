@@ -59,7 +59,7 @@ class ImageRow(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     format: Mapped[str | None] = mapped_column(String(16))
-    taken_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime)  # indexed first in ix_images_date
     camera_make: Mapped[str | None] = mapped_column(String(128))
     camera_model: Mapped[str | None] = mapped_column(String(128))
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -149,6 +149,7 @@ def test_0004_backfills_the_filter_columns_and_indexes_them(tmp_path: Path, monk
         ]
         names = {"ix_images_date", "ix_images_camera", "ix_images_extension", "ix_images_orientation"}
         assert names | {"ix_images_width", "ix_images_height"} <= indexes
+        assert "ix_images_taken_at" not in indexes  # ix_images_date serves what it did
         assert store.filter_ids(queries.with_extensions(["jpg"])).tolist() == [10, 20]
         assert store.filter_ids(queries.with_extensions(["tif"])).tolist() == []  # no vector
         assert store.camera_names() == ["Apple iPhone 12", "Canon EOS 5D"]
