@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import DeviceUnavailableError as DeviceUnavailableError
     from retrieval.errors import DiskFullError as DiskFullError
     from retrieval.errors import EmptyLibraryError as EmptyLibraryError
+    from retrieval.errors import ExportError as ExportError
     from retrieval.errors import IndexFileWarning as IndexFileWarning
     from retrieval.errors import IndexRootError as IndexRootError
     from retrieval.errors import IndexSaveError as IndexSaveError
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import PrecisionMixWarning as PrecisionMixWarning
     from retrieval.errors import TrainingError as TrainingError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
+    from retrieval.export import ExportReport as ExportReport
+    from retrieval.export import export_files as export_files
     from retrieval.filters import SearchFilter as SearchFilter
     from retrieval.index import VectorIndex as VectorIndex
     from retrieval.library import Library as Library
@@ -44,6 +47,8 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.model.reference import reference_spec as reference_spec
     from retrieval.model.specs import ModelIdentity as ModelIdentity
     from retrieval.model.specs import ModelSpec as ModelSpec
+    from retrieval.query import Part as Part
+    from retrieval.query import Query as Query
     from retrieval.search import Searcher as Searcher
     from retrieval.search import SearchResult as SearchResult
     from retrieval.storage.records import FileMetadata as FileMetadata
@@ -60,6 +65,7 @@ _EXPORTS = {
         "DeviceUnavailableError",
         "DiskFullError",
         "EmptyLibraryError",
+        "ExportError",
         "IndexFileWarning",
         "IndexRootError",
         "IndexSaveError",
@@ -83,6 +89,8 @@ _EXPORTS = {
     "retrieval.model.encoder": ("Encoder", "RandomWeightsWarning"),
     "retrieval.model.reference": ("model_file", "reference_spec"),
     "retrieval.model.specs": ("ModelIdentity", "ModelSpec"),
+    "retrieval.export": ("ExportReport", "export_files"),
+    "retrieval.query": ("Part", "Query"),
     "retrieval.search": ("Searcher", "SearchResult"),
     "retrieval.storage.records": ("FileMetadata", "ImageRecord", "LibraryStats"),
     "retrieval.storage.store": ("Store",),

@@ -156,6 +156,43 @@ EXTENSION_MAX_CHARS = 32
 # --- end filters branch
 
 
+# --- dups branch: near-duplicates (retrieval/duplicates.py, benchmarks/duplicates.py) ------------------------
+DEFAULT_DUPLICATE_THRESHOLD = 0.99
+"""An image is a near-duplicate of a group's best copy when their vectors' cosine is at least this. Chosen by
+benchmarks/duplicates.py with the reference model on generated scenes and their edited copies (resized,
+re-compressed, cropped, brightened, watermarked, rotated, PNG<->JPEG) against hard negatives (the same scene
+with one attribute changed): the lowest threshold at which 99% of the copies a group would let go are true
+copies (tune half 0.991, test half 0.978, recall 0.886 of the removable copies); 0.985 lets 2.9% wrong ones
+go on the test half, 0.995 recovers 85%."""
+DUPLICATE_MIN_THRESHOLD = 0.5
+"""Lower thresholds are refused: they pair up unrelated pictures, and the pairs grow towards N² (a
+library's random pairs already score 0.4 to 0.5 with CLIP models)."""
+DUPLICATE_QUERY_BATCH = 2048
+"""Stored vectors per faiss range search: enough for faiss to spread a batch over its threads, few enough
+that a batch's pairs stay small."""
+DUPLICATE_NPROBE = 8
+"""Lists an IVF index visits per range-search query (a search visits 64 of 1024 at 100k): a near-duplicate lies
+so close to its original that it shares its list or a neighbour's. Measured at 100k CLIP-like vectors (1024
+lists) by benchmarks/duplicates_cost.py: pair recall against exact 0.978 at 1 list, 0.998 at 2, 1.000 at 4
+and 8 (threshold 0.95); 8 keeps a margin for the finer lists of larger libraries (4096 at 1M)."""
+# --- end dups branch
+# --- query branch: fused queries, result order, export
+NOT_WEIGHT = -1.0
+"""The weight of a `--not` part: a negative part counts as much as a positive one of weight 1."""
+FUSION_MIN_NORM = 1e-2
+"""A fused query vector shorter than this (relative to the sum of the weights' sizes) is refused: its parts
+(nearly) cancel out, and its direction would be noise, e.g. an image less its own stored float16 vector (about
+1e-3). Two texts as close as "circle" and "circles" (cosine 0.99) still leave 0.07."""
+DEFAULT_SORT = "relevance"
+SORT_CHOICES = ("relevance", "date", "-date")
+"""Result order: best first; or, among the results chosen by score, oldest (`date`) or newest (`-date`) first,
+by date taken, falling back to the file's mtime."""
+DEFAULT_EXPORT_MODE = "link"
+EXPORT_MODES = ("link", "hardlink", "copy")
+"""How `export` writes a result: a symbolic link to the original (default), a hard link, or a copy."""
+# --- end query branch
+
+
 def default_onnx_cache_dir() -> Path:
     """Where an `Encoder` that belongs to no library keeps its ONNX exports (CLIPSEARCH_ONNX_CACHE, else the
     user's cache folder)."""

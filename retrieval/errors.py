@@ -125,3 +125,8 @@ class PrecisionMixWarning(UserWarning):
 # --- filters branch: search filters ------------------------------------------------------------------
 class InvalidDateError(InvalidQueryError):
     """A date given to a filter (`after`, `before`) is not one of the accepted forms (`dates.DATE_FORMS`)."""
+
+
+# --- query branch: export ---------------------------------------------------------------------------
+class ExportError(ClipsearchError):
+    """Results cannot be exported where asked (the folder is a file, or cannot be created or written)."""

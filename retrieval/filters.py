@@ -135,12 +135,6 @@ class SearchFilter:
             conditions.append(Orientation(orientation))
         return cls(tuple(conditions), frozenset(int(i) for i in exclude_ids or ()))
 
-    def also(self, other: SearchFilter | None) -> SearchFilter:
-        """A filter passing what both this one and `other` pass (None: this one)."""
-        if other is None:
-            return self
-        return SearchFilter(self.conditions + other.conditions, self.exclude | other.exclude)
-
     def resolve(self, store: Store) -> IdFilter:
         """One id set for the whole filter, through one indexed store query per condition."""
         allowed: np.ndarray | None = None

@@ -234,6 +234,25 @@ class VectorIndex:
                 return np.where(ids >= 0, distances, -np.inf).astype(np.float32), ids
             nprobe = min(nlist, nprobe * 4)
 
+    def range_search(
+        self, queries: np.ndarray, radius: float, id_filter: IdFilter | None = None, *, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """faiss convention: (lims, D, I), query q's neighbours scoring above `radius` being D[lims[q]:lims[q+1]]
+        and I[...] (in no order). On the CPU copy (faiss GPU indexes have no range search); an IVF index visits
+        `nprobe` lists (default: its own), whatever the filter."""
+        matrix = _as_matrix(queries, self.dim)
+        if len(self) == 0:
+            return _as_ids(np.zeros(len(matrix) + 1)), np.zeros(0, dtype=np.float32), _as_ids([])
+        selector = (id_filter or IdFilter()).selector()
+        extra = {"sel": selector.sel} if selector else {}
+        if self._ivf is not None:
+            probes = self._ivf.nprobe if nprobe is None else max(1, min(int(nprobe), self._ivf.nlist))
+            params = _faiss.SearchParametersIVF(nprobe=probes, **extra)
+        else:
+            params = _faiss.SearchParameters(**extra) if extra else None
+        lims, distances, found = self._cpu.range_search(matrix, float(radius), params=params)
+        return _as_ids(lims), np.asarray(distances, dtype=np.float32), _as_ids(found)
+
     def _search_replica(self, replica: Any, matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search the GPU copy; a flat copy answers row positions, mapped back to ids here."""
         distances, found = replica.search(matrix, k)

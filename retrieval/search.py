@@ -1,10 +1,11 @@
-"""Query -> vector -> FAISS -> ids -> store rows: text and image search with filters."""
+"""Query -> vector -> FAISS -> ids -> store rows: fused text and image queries with filters (`Query`, whose
+module documents the fusion rule), chosen by score, cut, then sorted."""
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from retrieval.filters import SearchFilter
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
+from retrieval.query import Part, Query, fuse, sort_results
 from retrieval.storage.records import ImageRecord, copy_fields
 
 
@@ -34,6 +36,7 @@ class SearchResult:
     camera_make: str | None
     camera_model: str | None
     size: int
+    mtime_ns: int
 
     @classmethod
     def from_record(cls, record: ImageRecord, rank: int, score: float) -> SearchResult:
@@ -66,6 +69,44 @@ class Searcher:
         library.check_model(self.encoder)
         self.index: VectorIndex = library.load_index(gpu=gpu, mmap=True)
 
+    def search(self, query: Query) -> list[SearchResult]:
+        """Run `query`: its parts fused into one vector, the k best by score inside its filter (its own
+        images left out unless `include_self`), those below `min_score` dropped, the rest in `sort` order."""
+        self._check(query.k, query.min_score)
+        vector, own_ids = self.query_vector(query)
+        own = frozenset[int]() if query.include_self else frozenset(own_ids)
+        search_filter = replace(query.filter, exclude=query.filter.exclude | own)
+        chosen = self.search_filtered(vector, query.k, search_filter, query.min_score)
+        return sort_results(chosen, query.sort)
+
+    def query_vector(self, query: Query) -> tuple[np.ndarray, set[int]]:
+        """The fused vector of `query`'s parts, and the ids of its indexed images. Texts are encoded in one
+        batch, each after the query's template."""
+        texts = [apply_template(part.text, query.template) for part in query.parts if part.text is not None]
+        encoded = iter(self.encoder.encode_texts(texts)) if texts else iter(())
+        vectors: list[np.ndarray] = []
+        own_ids: set[int] = set()
+        for part in query.parts:
+            if part.text is not None:
+                vectors.append(next(encoded))
+                continue
+            vector, own_id = self.part_image_vector(part)
+            vectors.append(vector)
+            if own_id is not None:
+                own_ids.add(own_id)
+        return fuse(np.stack(vectors), [part.weight for part in query.parts]), own_ids
+
+    def part_image_vector(self, part: Part) -> tuple[np.ndarray, int | None]:
+        """An image part's vector and its id when indexed: a file's (`image_vector`), or an id's stored one."""
+        if part.image is not None:
+            return self.image_vector(part.image)
+        assert part.image_id is not None
+        if not self.index.contains(part.image_id):
+            raise InvalidQueryError(
+                f"`image_id` {part.image_id} is not an indexed image of this library", parameters=("image_id",)
+            )
+        return self.index.reconstruct([part.image_id])[0], part.image_id
+
     def search_text(
         self,
         query: str,
@@ -76,8 +117,9 @@ class Searcher:
         min_score: float | None = None,
         search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
-        vector = self.encoder.encode_texts([apply_template(query, template)])[0]
-        return self.search_vector(vector, k, within=within, min_score=min_score, search_filter=search_filter)
+        """The one-text query: `search(Query.of_text(...))`, inside `search_filter` and `within`."""
+        chosen = _both(SearchFilter.of(within=within), search_filter)
+        return self.search(Query.of_text(query, k=k, template=template, filter=chosen, min_score=min_score))
 
     def search_image(
         self,
@@ -90,11 +132,9 @@ class Searcher:
         search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
         """Images similar to the file `image`, indexed or not; the file itself is left out unless asked."""
-        vector, own_id = self.image_vector(image)
-        exclude = {own_id} if own_id is not None and not include_self else set()
-        return self.search_vector(
-            vector, k, within=within, min_score=min_score, exclude_ids=exclude, search_filter=search_filter
-        )
+        chosen = _both(SearchFilter.of(within=within), search_filter)
+        query = Query.of_image(image, k=k, include_self=include_self, filter=chosen, min_score=min_score)
+        return self.search(query)
 
     def image_vector(self, image: str | Path) -> tuple[np.ndarray, int | None]:
         """The query image's vector, and its id when it is indexed. An indexed, unchanged file reuses
@@ -123,15 +163,18 @@ class Searcher:
         exclude_ids: set[int] | None = None,
         search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
-        """The best k images for `vector` that pass `search_filter` (`SearchFilter.of`: folders, dates, camera,
-        extensions, dimensions, orientation) and `within`, less `exclude_ids`."""
+        """The best k images for `vector` inside `search_filter` and `within`, less `exclude_ids`."""
+        self._check(k, min_score)
+        chosen = _both(SearchFilter.of(within=within, exclude_ids=exclude_ids), search_filter)
+        return self.search_filtered(vector, k, chosen, min_score)
+
+    def _check(self, k: int, min_score: float | None) -> None:
+        """What every search refuses before it encodes anything: an empty library, k < 1, a bad `min_score`."""
         if len(self.index) == 0:
             raise EmptyLibraryError(f"the library at {self.library.directory} has no indexed images yet")
         if k < 1:
             raise InvalidQueryError(f"`k` must be at least 1, not {k}", parameters=("k",))
         check_min_score(min_score)
-        chosen = SearchFilter.of(within=within, exclude_ids=exclude_ids).also(search_filter)
-        return self.search_filtered(vector, k, chosen, min_score)
 
     def search_filtered(
         self, vector: np.ndarray, k: int, search_filter: SearchFilter, min_score: float | None = None
@@ -157,6 +200,13 @@ class Searcher:
                     for rank, (score, image_id) in enumerate(hits, start=1)
                 ]
             id_filter = id_filter.excluding(gone)
+
+
+def _both(first: SearchFilter, second: SearchFilter | None) -> SearchFilter:
+    """A filter passing what both `first` and `second` (None: no more) pass."""
+    if second is None:
+        return first
+    return SearchFilter(first.conditions + second.conditions, first.exclude | second.exclude)
 
 
 def check_min_score(min_score: float | None) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from indexer.cli.app import cli, main
 from indexer.cli.bench import bench
 from indexer.cli.demo import demo
+from indexer.cli.duplicates import duplicates
+from indexer.cli.export import export
 from indexer.cli.index import index
 from indexer.cli.info import info
 from indexer.cli.search import search, similar
 from indexer.cli.train import generate_dataset, train
 
-COMMANDS = [index, search, similar, info, train, generate_dataset, bench, demo]
+COMMANDS = [index, search, similar, export, duplicates, info, train, generate_dataset, bench, demo]
 for _command in COMMANDS:
     cli.add_command(_command)
 

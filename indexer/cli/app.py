@@ -42,6 +42,10 @@ FLAGS = {
     "min_width": "--min-width",
     "min_height": "--min-height",
     "orientation": "--orientation",
+    "threshold": "--threshold",  # dups branch
+    # query branch: fused queries, sort, export
+    "sort": "--sort",
+    "folder": "--to",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 

@@ -1,10 +1,12 @@
-"""`clipsearch search` and `clipsearch similar`: one query, results as lines, JSON or paths (newline- or
-NUL-separated)."""
+"""`clipsearch search` and `clipsearch similar`: one query of weighted parts (`query_options`, which `export`
+shares), results as lines, JSON or paths (newline- or NUL-separated)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,11 +20,15 @@ from indexer.cli.options import (
     filter_options,
     library_options,
     model_options,
+    option_group,
     result_options,
 )
 from indexer.cli.output import echo_fs, echo_json
+from retrieval.config import DEFAULT_SORT, SORT_CHOICES
 
 if TYPE_CHECKING:
+    from retrieval.filters import SearchFilter
+    from retrieval.query import Query
     from retrieval.search import Searcher, SearchResult
 
 null_option = click.option(
@@ -40,49 +46,148 @@ def check_shown(results: ResultChoice, null: bool) -> None:
         raise click.UsageError(f"--json and {paths} cannot be used together: choose whole results or only paths")
 
 
-@click.command()
-@click.argument("query", nargs=-1, required=True)
-@click.option("--template", default=None, help='Prompt template, e.g. "a photo of {}" (off by default).')
+@dataclass(frozen=True)
+class QueryChoice:
+    """What to search for and how results are ordered: QUERY words, `--image`, `--not`, `--not-image`,
+    `--template`, `--sort`, `--include-self` (and the negative weights `QueryCommand` sets aside)."""
+
+    words: tuple[str, ...]
+    images: tuple[Path, ...]
+    negated: tuple[str, ...]
+    negated_images: tuple[Path, ...]
+    template: str | None
+    sort: str
+    include_self: bool
+    weighted: tuple[str, ...]
+
+    def query(self, results: ResultChoice, search_filter: SearchFilter, *, image: Path | None = None) -> Query:
+        """The library's `Query`: `image` (similar's IMAGE) first, the `--image`s, the text parts
+        (`text_parts`: plain words as one, each weighted word alone, each `--not`), the `--not-image`s; k and
+        the cut-off of `results`, the images `search_filter` lets through."""
+        from retrieval.config import NOT_WEIGHT
+        from retrieval.query import Part, Query, text_parts
+
+        parts = [Part(image=str(path)) for path in ((image,) if image else ()) + self.images]
+        parts += text_parts(self.words + self.weighted, self.negated)
+        parts += [Part(image=str(path), weight=NOT_WEIGHT) for path in self.negated_images]
+        if not parts:
+            raise click.UsageError("nothing to search for: give some words, or an image with --image")
+        return Query(
+            tuple(parts),
+            k=results.k,
+            filter=search_filter,
+            min_score=results.min_score,
+            sort=self.sort,
+            template=self.template,
+            include_self=self.include_self,
+        )
+
+
+_NEGATIVE_WEIGHT = re.compile(r"-(?:\d+(?:\.\d*)?|\.\d+):[^\s\d]")
+
+
+class QueryCommand(click.Command):
+    """A command taking query words, where a word with a negative weight (`-1:people`) is a word, not an
+    option: before click parses, each is handed to the hidden `--weighted` option (unless it is another
+    option's value, or follows `--`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {
+            name
+            for param in self.params
+            if isinstance(param, click.Option) and not param.is_flag and not param.count
+            for name in param.opts
+        }
+        protected: list[str] = []
+        for position, arg in enumerate(args):
+            if arg == "--":
+                protected += args[position:]
+                break
+            after_option = bool(protected) and protected[-1] in takes_value
+            if _NEGATIVE_WEIGHT.match(arg) and not after_option:
+                protected.append("--weighted")
+            protected.append(arg)
+        return super().parse_args(ctx, protected)
+
+
+query_options = option_group(
+    QueryChoice,
+    "what",
+    click.argument("words", nargs=-1, metavar="[QUERY]..."),
+    click.option(
+        "--image",
+        "images",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="An image to search by, with the words (repeatable).",
+    ),
+    click.option("--not", "negated", multiple=True, help="Away from this text (weight -1; repeatable)."),
+    click.option(
+        "--not-image",
+        "negated_images",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Away from this image (weight -1; repeatable).",
+    ),
+    click.option(
+        "--template", default=None, help='Prompt template for each text, e.g. "a photo of {}" (off by default).'
+    ),
+    click.option(
+        "--sort",
+        type=click.Choice(SORT_CHOICES),
+        default=DEFAULT_SORT,
+        show_default=True,
+        help="Order of the results chosen by score: by score, or by date taken (else file mtime), "
+        "oldest (date) or newest (-date) first.",
+    ),
+    click.option("--include-self", is_flag=True, help="Keep the query's own images in the results."),
+    click.option("--weighted", "weighted", multiple=True, hidden=True),
+)
+"""The query's options, shared by `search`, `similar` and `export` (filters added here reach all three)."""
+
+
+@click.command(cls=QueryCommand)
+@query_options
 @result_options
 @filter_options
 @null_option
 @model_options
 @library_options
 def search(
-    query: tuple[str, ...],
-    template: str | None,
+    what: QueryChoice,
     results: ResultChoice,
     filters: FilterChoice,
     null: bool,
     model: ModelChoice,
     library: LibraryChoice,
 ) -> None:
-    """Find the images that best match a text QUERY.
+    """Find the images that best match a QUERY: words, weighted words, images, and parts to avoid.
+
+    The plain words together are one text; a word W:TEXT weighs TEXT by the number W (2:beach, -1:people);
+    --not TEXT is -1:TEXT. The parts' unit embeddings are summed by weight and renormalised. A digit or space
+    after the colon keeps a word plain (10:30), and so does a leading backslash ('\\2:beach').
 
     \b
     Example:
       clipsearch search "a dog on the beach at sunset" -k 20
       clipsearch search red car --in ~/Pictures/2021 --json
+      clipsearch search beach sunset --not people --sort -date
+      clipsearch search --image ref.jpg "at night"
+      clipsearch search 2:beach 1:sunset -1:people
       clipsearch search "birthday cake" --paths -0 | xargs -0 open
       clipsearch search beach --after 2021-06 --before 2021-09 --camera iphone --orientation landscape
       clipsearch search dog --in ~/Pictures/trips --in ~/Pictures/family --ext jpg,heic --min-width 2000
     """
     check_shown(results, null)
-    chosen = filters.search_filter()  # bad filter values are refused before the model loads
-    with _searcher(library, model, results) as searcher:
-        found = searcher.search_text(
-            " ".join(query),
-            results.k,
-            template=template,
-            min_score=results.min_score,
-            search_filter=chosen,
-        )
+    query = what.query(results, filters.search_filter())  # bad filter values are refused before the model loads
+    with searcher_for(library, model, results) as searcher:
+        found = searcher.search(query)
     print_results(found, results, null=null)
 
 
-@click.command()
+@click.command(cls=QueryCommand)
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--include-self", is_flag=True, help="Keep the query image itself in the results.")
+@query_options
 @result_options
 @filter_options
 @null_option
@@ -90,36 +195,32 @@ def search(
 @library_options
 def similar(
     image: Path,
-    include_self: bool,
+    what: QueryChoice,
     results: ResultChoice,
     filters: FilterChoice,
     null: bool,
     model: ModelChoice,
     library: LibraryChoice,
 ) -> None:
-    """Find images that look like IMAGE (an indexed photo or any image file).
+    """Find images that look like IMAGE (an indexed photo or any image file), optionally steered by words.
 
     \b
     Example:
       clipsearch similar ~/Pictures/IMG_0042.jpg -k 10
       clipsearch similar query.png --min-score 0.95 --paths   # near-duplicates
+      clipsearch similar ref.jpg "at night" --not people
       clipsearch similar IMG_0042.jpg --after 2020 --before 2021 --camera canon
     """
     check_shown(results, null)
-    chosen = filters.search_filter()
-    with _searcher(library, model, results) as searcher:
-        found = searcher.search_image(
-            image,
-            results.k,
-            include_self=include_self,
-            min_score=results.min_score,
-            search_filter=chosen,
-        )
+    query = what.query(results, filters.search_filter(), image=image)
+    with searcher_for(library, model, results) as searcher:
+        found = searcher.search(query)
     print_results(found, results, null=null)
 
 
 @contextmanager
-def _searcher(library: LibraryChoice, model: ModelChoice, results: ResultChoice) -> Iterator[Searcher]:
+def searcher_for(library: LibraryChoice, model: ModelChoice, results: ResultChoice) -> Iterator[Searcher]:
+    """A searcher over the chosen library with the chosen model, the library open while it is used."""
     from retrieval.search import Searcher
 
     with library.open(reading=True) as opened:

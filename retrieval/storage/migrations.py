@@ -209,6 +209,7 @@ def _0004_filter_columns(conn: Connection) -> None:
         index.create(conn)
     sa.Index("ix_images_taken_at", _IMAGES_0004.c.taken_at).drop(conn)  # ix_images_date starts with taken_at
 
+
 # --- end filters branch
 
 

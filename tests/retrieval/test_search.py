@@ -411,6 +411,7 @@ def test_result_is_its_record_under_a_rank_and_score(
             "camera_make": record.camera_make,
             "camera_model": record.camera_model,
             "size": record.size,
+            "mtime_ns": record.mtime_ns,
         }
         assert list(result.to_json()) == [item.name for item in fields(SearchResult)]
 

@@ -112,7 +112,7 @@ def test_readme_lists_exactly_the_json_fields(odd_library: tuple[Path, Path]) ->
 
 def _result(path: str, rank: int = 1) -> SearchResult:
     taken = datetime(2021, 7, 4, 18, 30)
-    return SearchResult(rank, 0.5, rank, path, 40, 30, taken, "Canon", "EOS", 123)
+    return SearchResult(rank, 0.5, rank, path, 40, 30, taken, "Canon", "EOS", 123, 1_600_000_000 * 10**9)
 
 
 def _printed(shown: ResultChoice, *, null: bool = False) -> bytes:
