@@ -119,3 +119,12 @@ def test_help_documents_the_date_rule_with_examples() -> None:
         assert phrase in text
     assert "--camera iphone --orientation landscape" in text and "--in ~/Pictures/trips --in" in text
     assert "--after 2020 --before 2021 --camera canon" in invoke("similar", "--help").output
+
+
+def test_export_takes_the_filters(library: tuple[Path, Path], tmp_path: Path) -> None:
+    _, folder = library
+    target = tmp_path / "out"
+    result = invoke("export", "anything", "--camera", "apple", "--orientation", "landscape", "--to", target,
+                    "--copy", "--paths", "--library", folder, *CPU)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(target)) == ["iphone_wide.JPG"]
