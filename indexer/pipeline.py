@@ -12,26 +12,41 @@ pixels, so a few huge images decode in turn rather than all at once.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from indexer.reuse import Reuse, find_reuse, hash_bytes
-from indexer.scan import DiskFile, Plan, ScanOptions, check_roots, plan_changes, scan_root
+from indexer.roots import enclosing_roots, keep_present, record_run
+from indexer.scan import (
+    DiskFile,
+    Plan,
+    ScanOptions,
+    ScanResult,
+    check_roots,
+    fold_paths,
+    plan_changes,
+    scan_paths,
+    scan_root,
+)
 from retrieval.config import DECODE_MEMORY_BUDGET, DEFAULT_DECODE_WORKERS
 from retrieval.decode import read_and_decode
 from retrieval.errors import UnreadableImageError
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.membudget import MemoryBudget
-from retrieval.model.encoder import Encoder
+from retrieval.model.encoder import Encoder, ImageTransform
 from retrieval.progress import ProgressCallback
 from retrieval.storage.records import FileMetadata, copy_fields
+from retrieval.storage.roots import within
 from retrieval.storage.vectors import as_stored
 
 
@@ -63,24 +78,29 @@ class IndexReport:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
     meta: FileMetadata
     pixels: torch.Tensor
 
 
 @dataclass(frozen=True)
-class _Failed:
+class Failed:
     disk: DiskFile
     reason: str
     content_hash: str | None
 
 
 @dataclass(frozen=True)
-class _Reading:
+class Reading:
     """How the decoding threads read and decode: shared by all of them for one run."""
 
     follow_symlinks: bool
     budget: MemoryBudget
+
+
+EmbedStage = Callable[[list[DiskFile], "BatchCommitter", Reading], None]
+"""Decodes and encodes `files` and hands every file, embedded or failed, to the committer once; the
+default runs in this process (`embed_in_threads`), `indexer.ray_index` runs it on a Ray cluster."""
 
 
 def index_folders(
@@ -93,44 +113,117 @@ def index_folders(
     retry_errors: bool = False,
     progress: ProgressCallback | None = None,
     memory_budget: int = DECODE_MEMORY_BUDGET,
+    embed: EmbedStage | None = None,
 ) -> IndexReport:
     """Bring the library up to date with `roots`: embed new and changed images, keep moved and
     unchanged ones, forget deleted ones. Unreadable files are recorded, never fatal. `progress` is
     called with (files done, files to embed) after each committed batch. The decoding threads hold at
-    most `memory_budget` bytes of full-size pixels at once (see `MemoryBudget`)."""
+    most `memory_budget` bytes of full-size pixels at once (see `MemoryBudget`). A root under a recorded root
+    refreshes only that folder, and forgets only images whose files are gone (`indexer.roots`). `embed` replaces
+    the local decode-and-encode stage (threads here, `workers` of them), e.g. by one on a Ray cluster."""
     started = time.perf_counter()
     report = IndexReport(roots=check_roots(roots))
+    options = options or ScanOptions()
+    reading = Reading(options.follow_symlinks, MemoryBudget(memory_budget))
+    with _indexing(library, encoder) as index:
+        enclosing = enclosing_roots(library.store, report.roots)
+        plan = _plan(library, report, options, retry_errors, enclosing)
+        _update(library, index, encoder, plan, reading, workers, report, progress, embed)
+        record_run(library.store, report.roots, enclosing, options)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def index_paths(
+    library: Library,
+    encoder: Encoder,
+    root: str,
+    paths: Iterable[str],
+    *,
+    options: ScanOptions | None = None,
+    workers: int = DEFAULT_DECODE_WORKERS,
+    memory_budget: int = DECODE_MEMORY_BUDGET,
+) -> IndexReport:
+    """Bring the library up to date with `paths` only (files or folders under `root`, present or gone), as a
+    run on `root` would for them: what `watch` applies for a batch of file system events. Moves within the
+    batch keep their vectors (a path gone and one new with the same content)."""
+    started = time.perf_counter()
+    report = IndexReport(roots=check_roots([root]))
+    options = options or ScanOptions()
+    reading = Reading(options.follow_symlinks, MemoryBudget(memory_budget))
+    root = report.roots[0]
+    folded = [path for path in fold_paths(os.path.abspath(path) for path in paths) if within(path, root)]
+    with _indexing(library, encoder) as index:
+        enclosing = enclosing_roots(library.store, report.roots)
+        scan = scan_paths(folded, root, options)
+        known = {}
+        for path in folded:
+            known.update(library.store.file_states_under(path))
+            state = library.store.image_by_path(path)
+            if state is not None:
+                known[path] = state
+        plan = _scanned(report, scan, plan_changes(scan, known), bool(enclosing))
+        report.unchanged = plan.unchanged
+        _update(library, index, encoder, plan, reading, workers, report, None)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@contextmanager
+def _indexing(library: Library, encoder: Encoder) -> Iterator[VectorIndex]:
+    """Bind the model, hold the writer lock, and hand out the FAISS index, saved at the end under the store's
+    generation."""
     if library.recorded_identity() is None:
         encoder.load()  # a model that cannot load (weights offline) must not become the library's model
     library.bind_model(encoder)
     with library.writer_lock():
         index = library.load_index(gpu="never")
-        options = options or ScanOptions()
-        reading = _Reading(options.follow_symlinks, MemoryBudget(memory_budget))
-        plan = _plan(library, report, options, retry_errors)
-        reuse = find_reuse(plan, library.store, workers, follow_symlinks=options.follow_symlinks)
-        _apply_reuse(library, index, reuse, report)
-        _embed_all(library, index, encoder, reuse, reading, workers, report, progress)
+        yield index
         library.save_index(index, library.store.generation())
-    report.seconds = time.perf_counter() - started
-    return report
 
 
-def _plan(library: Library, report: IndexReport, options: ScanOptions, retry_errors: bool) -> Plan:
+def _update(
+    library: Library,
+    index: VectorIndex,
+    encoder: Encoder,
+    plan: Plan,
+    reading: Reading,
+    workers: int,
+    report: IndexReport,
+    progress: ProgressCallback | None,
+    embed: EmbedStage | None = None,
+) -> None:
+    """Moves, copies and deletions first (no model), then the files to embed, through `embed` or this
+    process's `workers` decoding threads."""
+    reuse = find_reuse(plan, library.store, workers, follow_symlinks=reading.follow_symlinks)
+    _apply_reuse(library, index, reuse, report)
+    stage = embed or functools.partial(embed_in_threads, workers=workers)
+    _embed_all(library, index, encoder, reuse, reading, stage, report, progress)
+
+
+def _plan(
+    library: Library, report: IndexReport, options: ScanOptions, retry_errors: bool, enclosing: dict[str, str]
+) -> Plan:
     merged = Plan()
     for root in report.roots:
         scan = scan_root(root, options)
         plan = plan_changes(scan, library.store.file_states_under(root), retry_errors=retry_errors)
-        report.scanned += len(scan.files)
-        report.unlisted.extend(scan.unlisted)
-        report.skipped.extend(scan.skipped)
-        report.links_skipped += scan.links_skipped
+        plan = _scanned(report, scan, plan, root in enclosing)
         merged.new += plan.new
         merged.changed += plan.changed
         merged.gone += plan.gone
         merged.unchanged += plan.unchanged
     report.unchanged = merged.unchanged
     return merged
+
+
+def _scanned(report: IndexReport, scan: ScanResult, plan: Plan, subfolder: bool) -> Plan:
+    """Count a scan in the report; a subfolder run's plan forgets only files gone from disk."""
+    report.scanned += len(scan.files)
+    report.unlisted.extend(scan.unlisted)
+    report.skipped.extend(scan.skipped)
+    report.links_skipped += scan.links_skipped
+    return keep_present(plan) if subfolder else plan
 
 
 def _apply_reuse(library: Library, index: VectorIndex, reuse: Reuse, report: IndexReport) -> None:
@@ -157,37 +250,37 @@ def _apply_reuse(library: Library, index: VectorIndex, reuse: Reuse, report: Ind
     )
 
 
-def _prepare(disk: DiskFile, encoder: Encoder, reading: _Reading) -> _Prepared | _Failed:
-    """Runs in a worker thread: read, hash, decode, preprocess. Never raises for a bad file."""
+def prepare(disk: DiskFile, preprocess: ImageTransform, reading: Reading) -> Prepared | Failed:
+    """Runs in a worker thread (or a Ray task): read, hash, decode, preprocess. Never raises for a bad file."""
     content_hash = None
     try:
         data, decoded = read_and_decode(disk.path, follow_symlinks=reading.follow_symlinks, budget=reading.budget)
         content_hash = hash_bytes(data)
-        pixels = encoder.preprocess(decoded.image)
+        pixels = preprocess(decoded.image)
     except UnreadableImageError as exc:
-        return _Failed(disk, exc.reason, content_hash)
+        return Failed(disk, exc.reason, content_hash)
     except Exception as exc:  # a malformed file must not stop the run, whatever Pillow raises
-        return _Failed(disk, f"cannot prepare image: {type(exc).__name__}: {exc}", content_hash)
+        return Failed(disk, f"cannot prepare image: {type(exc).__name__}: {exc}", content_hash)
     meta = copy_fields(
         FileMetadata, decoded.info, path=disk.path, size=disk.size, mtime_ns=disk.mtime_ns, content_hash=content_hash
     )
-    return _Prepared(meta, pixels)
+    return Prepared(meta, pixels)
 
 
 def _prepared_in_order(
     pool: ThreadPoolExecutor,
     files: list[DiskFile],
-    encoder: Encoder,
-    reading: _Reading,
+    preprocess: ImageTransform,
+    reading: Reading,
     window: int,
     report: IndexReport,
-) -> Iterator[_Prepared | _Failed]:
+) -> Iterator[Prepared | Failed]:
     """Decode ahead of the consumer by at most `window` files, yielding results in input order; the time the
     consumer waits for a decoded file is added to `report.decode_wait_seconds`."""
-    pending: deque[Future[_Prepared | _Failed]] = deque()
+    pending: deque[Future[Prepared | Failed]] = deque()
     upcoming = iter(files)
     for disk in upcoming:
-        pending.append(pool.submit(_prepare, disk, encoder, reading))
+        pending.append(pool.submit(prepare, disk, preprocess, reading))
         if len(pending) >= window:
             break
     while pending:
@@ -197,7 +290,7 @@ def _prepared_in_order(
         yield result
         following = next(upcoming, None)
         if following is not None:
-            pending.append(pool.submit(_prepare, following, encoder, reading))
+            pending.append(pool.submit(prepare, following, preprocess, reading))
 
 
 def _embed_all(
@@ -205,8 +298,8 @@ def _embed_all(
     index: VectorIndex,
     encoder: Encoder,
     reuse: Reuse,
-    reading: _Reading,
-    workers: int,
+    reading: Reading,
+    stage: EmbedStage,
     report: IndexReport,
     progress: ProgressCallback | None,
 ) -> None:
@@ -214,42 +307,58 @@ def _embed_all(
     if not files:
         return
     encoder.load()  # before the workers start, so they share one loaded preprocess
-    library.record_precision(encoder)
-    batches = _BatchCommitter(library, index, encoder, reuse.replaced, report)
-    batch: list[_Prepared | _Failed] = []
-    done = 0
+    stage(files, BatchCommitter(library, index, encoder, reuse.replaced, report, progress, len(files)), reading)
+
+
+def embed_in_threads(files: list[DiskFile], batches: BatchCommitter, reading: Reading, *, workers: int) -> None:
+    """The local stage: `workers` threads decode while this thread encodes and commits batch after batch."""
+    encoder = batches.encoder
+    batches.library.record_precision(encoder)
+    batch: list[Prepared | Failed] = []
     window = 2 * encoder.batch_size + workers
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="clipsearch-decode") as pool:
-        for position, item in enumerate(_prepared_in_order(pool, files, encoder, reading, window, report)):
+        prepared = _prepared_in_order(pool, files, encoder.preprocess, reading, window, batches.report)
+        for position, item in enumerate(prepared):
             batch.append(item)
             if len(batch) == encoder.batch_size or position == len(files) - 1:
-                done += batches.commit(batch)
+                batches.commit(batch)
                 batch = []
-                if progress:
-                    progress(done, len(files))
 
 
-class _BatchCommitter:
-    """Encodes a batch's good images and writes the whole batch in one transaction, then mirrors the
-    committed change in the in-memory FAISS index."""
+class BatchCommitter:
+    """Writes each batch in one transaction, then mirrors the committed change in the in-memory FAISS index
+    and reports progress: `commit` encodes a prepared batch here, `write` takes vectors encoded elsewhere."""
 
     def __init__(
-        self, library: Library, index: VectorIndex, encoder: Encoder, replaced: set[str], report: IndexReport
+        self,
+        library: Library,
+        index: VectorIndex,
+        encoder: Encoder,
+        replaced: set[str],
+        report: IndexReport,
+        progress: ProgressCallback | None = None,
+        total: int = 0,
     ) -> None:
         self.library, self.index, self.encoder, self.report = library, index, encoder, report
         self.replaced = replaced
         self.model_key = encoder.identity.short_key
+        self.progress, self.total, self.done = progress, total, 0
 
-    def commit(self, batch: list[_Prepared | _Failed]) -> int:
-        good = [item for item in batch if isinstance(item, _Prepared)]
-        failed = [item for item in batch if isinstance(item, _Failed)]
+    def commit(self, batch: list[Prepared | Failed]) -> None:
+        good = [item for item in batch if isinstance(item, Prepared)]
+        failed = [item for item in batch if isinstance(item, Failed)]
+        vectors = self.encoder.encode_image_tensors(torch.stack([g.pixels for g in good])) if good else None
+        self.write([item.meta for item in good], vectors, failed)
+
+    def write(self, metas: list[FileMetadata], vectors: np.ndarray | None, failed: list[Failed]) -> None:
+        """One transaction: `metas` with their `vectors` (one row each) and the `failed` files."""
         # as the store keeps them (float16), so that the index always holds exactly the stored vectors
-        vectors = as_stored(self.encoder.encode_image_tensors(torch.stack([g.pixels for g in good]))) if good else None
+        stored = as_stored(vectors) if metas and vectors is not None else None
         written: list[tuple[str, int]] = []
         with self.library.store.writer() as writer:
-            if vectors is not None:  # new files in one multi-row INSERT, changed ones replaced in place
-                added = writer.add_images([item.meta for item in good], vectors, self.model_key)
-                written += [(item.meta.path, row_id) for item, row_id in zip(good, added, strict=True)]
+            if stored is not None:  # new files in one multi-row INSERT, changed ones replaced in place
+                added = writer.add_images(metas, stored, self.model_key)
+                written += [(meta.path, row_id) for meta, row_id in zip(metas, added, strict=True)]
             for failure in failed:
                 disk = failure.disk
                 row_id = writer.record_failure(
@@ -259,8 +368,10 @@ class _BatchCommitter:
                 self.report.failures.append((disk.path, failure.reason))
         # Only rows that had a vector are in the index; removing is a scan of the whole index, so skip the rest.
         self.index.remove([row_id for path, row_id in written if path in self.replaced])
-        if vectors is not None:
-            self.index.add([row_id for _, row_id in written[: len(good)]], vectors)
-        self.report.embedded += len(good)
+        if stored is not None:
+            self.index.add([row_id for _, row_id in written[: len(metas)]], stored)
+        self.report.embedded += len(metas)
         self.report.failed += len(failed)
-        return len(batch)
+        self.done += len(metas) + len(failed)
+        if self.progress:
+            self.progress(self.done, self.total)

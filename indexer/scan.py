@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from retrieval.decode import IMAGE_EXTENSIONS
@@ -71,8 +71,7 @@ def check_roots(roots: Iterable[str]) -> list[str]:
             what = "does not exist" if not os.path.exists(path) else "is not a folder"
             raise IndexRootError(f"cannot index {root}: it {what}")
         absolute.append(path)
-    unique = sorted(set(absolute))
-    return [r for r in unique if not any(r != p and r.startswith(folder_prefix(p)) for p in unique)]
+    return fold_paths(absolute)
 
 
 def _excluded(path: str, root: str, patterns: tuple[str, ...], *, folder: bool = False) -> bool:
@@ -90,11 +89,73 @@ def _is_hidden(name: str) -> bool:
 def scan_root(root: str, options: ScanOptions) -> ScanResult:
     """List the regular image files under `root`: each folder's files by name, then its subfolders."""
     result = ScanResult()
-    visited: set[tuple[int, int]] = set()
-    pending = [root]
+    _walk(root, root, options, result, set())
+    return result
+
+
+def _walk(folder: str, root: str, options: ScanOptions, result: ScanResult, visited: set[tuple[int, int]]) -> None:
+    pending = [folder]
     while pending:
         pending.extend(reversed(_scan_folder(pending.pop(), root, options, result, visited)))
+
+
+def scan_paths(paths: Iterable[str], root: str, options: ScanOptions) -> ScanResult:
+    """List the image files at or under `paths` (files or folders under `root`) as a scan of `root` would: a
+    path that a scan would not reach (hidden, excluded, behind a link not followed, gone) lists nothing."""
+    result = ScanResult()
+    visited: set[tuple[int, int]] = set()
+    for path in fold_paths(paths):
+        if not _reachable(path, root, options):
+            continue
+        try:
+            is_link, is_dir = os.path.islink(path), os.path.isdir(path)
+            if is_dir and not _excluded(path, root, options.exclude, folder=True):
+                if is_link and not options.follow_symlinks:
+                    result.links_skipped += 1
+                else:
+                    _walk(path, root, options, result, visited)
+            elif not is_dir and _is_image_name(path, options) and not _excluded(path, root, options.exclude):
+                _add_file(path, is_link, lambda: os.stat(path), options, result)  # noqa: B023 (called at once)
+        except FileNotFoundError:
+            continue  # gone again since the event
+        except OSError as exc:
+            result.unlisted.append((path, exc.strerror or str(exc)))
     return result
+
+
+def fold_paths(paths: Iterable[str]) -> list[str]:
+    """Sorted, de-duplicated paths, those under another of them left out (the folder covers them)."""
+    unique = set(paths)
+    return sorted(path for path in unique if not any(_ancestor in unique for _ancestor in _ancestors(path)))
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    parent = os.path.dirname(path)
+    while parent != path:
+        yield parent
+        path, parent = parent, os.path.dirname(parent)
+
+
+def _reachable(path: str, root: str, options: ScanOptions) -> bool:
+    """Whether a walk of `root` gets to `path`: each folder on the way listed and walked into, `path`'s own
+    name not hidden (its kind and exclusion are decided where it is listed)."""
+    if path != root and not path.startswith(folder_prefix(root)):
+        return False
+    parts = os.path.relpath(path, root).split(os.sep) if path != root else []
+    if not options.include_hidden and any(_is_hidden(part) for part in parts):
+        return False
+    folder = root
+    for part in parts[:-1]:
+        folder = os.path.join(folder, part)
+        if _excluded(folder, root, options.exclude, folder=True):
+            return False
+        if os.path.islink(folder) and not options.follow_symlinks:
+            return False
+    return True
+
+
+def _is_image_name(path: str, options: ScanOptions) -> bool:
+    return os.path.splitext(path)[1].lower() in options.extensions
 
 
 def _scan_folder(
@@ -113,10 +174,8 @@ def _scan_folder(
                     result.links_skipped += 1
                 else:
                     subfolders.append(entry.path)
-            elif os.path.splitext(entry.name)[1].lower() in options.extensions and not _excluded(
-                entry.path, root, options.exclude
-            ):
-                _add_file(entry, options, result)
+            elif _is_image_name(entry.name, options) and not _excluded(entry.path, root, options.exclude):
+                _add_file(entry.path, entry.is_symlink(), entry.stat, options, result)
         except OSError as exc:
             result.unlisted.append((entry.path, exc.strerror or str(exc)))
     return subfolders
@@ -137,16 +196,18 @@ def _list_once(folder: str, result: ScanResult, visited: set[tuple[int, int]]) -
         return []
 
 
-def _add_file(entry: os.DirEntry[str], options: ScanOptions, result: ScanResult) -> None:
+def _add_file(
+    path: str, is_link: bool, stat_of: Callable[[], os.stat_result], options: ScanOptions, result: ScanResult
+) -> None:
     """List a regular file (through a link only with `follow_symlinks`); skip anything else, saying why."""
-    if entry.is_symlink() and not options.follow_symlinks:
+    if is_link and not options.follow_symlinks:
         result.links_skipped += 1
         return
-    info = entry.stat()
+    info = stat_of()
     if stat.S_ISREG(info.st_mode):
-        result.files.append(DiskFile(entry.path, info.st_size, info.st_mtime_ns))
+        result.files.append(DiskFile(path, info.st_size, info.st_mtime_ns))
     else:
-        result.skipped.append((entry.path, f"not a regular file ({file_kind(info.st_mode)})"))
+        result.skipped.append((path, f"not a regular file ({file_kind(info.st_mode)})"))
 
 
 def plan_changes(scan: ScanResult, known: dict[str, ImageRecord], *, retry_errors: bool = False) -> Plan:

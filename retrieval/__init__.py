@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.decode import read_and_decode as read_and_decode
     from retrieval.errors import ClipsearchError as ClipsearchError
     from retrieval.errors import DamagedLibraryError as DamagedLibraryError
+    from retrieval.errors import DatabaseUnavailableError as DatabaseUnavailableError
     from retrieval.errors import DatasetError as DatasetError
     from retrieval.errors import DeviceUnavailableError as DeviceUnavailableError
     from retrieval.errors import DiskFullError as DiskFullError
@@ -33,8 +34,12 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import ModelUnavailableError as ModelUnavailableError
     from retrieval.errors import OnnxExportError as OnnxExportError
     from retrieval.errors import PrecisionMixWarning as PrecisionMixWarning
+    from retrieval.errors import RayUnavailableError as RayUnavailableError
     from retrieval.errors import TrainingError as TrainingError
+    from retrieval.errors import UnknownFolderError as UnknownFolderError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
+    from retrieval.errors import WatchError as WatchError
+    from retrieval.errors import WriterWaitWarning as WriterWaitWarning
     from retrieval.export import ExportReport as ExportReport
     from retrieval.export import export_files as export_files
     from retrieval.filters import SearchFilter as SearchFilter
@@ -61,6 +66,7 @@ _EXPORTS = {
     "retrieval.errors": (
         "ClipsearchError",
         "DamagedLibraryError",
+        "DatabaseUnavailableError",
         "DatasetError",
         "DeviceUnavailableError",
         "DiskFullError",
@@ -79,8 +85,12 @@ _EXPORTS = {
         "ModelUnavailableError",
         "OnnxExportError",
         "PrecisionMixWarning",
+        "RayUnavailableError",
         "TrainingError",
+        "UnknownFolderError",
         "UnreadableImageError",
+        "WatchError",
+        "WriterWaitWarning",
     ),
     "retrieval.filters": ("SearchFilter",),
     "retrieval.index": ("VectorIndex",),

@@ -130,6 +130,12 @@ INT8_MIN_COSINE = 0.99
 """A dynamically quantised (int8) image tower is used only if every vector of the fixed batch keeps at least
 this cosine to torch's fp32 vector; its recall cost is measured with `clipsearch bench recall`."""
 
+# --- pg branch: a store on a PostgreSQL server
+SHARED_WRITER_WAIT_S = 24 * 3600.0
+"""How long an index run into a shared (PostgreSQL) store waits for another machine's run to finish before it
+gives up with `LibraryBusyError`: runs from several machines take turns rather than fail."""
+# --- end pg branch
+
 # --- light branch: the generated scenes' defaults, which `clipsearch generate-dataset`'s options show, here so
 # that starting the CLI does not import the generator (and Pillow with it)
 DEFAULT_STYLE = "v2"
@@ -176,6 +182,8 @@ so close to its original that it shares its list or a neighbour's. Measured at 1
 lists) by benchmarks/duplicates_cost.py: pair recall against exact 0.978 at 1 list, 0.998 at 2, 1.000 at 4
 and 8 (threshold 0.95); 8 keeps a margin for the finer lists of larger libraries (4096 at 1M)."""
 # --- end dups branch
+
+
 # --- query branch: fused queries, result order, export
 NOT_WEIGHT = -1.0
 """The weight of a `--not` part: a negative part counts as much as a positive one of weight 1."""
@@ -191,6 +199,29 @@ DEFAULT_EXPORT_MODE = "link"
 EXPORT_MODES = ("link", "hardlink", "copy")
 """How `export` writes a result: a symbolic link to the original (default), a hard link, or a copy."""
 # --- end query branch
+
+
+# --- rootswatch branch: `clipsearch watch`
+WATCH_QUIET_SECONDS = 1.0
+"""A watched file is indexed once no event touched it for this long and its size and mtime are what they were at
+its last event; a burst of events is applied as one batch once no event came for this long either."""
+WATCH_MAX_DELAY_SECONDS = 5.0
+"""Under a steady stream of events, the files that have settled are applied at least this often."""
+WATCH_TICK_SECONDS = 0.2
+"""How often the watcher looks at what it has pending."""
+# --- end rootswatch branch
+
+
+# --- ray branch: indexing on a Ray cluster (indexer/ray_index.py)
+RAY_ADDRESS_AUTO = "auto"
+"""`ray_address` auto: the cluster RAY_ADDRESS names or one `ray start` runs on this machine, else a new local one."""
+RAY_EXTRA = "pip install 'clipsearch[ray]'"
+RAY_DECODE_BATCH_SIZE = 16
+"""Files per decode task: big enough that a task's start-up is paid by many images, small enough that a lost
+worker costs little and the encode actors are fed early."""
+RAY_CPUS_PER_ENCODE_ACTOR = 4
+"""On a cluster without GPUs, one encode actor per this many CPUs (the rest decode); at least one actor."""
+# --- end ray branch
 
 
 def default_onnx_cache_dir() -> Path:

@@ -94,6 +94,18 @@ class DiskFullError(ClipsearchError):
     """The disk (or a quota or file-size limit) ran out while writing; what was committed before is kept."""
 
 
+# --- pg branch: a store on a PostgreSQL server --------------------------------------------------------------
+
+
+class DatabaseUnavailableError(ClipsearchError):
+    """The database server named by `database_url` cannot be reached or logged into, or its driver is missing."""
+
+
+class WriterWaitWarning(UserWarning):
+    """Another index run (perhaps another machine's) holds a shared store: this run waits for it to finish."""
+
+
+# --- end pg branch
 # --- branch index: the FAISS file --------------------------------------------------------------------
 class IndexSaveError(ClipsearchError):
     """The FAISS file could not be written (disk full, quota, read-only or unwritable folder); the store
@@ -130,3 +142,21 @@ class InvalidDateError(InvalidQueryError):
 # --- query branch: export ---------------------------------------------------------------------------
 class ExportError(ClipsearchError):
     """Results cannot be exported where asked (the folder is a file, or cannot be created or written)."""
+
+
+# --- rootswatch branch: library roots and watching
+class UnknownFolderError(ClipsearchError):
+    """A folder to forget is not a recorded root and the library holds no image under it."""
+
+
+class WatchError(ClipsearchError):
+    """Watching a folder cannot start (no file system watcher available, or the folder cannot be watched)."""
+
+
+# --- end rootswatch branch
+# --- ray branch: indexing on a Ray cluster
+class RayUnavailableError(ClipsearchError):
+    """Indexing on Ray was asked for, but Ray is not installed, or its cluster cannot be reached or run the job."""
+
+
+# --- end ray branch

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
+import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,12 +88,13 @@ class Library:
                 f"(or point `directory` / {LIBRARY_ENV} at an existing one)",
                 parameters=("directory",),
             )
-        if database_url is not None:
-            private_folder(self.directory)  # the FAISS file and the lock live here, the rows elsewhere
         self._url, self._create = database_url or f"sqlite:///{database}", create
         self._store: Store | None = None
         light = open_reader(database) if reading and database_url is None else None
         self.reads: StoreReads = light or self.store
+        if database_url is not None:  # once the store opened: a bad URL leaves no folder behind
+            private_folder(self.directory)  # the FAISS file and the lock live here, the rows elsewhere
+        self._stamp_key = _META_INDEX_STAMP if database_url is None else _shared_stamp_key(self.directory)
 
     @property
     def store(self) -> Store:
@@ -267,7 +270,7 @@ class Library:
         """The index in `path` after checking it is this library's of `generation`. The file this library wrote
         (its stamp recorded, unchanged) is checked by its fingerprint alone; any other also against the store's
         count and by a digest of all its ids."""
-        written_here = self.reads.get_meta(_META_INDEX_STAMP) == _file_stamp(path, generation)
+        written_here = self.reads.get_meta(self._stamp_key) == _file_stamp(path, generation)
         fingerprint = self._check_fingerprint(path, generation, dim, check_count=not written_here)
         try:
             index = VectorIndex.load(path, gpu=gpu, mmap=mmap, trained_on=fingerprint.trained_on)
@@ -360,14 +363,22 @@ class Library:
         stamp = _file_stamp(path, generation)
         if stamp is not None and len(index) == self.store.count_vectors():
             with contextlib.suppress(LibraryReadOnlyError, DiskFullError):
-                self.store.set_meta({_META_INDEX_STAMP: stamp})
+                self.store.set_meta({self._stamp_key: stamp})
 
     # --- one writer at a time ------------------------------------------------------------------
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
-        """An exclusive lock on the library for an index run; the OS drops it if the process dies. A library
-        that cannot be written is refused here (`LibraryReadOnlyError`); a new one is created now."""
+        """An exclusive lock on the library for an index run; the OS (or the database server) drops it if the
+        process dies. A library that cannot be written is refused here (`LibraryReadOnlyError`); a new one is
+        created now. Two parts: a file lock on this folder, whose FAISS file the run writes (a second run on the
+        same folder is refused at once, `LibraryBusyError`), then the store's own run lock (`Store.exclusive_run`:
+        on a PostgreSQL store shared by several machines, their runs take turns)."""
         self.store.ensure_writable()
+        with self._folder_lock(), self.store.exclusive_run():
+            yield
+
+    @contextmanager
+    def _folder_lock(self) -> Iterator[None]:
         lock_path = self.directory / "index.lock"
         try:
             descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
@@ -393,6 +404,14 @@ class Library:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _shared_stamp_key(directory: Path) -> str:
+    """The stamp's key for this folder's FAISS file when the store is shared (a `database_url`): each machine's
+    folder has a file of its own, and one stamp for all would send every other machine to the full checks. (A
+    digest of host and folder: meta keys are at most 64 characters.)"""
+    folder = hashlib.sha256(f"{socket.gethostname()}\0{directory}".encode("utf-8", "surrogateescape"))
+    return f"{_META_INDEX_STAMP}:{folder.hexdigest()[:40]}"
 
 
 def _file_stamp(path: Path, generation: int) -> str | None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests import imagefactory, netguard
+from tests.postgres_server import library_url, postgres_server, postgres_url, store_backend, store_url  # noqa: F401
 
 netguard.install()
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -13,10 +13,26 @@ from indexer.cli.duplicates import duplicates
 from indexer.cli.export import export
 from indexer.cli.index import index
 from indexer.cli.info import info
+from indexer.cli.roots import forget, roots
 from indexer.cli.search import search, similar
 from indexer.cli.train import generate_dataset, train
+from indexer.cli.watch import watch
 
-COMMANDS = [index, search, similar, export, duplicates, info, train, generate_dataset, bench, demo]
+COMMANDS = [
+    index,
+    search,
+    similar,
+    export,
+    duplicates,
+    roots,
+    forget,
+    watch,
+    info,
+    train,
+    generate_dataset,
+    bench,
+    demo,
+]
 for _command in COMMANDS:
     cli.add_command(_command)
 

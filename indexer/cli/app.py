@@ -46,6 +46,9 @@ FLAGS = {
     # query branch: fused queries, sort, export
     "sort": "--sort",
     "folder": "--to",
+    "database_url": "--database-url",  # pg branch
+    # ray branch: indexing on a Ray cluster
+    "ray_address": "--ray",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +12,8 @@ import click
 
 from indexer.cli.options import LibraryChoice, ModelChoice, library_options, model_options
 from indexer.cli.output import ProgressBar, echo_fs, echo_json
-from retrieval.config import DEFAULT_DECODE_WORKERS
+from indexer.cli.scan_options import scan_options
+from retrieval.config import RAY_DECODE_BATCH_SIZE
 
 if TYPE_CHECKING:
     from indexer.pipeline import IndexReport
@@ -18,21 +21,21 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files or folders matching GLOB (repeatable).")
-@click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders (names starting with '.').")
+@scan_options
 @click.option(
-    "--follow-symlinks",
-    is_flag=True,
-    help="Follow symbolic links to files and folders, even ones that lead outside ROOTS. By default links are "
-    "skipped and counted: a link inside ROOTS leads to images indexed under their own path anyway.",
+    "--ray",
+    "ray_address",
+    metavar="auto|ADDRESS",
+    default=None,
+    help="Decode and encode on a Ray cluster: auto (RAY_ADDRESS, a cluster `ray start` runs here, else a new "
+    "local one) or the head's host:port. Needs: pip install 'clipsearch[ray]'.",
 )
-@click.option("--retry-errors", is_flag=True, help="Try files that failed before again, even if unchanged.")
 @click.option(
-    "--workers",
+    "--ray-decode-batch-size",
     type=click.IntRange(min=1),
-    default=DEFAULT_DECODE_WORKERS,
+    default=RAY_DECODE_BATCH_SIZE,
     show_default=True,
-    help="Image decoding threads.",
+    help="Files per decode task on Ray (--batch-size is the encode actors' batch).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
@@ -45,6 +48,8 @@ def index(
     follow_symlinks: bool,
     retry_errors: bool,
     workers: int,
+    ray_address: str | None,
+    ray_decode_batch_size: int,
     quiet: bool,
     as_json: bool,
     model: ModelChoice,
@@ -57,12 +62,13 @@ def index(
       clipsearch index ~/Pictures
       clipsearch index ~/Pictures /mnt/photos --exclude '*/thumbnails/*'
       clipsearch index ./demo --model retrieval/model/data/tiny.json --pretrained none   # offline test run
+      clipsearch index /mnt/photos --ray auto --database-url postgresql+psycopg://me@db/photos
     """
-    from indexer.pipeline import index_folders
     from indexer.scan import ScanOptions, check_roots
 
     options = ScanOptions(include_hidden=include_hidden, exclude=exclude, follow_symlinks=follow_symlinks)
     check_roots(str(root) for root in roots)  # before a library is created for nothing
+    run = _runner(ray_address, ray_decode_batch_size, model)  # so is a missing Ray
     with library.open(create=True) as opened:
         encoder = model.encoder_for(opened, or_default=True)
         with ProgressBar("embedding", quiet=quiet or as_json) as bar:
@@ -70,7 +76,7 @@ def index(
             def progress(done: int, total: int) -> None:
                 bar.update(done, total, f"{bar.per_second(done):.1f} img/s")
 
-            report = index_folders(
+            report = run(
                 opened,
                 encoder,
                 [str(root) for root in roots],
@@ -83,6 +89,19 @@ def index(
         echo_json(asdict(report) | {"images_per_second": report.images_per_second})
     else:
         _print_report(report)
+
+
+def _runner(ray_address: str | None, decode_batch_size: int, model: ModelChoice) -> Callable[..., IndexReport]:
+    """`index_folders`, or, with `--ray`, the same run on a Ray cluster (Ray is imported only then)."""
+    if ray_address is None:
+        from indexer.pipeline import index_folders
+
+        return index_folders
+    from indexer.ray_index import RayOptions, import_ray, index_folders_on_ray
+
+    import_ray()
+    chosen = RayOptions(ray_address, model.device, model.precision, decode_batch_size)
+    return functools.partial(index_folders_on_ray, ray_options=chosen)
 
 
 def _print_report(report: IndexReport) -> None:

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["Encoder", "OnnxFallbackWarning", "RandomWeightsWarning"]
+__all__ = ["Encoder", "ImageTransform", "OnnxFallbackWarning", "RandomWeightsWarning"]
 T = TypeVar("T")
+ImageTransform = Callable[["Image.Image"], "torch.Tensor"]
 
 
 class OnnxFallbackWarning(UserWarning):
@@ -155,6 +156,15 @@ class Encoder:
                 RandomWeightsWarning,
                 stacklevel=3,
             )
+
+    @property
+    def image_transform(self) -> ImageTransform:
+        """The model's preprocessing on its own (open_clip's eval transform, loading the model if need be): a
+        picklable callable for decoding in other processes (`indexer.ray_index`), unlike the encoder."""
+        if self._preprocess is None:
+            self.load()
+        assert self._preprocess is not None
+        return self._preprocess
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model's own resize/crop/normalise of one RGB image; safe to call from worker threads."""

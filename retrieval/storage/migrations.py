@@ -162,6 +162,38 @@ def _set_id_high_water(conn: Connection, high: int) -> None:
         conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('images', 'id'), %(high)s)", {"high": high})
 
 
+# --- rootswatch branch
+def _0003_roots(conn: Connection) -> None:
+    """The folders indexed as roots. Not backfilled: which folder a run was given cannot be told from the image
+    paths (one root or several siblings look the same), so an existing library records each root at its next
+    index run; until then its folders are indexed as before, each as its own root."""
+    sa.Table(
+        "roots",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("path", FsPath, nullable=False, unique=True),
+        sa.Column("first_indexed_at", sa.DateTime, nullable=False),
+        sa.Column("last_indexed_at", sa.DateTime, nullable=False),
+        sa.Column("images", sa.Integer, nullable=False),
+        sa.Column("failed", sa.Integer, nullable=False),
+        sa.Column("options", sa.Text, nullable=False),
+    ).create(conn)
+
+
+# --- end rootswatch branch
+
+
+def _0005_postgres_bigint_ids(conn: Connection) -> None:
+    """Image ids as 64-bit integers on PostgreSQL too. Ids are FAISS ids and never given twice, so they count
+    every path a library ever held: its SERIAL column (32-bit) would run out after 2.1 billion, within reach
+    of a billion-image library. SQLite's INTEGER PRIMARY KEY is 64-bit already: nothing to do there."""
+    if conn.dialect.name != "postgresql":
+        return
+    sequence = conn.exec_driver_sql("SELECT pg_get_serial_sequence('images', 'id')").scalar()
+    conn.exec_driver_sql("ALTER TABLE images ALTER COLUMN id TYPE BIGINT")
+    conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} AS BIGINT")
+
+
 # --- filters branch: 0004 ---------------------------------------------------------------------------
 _COLUMNS_0004 = {"extension": sa.String(32), "camera": sa.String(260), "orientation": sa.String(16)}
 _IMAGES_0004 = sa.Table(
@@ -216,7 +248,9 @@ def _0004_filter_columns(conn: Connection) -> None:
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _0001_initial),
     ("0002_byte_paths_half_vectors", _0002_byte_paths_half_vectors),
+    ("0003_roots", _0003_roots),
     ("0004_filter_columns", _0004_filter_columns),
+    ("0005_postgres_bigint_ids", _0005_postgres_bigint_ids),  # pg branch; 0003 and 0004 are other branches'
 ]
 
 
@@ -250,6 +284,7 @@ def apply_migrations(conn: Connection) -> list[str]:
     steps = dict(MIGRATIONS)
     for name in pending_migrations(conn):
         steps[name](conn)
-        conn.execute(_RECORDED.insert().values(name=name, applied_at=datetime.now(timezone.utc)))
+        applied_at = datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC, whatever the server's zone
+        conn.execute(_RECORDED.insert().values(name=name, applied_at=applied_at))
         applied.append(name)
     return applied

@@ -29,7 +29,9 @@ from retrieval.storage.opening import SQLITE_HEADER, connect_file, set_busy_time
 from retrieval.storage.path_range import path_bounds
 from retrieval.storage.records import ImageRecord, LibraryStats
 
-READER_SCHEMA = frozenset({"0001_initial", "0002_byte_paths_half_vectors", "0004_filter_columns"})
+READER_SCHEMA = frozenset(
+    {"0001_initial", "0002_byte_paths_half_vectors", "0003_roots", "0004_filter_columns", "0005_postgres_bigint_ids"}
+)
 """The migrations whose schema the reader's SQL is written for: exactly those recorded, or no reader
 (tests/retrieval/storage/test_reader.py pins this to `migrations.MIGRATIONS`)."""
 _IN_CHUNK = 500

@@ -51,7 +51,8 @@ class ImageRow(Base):
         {"sqlite_autoincrement": True},  # ids are FAISS ids: never reuse a deleted one
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    """64-bit everywhere: SQLite's INTEGER PRIMARY KEY is, and PostgreSQL's BIGINT (migration 0005)."""
     path: Mapped[str] = mapped_column(FsPath, unique=True, index=True)
     size: Mapped[int] = mapped_column(BigInteger, index=True)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
@@ -90,6 +91,26 @@ class StateRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- rootswatch branch: the folders indexed as roots
+class RootRow(Base):
+    """A folder given to an index run (not one under another recorded root): when it was indexed, how many
+    images and unreadable files the library holds under it, and the scan options it was last indexed with."""
+
+    __tablename__ = "roots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    first_indexed_at: Mapped[datetime] = mapped_column(DateTime)
+    last_indexed_at: Mapped[datetime] = mapped_column(DateTime)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    options: Mapped[str] = mapped_column(Text, default="{}")
+    """The scan options of the last run as JSON (include_hidden, follow_symlinks, exclude)."""
+
+
+# --- end rootswatch branch
 
 
 class MigrationRow(Base):

@@ -18,7 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from retrieval.config import SHARED_WRITER_WAIT_S
 from retrieval.errors import DamagedLibraryError, DiskFullError, LibraryNotFoundError, LibraryReadOnlyError
+from retrieval.storage import postgres
 from retrieval.storage.filter_queries import CAMERA_NAMES, FilterQuery, with_vectors
 from retrieval.storage.migrations import apply_migrations, is_ours, pending_migrations
 from retrieval.storage.opening import (
@@ -35,14 +37,13 @@ from retrieval.storage.opening import (
 from retrieval.storage.path_range import folder_prefix as folder_prefix  # where `indexer.scan` finds it
 from retrieval.storage.path_range import path_bounds
 from retrieval.storage.records import ImageRecord, LibraryStats, copy_fields
+from retrieval.storage.roots import FolderContents, RootRecord, contents, list_roots, root_paths
 from retrieval.storage.schema import ImageRow, MetaRow, StateRow
 from retrieval.storage.vectors import from_blobs
 from retrieval.storage.writer import StoreWriter, in_chunks
 
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 10, 11, 13, 26
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_PG_DISK_FULL = "53100"
-_PG_MIGRATION_LOCK = 0x636C6970  # pg_advisory_xact_lock key serialising migrations ("clip")
 
 
 def _path_under(folder: str) -> sa.ColumnElement[bool]:
@@ -102,8 +103,11 @@ class Store:
         self.engine.dispose()
 
     def _use(self, engine: Engine) -> None:
+        """Reads on PostgreSQL see one snapshot per session (REPEATABLE READ), as SQLite's read transactions
+        do, so that the numbers of one `stats` agree; writes stay READ COMMITTED, one at a time (`postgres`)."""
         self.engine: Engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        reads = engine.execution_options(isolation_level="REPEATABLE READ") if postgres.is_postgres(engine) else engine
+        self._sessions = sessionmaker(reads, expire_on_commit=False)
         self._write_sessions = sessionmaker(immediate(engine), expire_on_commit=False)
 
     def _open(self, *, create: bool) -> None:
@@ -112,13 +116,15 @@ class Store:
             self.read_only = not writable(self._file)
             self._use(file_engine(self._file, read_only=self.read_only, echo=self._echo))
         else:
-            self._use(sa.create_engine(self.url, echo=self._echo))
+            self._use(postgres.server_engine(self.url, echo=self._echo))
         try:
             self._prepare(create=create and self._file is None)
         except sa.exc.DBAPIError as exc:
             self.engine.dispose()
             if self._file is not None and _sqlite_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
                 raise damaged(self._file, f"SQLite says: {exc.orig}") from exc
+            if self._file is None and isinstance(exc, sa.exc.OperationalError):
+                raise postgres.unreachable(self.location, exc) from exc
             raise
         except BaseException:
             self.engine.dispose()
@@ -130,6 +136,8 @@ class Store:
             ours = is_ours(conn)
             empty = not ours and not sa.inspect(conn).get_table_names()
             pending = pending_migrations(conn) if ours else []
+            if ours and postgres.is_postgres(conn):
+                self.read_only = postgres.read_only(conn)
         if not ours and not (create and empty):
             if self._file is not None:
                 raise damaged(self._file, "it holds no clipsearch schema")
@@ -152,8 +160,8 @@ class Store:
         """Apply pending migrations holding the write lock from the start (SQLite BEGIN IMMEDIATE, a
         PostgreSQL advisory lock): processes opening the same old or new library migrate it once."""
         with immediate(engine).begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+            if postgres.is_postgres(conn):
+                postgres.lock_transaction(conn, postgres.MIGRATION_LOCK)
             apply_migrations(conn)
 
     def ensure_created(self) -> None:
@@ -169,20 +177,27 @@ class Store:
     def ensure_writable(self) -> None:
         """Raise `LibraryReadOnlyError` if the store cannot be written; create a new one's database now."""
         if self.read_only:
+            why = f"no permission to write {self._file}" if self._file else "a standby server, or a read-only role"
             raise LibraryReadOnlyError(
-                f"the library at {self.location} is read-only (a read-only mount, or no permission to write "
-                f"{self._file}): searching it works, indexing it needs write access"
+                f"the library at {self.location} is read-only (a read-only mount, or {why}): searching it works, "
+                "indexing it needs write access"
             )
         self.ensure_created()
 
     @contextmanager
     def _typed_disk_errors(self) -> Iterator[None]:
-        """A full disk (or quota, or file-size limit) while writing becomes `DiskFullError`."""
+        """A full disk (or quota, or file-size limit) while writing becomes `DiskFullError`; a server that
+        refuses writes (a standby, a role without the right) `LibraryReadOnlyError`."""
         try:
             yield
-        except sa.exc.OperationalError as exc:
+        except sa.exc.DBAPIError as exc:
             code = _sqlite_code(exc)
-            full = code == _SQLITE_FULL or getattr(exc.orig, "pgcode", None) == _PG_DISK_FULL
+            if postgres.pgcode(exc) in postgres.READ_ONLY_CODES:
+                raise LibraryReadOnlyError(
+                    f"the database at {self.location} refuses writes ({exc.orig}): searching it works, indexing "
+                    "it needs a role that may write its tables on a primary server"
+                ) from exc
+            full = code == _SQLITE_FULL or postgres.pgcode(exc) == postgres.DISK_FULL_CODE
             if not (full or (code == _SQLITE_IOERR and self._file is not None and out_of_room(self._file))):
                 raise
             raise self._disk_full(str(exc.orig)) from exc
@@ -208,6 +223,7 @@ class Store:
     def set_meta(self, values: dict[str, str]) -> None:
         self.ensure_writable()
         with self._typed_disk_errors(), self._write_sessions.begin() as session:
+            self._lock_writes(session)
             for key, value in values.items():
                 session.merge(MetaRow(key=key, value=value))
 
@@ -325,6 +341,21 @@ class Store:
                 generation=_generation(session),
             )
 
+    # --- rootswatch branch: recorded roots and what a folder holds (queries in `retrieval.storage.roots`)
+    def roots(self) -> list[RootRecord]:
+        with self._sessions() as session:
+            return list_roots(session)
+
+    def root_paths(self) -> list[str]:
+        with self._sessions() as session:
+            return root_paths(session)
+
+    def folder_contents(self, folder: str) -> FolderContents:
+        with self._sessions() as session:
+            return contents(session, folder)
+
+    # --- end rootswatch branch
+
     # --- writes --------------------------------------------------------------------------------
     @contextmanager
     def writer(self) -> Iterator[StoreWriter]:
@@ -332,10 +363,28 @@ class Store:
         lock from its start; a full disk raises `DiskFullError` and leaves the earlier commits as they are."""
         self.ensure_writable()
         with self._typed_disk_errors(), self._write_sessions.begin() as session:
+            self._lock_writes(session)
             writer = StoreWriter(session)
             yield writer
             if writer.vectors_changed:
                 session.execute(sa.update(StateRow).where(StateRow.id == 1).values(generation=StateRow.generation + 1))
+
+    def _lock_writes(self, session: Session) -> None:
+        """PostgreSQL: one write transaction at a time, as SQLite's BEGIN IMMEDIATE (`postgres.WRITE_LOCK`). On
+        SQLite the transaction starts at its first statement, as before."""
+        if postgres.is_postgres(self.engine):
+            postgres.lock_transaction(session.connection(), postgres.WRITE_LOCK)
+
+    @contextmanager
+    def exclusive_run(self, wait_s: float = SHARED_WRITER_WAIT_S) -> Iterator[None]:
+        """Held by an index run from start to end: on a shared (PostgreSQL) store, runs from several machines
+        take turns, each waiting up to `wait_s` for the others (`postgres.run_lock`). A SQLite store is one
+        machine's, and `Library.writer_lock` alone guards it."""
+        if not postgres.is_postgres(self.engine):
+            yield
+            return
+        with postgres.run_lock(self.engine, self.location, wait_s):
+            yield
 
 
 def _generation(session: Session) -> int:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,23 @@ FACT_KEYS = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def indexed(library: Library, tiny_encoder: Encoder, photos: Path) -> Library:
+def _index_photos(library: Library, encoder: Encoder, photos: Path) -> Library:
     """The `photos` folder (12 PNGs and an EXIF JPEG) plus one truncated JPEG, indexed with the tiny model."""
     imagefactory.truncated_jpeg(photos / "broken.jpg")
-    index_folders(library, tiny_encoder, [str(photos)], workers=1)
+    index_folders(library, encoder, [str(photos)], workers=1)
     return library
+
+
+@pytest.fixture
+def indexed(library: Library, tiny_encoder: Encoder, photos: Path) -> Library:
+    return _index_photos(library, tiny_encoder, photos)
+
+
+@pytest.fixture
+def any_library(tmp_path: Path, library_url: str | None) -> Iterator[Library]:
+    """A new library on each backend: its store a SQLite file in its folder, then a PostgreSQL database."""
+    with Library(tmp_path / "any-library", create=True, database_url=library_url) as library:
+        yield library
 
 
 # --- which model ---------------------------------------------------------------------------------------------
@@ -117,11 +129,14 @@ def test_no_directory_is_the_default_library(tmp_path: Path, monkeypatch: pytest
 # --- facts -----------------------------------------------------------------------------------------------------
 
 
-def test_facts_of_an_indexed_library(indexed: Library, tiny_encoder: Encoder, photos: Path) -> None:
+def test_facts_of_an_indexed_library(
+    any_library: Library, tiny_encoder: Encoder, photos: Path, library_url: str | None
+) -> None:
     """Counts, model, dimension, dates, the index file and the skipped file, as the store and disk say."""
+    indexed = _index_photos(any_library, tiny_encoder, photos)
     facts = indexed.facts()
     assert facts.library == indexed.directory
-    assert facts.database == f"sqlite:///{indexed.directory / 'library.db'}"
+    assert facts.database == (library_url or f"sqlite:///{indexed.directory / 'library.db'}")
     assert facts.model_identity == tiny_encoder.identity.key
     assert facts.model == tiny_encoder.identity.description
     assert facts.dim == tiny_encoder.dim
@@ -156,9 +171,9 @@ def test_facts_to_json_keys_and_values(indexed: Library) -> None:
     assert stale["index_file"] == "stale or missing (rebuilt on next search)"
 
 
-def test_facts_of_a_new_library(library: Library) -> None:
+def test_facts_of_a_new_library(any_library: Library) -> None:
     """Before the first index run: no model, no dimension, nothing counted, no index file."""
-    data = library.facts().to_json()
+    data = any_library.facts().to_json()
     assert (data["model"], data["model_identity"], data["dim"], data["precision"]) == (None, None, None, None)
     assert (data["indexed"], data["failed"], data["total_bytes"], data["generation"]) == (0, 0, 0, 0)
     assert (data["first_taken"], data["last_taken"], data["failures"]) == (None, None, [])
@@ -230,21 +245,21 @@ def test_a_recorded_checkpoint_is_not_hashed_again_while_its_stamp_holds(
 
 
 def test_a_file_name_that_is_not_utf8_is_indexed_and_found(
-    library: Library, tiny_encoder: Encoder, photos: Path
+    any_library: Library, tiny_encoder: Encoder, photos: Path
 ) -> None:
     """`zz\\xff.jpg` among good images (its name reaches Python as `zz\\udcff.jpg`): every file is indexed, a
     rerun changes nothing, and the store and a search give back the very same `str`."""
     odd = photos / os.fsdecode(b"zz\xff.jpg")
     imagefactory.solid_jpeg(odd, color=(20, 200, 40))
     files = len([path for path in photos.rglob("*") if path.is_file()])
-    report = index_folders(library, tiny_encoder, [str(photos)], workers=1)
+    report = index_folders(any_library, tiny_encoder, [str(photos)], workers=1)
     assert (report.embedded, report.failed) == (files, 0)
-    again = index_folders(library, tiny_encoder, [str(photos)], workers=1)
+    again = index_folders(any_library, tiny_encoder, [str(photos)], workers=1)
     assert (again.embedded, again.unchanged, again.removed) == (0, files, 0)
-    record = library.store.image_by_path(str(odd))
+    record = any_library.store.image_by_path(str(odd))
     assert record is not None and record.path == str(odd) and record.has_vector
-    assert str(odd) in library.store.file_states_under(str(photos))
-    (hit,) = Searcher(library, tiny_encoder, gpu="never").search_image(odd, k=1, include_self=True)
+    assert str(odd) in any_library.store.file_states_under(str(photos))
+    (hit,) = Searcher(any_library, tiny_encoder, gpu="never").search_image(odd, k=1, include_self=True)
     assert hit.path == str(odd) and hit.id == record.id
 
 

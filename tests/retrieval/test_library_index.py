@@ -41,9 +41,10 @@ def _fill(library: Library, encoder: Encoder, seed: int) -> None:
 
 
 @pytest.fixture
-def filled(tmp_path: Path, tiny_encoder: Encoder) -> Iterator[Library]:
-    """A library of COUNT hand-made vectors whose FAISS file of the current generation is saved."""
-    with Library(tmp_path / "library", create=True) as library:
+def filled(tmp_path: Path, tiny_encoder: Encoder, library_url: str | None) -> Iterator[Library]:
+    """A library of COUNT hand-made vectors whose FAISS file of the current generation is saved; its store
+    on SQLite, then on PostgreSQL."""
+    with Library(tmp_path / "library", create=True, database_url=library_url) as library:
         _fill(library, tiny_encoder, seed=1)
         library.load_index(gpu="never")
         yield library
@@ -162,7 +163,7 @@ import numpy as np
 from retrieval.errors import IndexSaveError
 from retrieval.library import Library
 outcome = {}
-with Library(sys.argv[1]) as library, warnings.catch_warnings(record=True) as caught:
+with Library(sys.argv[1], database_url=sys.argv[2] or None) as library, warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     index = library.load_index(gpu="never", mmap=True)  # what a search does first
     query = np.ones((1, index.dim), dtype=np.float32)
@@ -184,14 +185,16 @@ def _limit_file_size() -> None:
 
 
 @pytest.mark.slow
-def test_a_full_disk_searches_from_memory_and_an_index_save_raises(filled: Library, tiny_encoder: Encoder) -> None:
+def test_a_full_disk_searches_from_memory_and_an_index_save_raises(
+    filled: Library, tiny_encoder: Encoder, library_url: str | None
+) -> None:
     """With the FAISS file missing and no room to write a new one (EFBIG, for real, through a file size
     limit in a child process), the search path rebuilds the index in memory and answers with one
     IndexSaveWarning; saving (what an index run does) raises IndexSaveError with a sentence; no partial
     file is left and the store is intact."""
     _current(filled).unlink()
     child = subprocess.run(
-        [sys.executable, "-c", _UNDER_A_FILE_SIZE_LIMIT, str(filled.directory)],
+        [sys.executable, "-c", _UNDER_A_FILE_SIZE_LIMIT, str(filled.directory), library_url or ""],
         capture_output=True, text=True, timeout=120, preexec_fn=_limit_file_size,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )  # fmt: skip
@@ -207,11 +210,13 @@ def test_a_full_disk_searches_from_memory_and_an_index_save_raises(filled: Libra
     assert filled.facts().index_file == _current(filled)
 
 
-def test_first_search_after_index_runs_uses_the_saved_file(tmp_path: Path, tiny_encoder: Encoder) -> None:
+def test_first_search_after_index_runs_uses_the_saved_file(
+    tmp_path: Path, tiny_encoder: Encoder, library_url: str | None
+) -> None:
     """After an index run (a first one, then one with only a move and a deletion), the file saved for the
     store's generation is current, and the first search memory-maps it read-only without rebuilding it."""
     root = factory.photo_folder(tmp_path / "photos")
-    with Library(tmp_path / "library", create=True) as library:
+    with Library(tmp_path / "library", create=True, database_url=library_url) as library:
         for change in (None, "move and delete"):
             if change:
                 (root / "img00.png").rename(root / "moved.png")

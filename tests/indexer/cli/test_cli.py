@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -22,6 +23,7 @@ import open_clip
 import pytest
 from click.testing import Result
 from huggingface_hub import try_to_load_from_cache
+from sqlalchemy import make_url
 
 from indexer.cli import cli
 from retrieval.library import Library
@@ -420,34 +422,44 @@ def test_info_reports_the_devices(indexed: Indexed) -> None:
     assert isinstance(facts["faiss_gpus"], int) and facts["faiss_gpus"] >= 0
 
 
-def test_database_url_puts_the_store_elsewhere(tiny_config: Path, tmp_path: Path) -> None:
-    """`--database-url` (any SQLAlchemy URL) holds the rows; the library folder keeps only the FAISS file."""
+def test_database_url_puts_the_store_elsewhere(
+    tiny_config: Path, tmp_path: Path, store_url: str, store_backend: str
+) -> None:
+    """`--database-url` (any SQLAlchemy URL: a SQLite file elsewhere, a PostgreSQL database) holds the rows;
+    the library folder keeps only the FAISS file. index, search, similar and info all work on it."""
     photos = tmp_path / "photos"
     for seed in range(3):
         factory.pattern_png(photos / f"p{seed}.png", seed=seed)
-    database = tmp_path / "elsewhere" / "store.db"
-    database.parent.mkdir()
-    url = f"sqlite:///{database}"
+    url = store_url
     library = tmp_path / "library"
     result = invoke("index", photos, "--library", library, "--database-url", url, *model_args(tiny_config))
     assert result.exit_code == 0, result.output
-    assert database.is_file() and not (library / "library.db").exists()
-    found = invoke(
-        "similar",
-        photos / "p1.png",
-        "--include-self",
-        "-k",
-        "1",
-        "--paths",
-        "--library",
-        library,
-        "--database-url",
-        url,
-        *CPU,
-    )
+    assert not (library / "library.db").exists() and list(library.glob("index-*.faiss"))
+    if store_backend == "sqlite":
+        assert Path(url.removeprefix("sqlite:///")).is_file()
+    where = ["--library", library, "--database-url", url, *CPU]
+    found = invoke("similar", photos / "p1.png", "--include-self", "-k", "1", "--paths", *where)
     assert found.stdout.strip() == str(photos / "p1.png")
+    hits = invoke("search", "a pattern", "-k", "5", "--paths", *where)
+    assert hits.exit_code == 0, hits.output
+    assert sorted(hits.stdout.split()) == sorted(str(photos / f"p{seed}.png") for seed in range(3))
     facts = json.loads(invoke("info", "--json", "--library", library, "--database-url", url).stdout)
     assert facts["database"] == url and facts["indexed"] == 3
+    again = invoke("index", photos, "--library", library, "--database-url", url, *model_args(tiny_config), "--json")
+    assert again.exit_code == 0, again.output
+    assert (json.loads(again.stdout)["embedded"], json.loads(again.stdout)["unchanged"]) == (0, 3)
+
+
+def test_an_unreachable_database_url_is_one_clear_message(tmp_path: Path, postgres_url: str) -> None:
+    """A PostgreSQL URL whose server does not answer: one message naming --database-url, no traceback, and no
+    library folder left behind."""
+    with socket.socket() as probe:  # bound, never listening: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        url = make_url(postgres_url).set(port=probe.getsockname()[1]).render_as_string(hide_password=False)
+        result = invoke("info", "--library", tmp_path / "library", "--database-url", url)
+    output = assert_clean_failure(result)
+    assert "cannot connect to the database" in output and "--database-url" in output
+    assert not (tmp_path / "library").exists()
 
 
 def test_model_named_by_a_relative_path_without_pretrained_is_the_library_model(

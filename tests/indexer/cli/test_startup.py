@@ -1,6 +1,6 @@
 """Starting is cheap: help, version, `info` and a text `search` on an exported library import neither torch
 nor open_clip, nor SQLAlchemy (a read-only command reads a current SQLite library through the light reader)
-nor Pillow, nor numpy.ma (which `np.unique` imports).
+nor Pillow, nor numpy.ma (which `np.unique` imports), nor Ray (only `index --ray` imports it).
 
 Each case runs `clipsearch` in a fresh interpreter (the modules a test process already holds say nothing).
 """
@@ -23,7 +23,7 @@ from tests.fresh import run_python
 
 pytestmark = pytest.mark.slow  # each test starts a fresh Python process
 
-HEAVY = ("torch", "open_clip", "sqlalchemy", "PIL", "numpy.ma")
+HEAVY = ("torch", "open_clip", "sqlalchemy", "PIL", "numpy.ma", "ray")
 RUN_CLI = f"""
 import json, sys
 from indexer.cli import main

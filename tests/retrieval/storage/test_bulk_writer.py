@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +30,9 @@ def _meta(n: int, folder: str = "/bulk") -> FileMetadata:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(f"sqlite:///{tmp_path / 'store.db'}", create=True)
+def store(store_url: str) -> Iterator[Store]:
+    """On SQLite and on PostgreSQL."""
+    opened = Store(store_url, create=True)
     opened.ensure_created()
     yield opened
     opened.close()
@@ -129,10 +129,10 @@ def _fill(url: str, total: int, batch: int) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_a_killed_fill_is_finished_by_running_it_again(tmp_path: Path) -> None:
+def test_a_killed_fill_is_finished_by_running_it_again(store_url: str) -> None:
     """A fill killed with SIGKILL after a few committed batches, then run again from the start: every path
     once, the rows committed before the kill keep their ids, every vector is right."""
-    url, total, batch = f"sqlite:///{tmp_path / 'fill.db'}", 40_000, 500
+    url, total, batch = store_url, 40_000, 500
     child = _fill(url, total, batch)
     assert child.stdout is not None
     committed = [int(child.stdout.readline()) for _ in range(3)]

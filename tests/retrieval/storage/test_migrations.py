@@ -23,10 +23,17 @@ DIM = 16
 PATHS = ["/a/b/1.jpg", "/a/b/sub/2.jpg", "/a/bc/3.jpg", "/a/café/4.jpg", "/a/b/broken.jpg", "/a/b/gone.jpg"]
 
 
+_INSERT_0001 = sa.text(
+    "INSERT INTO images (path, size, mtime_ns, content_hash, taken_at, vector, model_key, error, indexed_at)"
+    " VALUES (:path, :size, :mtime_ns, :content_hash, :taken_at, :vector, :model_key, :error, :indexed_at)"
+).bindparams(sa.bindparam("vector", type_=sa.LargeBinary))
+
+
 @pytest.fixture
-def old_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, np.ndarray]]:
-    """A store made by 0001 alone, with rows written as 0001's code wrote them; the last id was deleted."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+def old_database(store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, np.ndarray]]:
+    """A store made by 0001 alone, with rows written as 0001's code wrote them; the last id was deleted.
+    On SQLite and on PostgreSQL (where 0002 carries the id sequence over)."""
+    url = store_url
     vectors = unit_vectors(len(PATHS), 3, DIM)
     engine = sa.create_engine(url)
     with monkeypatch.context() as patch, engine.begin() as conn:
@@ -34,14 +41,15 @@ def old_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
         migrations.apply_migrations(conn)
         for n, path in enumerate(PATHS):
             failed = path.endswith("broken.jpg")
-            conn.exec_driver_sql(
-                "INSERT INTO images (path, size, mtime_ns, content_hash, taken_at, vector, model_key, error,"
-                " indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    path, 100 + n, 1000 + n, f"h{n}", datetime(2020, 1, n + 1) if n < 3 else None,
-                    None if failed else vectors[n].astype(np.float32).tobytes(), None if failed else "m",
-                    "truncated" if failed else None, datetime(2024, 1, 1),
-                ),
+            conn.execute(
+                _INSERT_0001,
+                {
+                    "path": path, "size": 100 + n, "mtime_ns": 1000 + n, "content_hash": f"h{n}",
+                    "taken_at": datetime(2020, 1, n + 1) if n < 3 else None,
+                    "vector": None if failed else vectors[n].astype(np.float32).tobytes(),
+                    "model_key": None if failed else "m", "error": "truncated" if failed else None,
+                    "indexed_at": datetime(2024, 1, 1),
+                },
             )  # fmt: skip
         conn.exec_driver_sql("DELETE FROM images WHERE path = '/a/b/gone.jpg'")
         conn.exec_driver_sql("UPDATE library_state SET generation = 7")
@@ -81,8 +89,8 @@ def test_0002_is_recorded_and_runs_once(old_database: tuple[str, np.ndarray]) ->
         with store.engine.connect() as conn:
             names = conn.exec_driver_sql("SELECT name FROM schema_migrations ORDER BY name").scalars().all()
             assert migrations.pending_migrations(conn) == []
-            tables = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").scalars().all()
-        assert names == sorted(name for name, _ in migrations.MIGRATIONS)  # 0002 and every later step
+            tables = sa.inspect(conn).get_table_names()
+        assert names == sorted(name for name, _ in migrations.MIGRATIONS)
         assert "images_0002" not in tables
     finally:
         store.close()

@@ -24,6 +24,7 @@ from retrieval.storage.reader import READER_SCHEMA, StoreReader, open_reader
 from retrieval.storage.records import FileMetadata, ImageRecord
 from retrieval.storage.store import Store
 from tests.libcheck import unit_vectors
+from tests.postgres_server import sqlite_only
 
 DIM = 16
 ODD = os.fsdecode(b"/photos/caf\xe9/\xff\xfe.jpg")  # not UTF-8: kept as the OS's bytes
@@ -55,12 +56,7 @@ def _meta(n: int, path: str) -> FileMetadata:
 EXTENSIONS = ["jpg", "JPEG", "png", "heic", "tif"]
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Path]:
-    """A library with vectors, a non-UTF-8 path, failed rows (no vector, an error), deleted rows, 700 more rows
-    (reads cross the reader's chunks), and meta values."""
-    path = tmp_path / DATABASE_FILE
-    store = Store(f"sqlite:///{path}", create=True)
+def _fill(store: Store) -> None:
     vectors = unit_vectors(len(PATHS) + 700, 1, DIM)
     with store.writer() as writer:
         for n, name in enumerate(PATHS):
@@ -72,13 +68,37 @@ def database(tmp_path: Path) -> Iterator[Path]:
     with store.writer() as writer:
         writer.delete_images([store.image_by_path("/photos/a/gone.jpg").id, 100])  # type: ignore[union-attr]
     store.set_meta({"model": "m", "dim": str(DIM), "empty": ""})
+
+
+@pytest.fixture(autouse=True)
+def _fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows written by two fills (a SQLite and a PostgreSQL store) get the same `indexed_at`, to the microsecond."""
+    from retrieval.storage import writer
+
+    monkeypatch.setattr(writer, "_now", lambda: datetime(2024, 5, 6, 7, 8, 9, 123456))
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Path]:
+    """A library with vectors, a non-UTF-8 path, failed rows (no vector, an error), deleted rows, 700 more rows
+    (reads cross the reader's chunks), and meta values."""
+    path = tmp_path / DATABASE_FILE
+    store = Store(f"sqlite:///{path}", create=True)
+    _fill(store)
     store.close()
     yield path
 
 
 @pytest.fixture
-def both(database: Path) -> Iterator[tuple[Store, StoreReader]]:
-    store, reader = Store(f"sqlite:///{database}"), open_reader(database)
+def both(database: Path, store_backend: str, store_url: str) -> Iterator[tuple[Store, StoreReader]]:
+    """The reader on the SQLite library, and the Store on the same library (SQLite), or on a PostgreSQL
+    store filled by the same writes (PostgreSQL): every read must agree either way."""
+    if store_backend == "sqlite":
+        store = Store(f"sqlite:///{database}")
+    else:
+        store = Store(store_url, create=True)
+        _fill(store)
+    reader = open_reader(database)
     assert reader is not None
     yield store, reader
     store.close()
@@ -144,6 +164,7 @@ def _types(records: dict[int, ImageRecord]) -> set[tuple[str, type]]:
     return {(item.name, type(getattr(record, item.name))) for record in records.values() for item in fields(record)}
 
 
+@sqlite_only
 def test_the_reader_sees_what_a_stats_call_sees_with_dates(both: tuple[Store, StoreReader]) -> None:
     """Not only equal: the dates are real datetimes (microseconds kept) and the failures name byte paths."""
     _, reader = both

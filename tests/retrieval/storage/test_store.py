@@ -21,11 +21,12 @@ from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from retrieval.model.specs import ModelSpec
-from retrieval.storage.migrations import MIGRATIONS, apply_migrations
+from retrieval.storage.migrations import MIGRATIONS, _set_id_high_water, apply_migrations
 from retrieval.storage.records import FileMetadata
 from retrieval.storage.store import Store, StoreWriter, folder_prefix
 from retrieval.storage.vectors import as_stored
 from tests.libcheck import assert_same_vectors, store_vectors, unit_vectors
+from tests.postgres_server import sqlite_only
 
 DIM = 8
 MODEL_KEY = "test-model"
@@ -59,8 +60,9 @@ def _fail(store: Store, path: str, reason: str = "truncated") -> int:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
+def db_url(store_url: str) -> str:
+    """Every store test runs on SQLite and on PostgreSQL (`tests/postgres_server.py`)."""
+    return store_url
 
 
 @pytest.fixture
@@ -96,6 +98,7 @@ def test_fresh_store_records_migrations_once(db_url: str) -> None:
     again.close()
 
 
+@sqlite_only
 def test_database_is_in_wal_mode(store: Store, tmp_path: Path) -> None:
     """The store's connections use WAL, and the setting is persisted in the file for other clients."""
     with store.engine.connect() as conn:
@@ -282,6 +285,22 @@ def test_deleted_ids_are_never_reused(store: Store) -> None:
     assert after_all > fresh
 
 
+def test_ids_go_past_32_bits(store: Store) -> None:
+    """Ids count every path a library ever held (never reused): past 2**32 they still work, in the store and
+    in a FAISS index (a 32-bit SERIAL on PostgreSQL refused them before migration 0005)."""
+    with store.engine.begin() as conn:
+        _set_id_high_water(conn, 2**32)
+    (big,) = _add(store, "/p/big.jpg")
+    assert big == 2**32 + 1
+    record = store.image_by_path("/p/big.jpg")
+    assert record is not None and record.id == big and store.rows_by_ids([big])[big].path == "/p/big.jpg"
+    generation, vectors = _snapshot(store)
+    assert (generation, list(vectors)) == (1, [big])
+    index = VectorIndex(DIM, gpu="never")
+    index.add(np.array([big]), np.stack(list(vectors.values())))
+    assert index.search(vectors[big][None, :], 1)[1].tolist() == [[big]]
+
+
 # --- reads -------------------------------------------------------------------------------------
 
 
@@ -359,7 +378,10 @@ def test_ids_under_walks_the_path_index(store: Store) -> None:
     assert len(found) == 20 and (np.diff(found) > 0).all()
     statement, parameters = next((s, p) for s, p in statements if "FROM images" in s)
     with store.engine.connect() as conn:
-        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+        if conn.dialect.name == "postgresql":  # on 200 rows a table scan is cheaper: can the index serve it?
+            conn.exec_driver_sql("SET enable_seqscan = off")
+        explain = "EXPLAIN QUERY PLAN" if conn.dialect.name == "sqlite" else "EXPLAIN"
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"{explain} {statement}", parameters))
     assert "ix_images_path" in plan, plan
 
 
@@ -494,6 +516,13 @@ def test_vector_snapshot_is_isolated_from_a_concurrent_commit(store: Store, db_u
 
 
 @pytest.fixture
+def library(tmp_path: Path, library_url: str | None) -> Iterator[Library]:
+    """A new library whose store is a SQLite file in its folder, then a PostgreSQL database."""
+    with Library(tmp_path / "library", create=True, database_url=library_url) as opened:
+        yield opened
+
+
+@pytest.fixture
 def encoder(tiny_spec: ModelSpec) -> Encoder:
     """The tiny model's encoder, unloaded: identity and dim need only its config."""
     return Encoder(tiny_spec, device="cpu")
@@ -514,7 +543,9 @@ def test_missing_library_is_not_created(tmp_path: Path) -> None:
         assert reopened.store.generation() == 0
 
 
-def test_bind_model_records_the_model(library: Library, encoder: Encoder, tiny_spec: ModelSpec) -> None:
+def test_bind_model_records_the_model(
+    library: Library, encoder: Encoder, tiny_spec: ModelSpec, library_url: str | None
+) -> None:
     """The first bind records model, identity and dim; a reopened library reuses them with no spec."""
     assert library.recorded_model() is None and library.dim() is None
     library.bind_model(encoder)
@@ -522,7 +553,7 @@ def test_bind_model_records_the_model(library: Library, encoder: Encoder, tiny_s
     assert library.recorded_identity() == encoder.identity.key
     assert library.dim() == encoder.dim == 32
     assert library.recorded_model() == tiny_spec.absolute()
-    with Library(library.directory) as reopened:
+    with Library(library.directory, database_url=library_url) as reopened:
         assert reopened.encoder(device="cpu").identity == encoder.identity
 
 
@@ -618,9 +649,9 @@ def test_saving_deletes_older_index_files_but_keeps_newer(filled: Library) -> No
     assert _index_files(filled) == ["index-1.faiss", "index-7.faiss", "index-notes.faiss"]
 
 
-def _take_lock(directory: str) -> None:
+def _take_lock(directory: str, url: str | None) -> None:
     """Child process: try the writer lock once; exit 0 if taken, _BUSY_EXIT if refused."""
-    with Library(directory) as library:
+    with Library(directory, database_url=url) as library:
         try:
             with library.writer_lock():
                 pass
@@ -628,9 +659,9 @@ def _take_lock(directory: str) -> None:
             sys.exit(_BUSY_EXIT)
 
 
-def _hold_lock(directory: str, held: Event, release: Event) -> None:
+def _hold_lock(directory: str, url: str | None, held: Event, release: Event) -> None:
     """Child process: take the writer lock, report it, then wait (until killed)."""
-    with Library(directory) as library, library.writer_lock():
+    with Library(directory, database_url=url) as library, library.writer_lock():
         held.set()
         release.wait()
 
@@ -642,21 +673,22 @@ def _run_child(target: Callable[..., None], *args: object) -> int | None:
     return child.exitcode
 
 
-def test_writer_lock_refuses_a_second_process(library: Library) -> None:
+def test_writer_lock_refuses_a_second_process(library: Library, library_url: str | None) -> None:
     """While this process holds the lock another process gets LibraryBusyError; after release it succeeds."""
     library.create()
     directory = str(library.directory)
     with library.writer_lock():
         assert (library.directory / "index.lock").read_text() == str(os.getpid())
-        assert _run_child(_take_lock, directory) == _BUSY_EXIT
-    assert _run_child(_take_lock, directory) == 0
+        assert _run_child(_take_lock, directory, library_url) == _BUSY_EXIT
+    assert _run_child(_take_lock, directory, library_url) == 0
 
 
-def test_writer_lock_is_dropped_when_its_holder_dies(library: Library) -> None:
-    """A lock held by a process that is killed is released by the OS: the next writer proceeds."""
+def test_writer_lock_is_dropped_when_its_holder_dies(library: Library, library_url: str | None) -> None:
+    """A lock held by a process that is killed is released by the OS (and on PostgreSQL the run lock by the
+    server, when the holder's connection drops): the next writer proceeds."""
     library.create()
     held, release = _FORK.Event(), _FORK.Event()
-    holder = _FORK.Process(target=_hold_lock, args=(str(library.directory), held, release))
+    holder = _FORK.Process(target=_hold_lock, args=(str(library.directory), library_url, held, release))
     holder.start()
     try:
         assert held.wait(timeout=60), "the child never took the lock"
