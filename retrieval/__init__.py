@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import IndexRootError as IndexRootError
     from retrieval.errors import IndexSaveError as IndexSaveError
     from retrieval.errors import IndexSaveWarning as IndexSaveWarning
+    from retrieval.errors import InvalidDateError as InvalidDateError
     from retrieval.errors import InvalidQueryError as InvalidQueryError
     from retrieval.errors import LibraryBusyError as LibraryBusyError
     from retrieval.errors import LibraryNotFoundError as LibraryNotFoundError
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import WriterWaitWarning as WriterWaitWarning
     from retrieval.export import ExportReport as ExportReport
     from retrieval.export import export_files as export_files
+    from retrieval.filters import SearchFilter as SearchFilter
     from retrieval.index import VectorIndex as VectorIndex
     from retrieval.library import Library as Library
     from retrieval.library_facts import LibraryFacts as LibraryFacts
@@ -74,6 +76,7 @@ _EXPORTS = {
         "IndexRootError",
         "IndexSaveError",
         "IndexSaveWarning",
+        "InvalidDateError",
         "InvalidQueryError",
         "LibraryBusyError",
         "LibraryNotFoundError",
@@ -89,6 +92,7 @@ _EXPORTS = {
         "WatchError",
         "WriterWaitWarning",
     ),
+    "retrieval.filters": ("SearchFilter",),
     "retrieval.index": ("VectorIndex",),
     "retrieval.library": ("Library",),
     "retrieval.library_facts": ("LibraryFacts",),

@@ -152,6 +152,15 @@ DEFAULT_SPLIT_SIZES: dict[str, int] = {
 }
 # --- end light branch
 
+# --- filters branch: search filters
+ORIENTATIONS = ("landscape", "portrait", "square")
+"""`orientation` filter values: wider than high, higher than wide, or as wide as high (stored pixels)."""
+EXTENSION_SYNONYMS = {"jpeg": "jpg", "jpe": "jpg", "tiff": "tif"}
+"""Extensions that name one format: a file `x.JPEG` is stored, and found by `--ext jpg`, as `jpg`."""
+EXTENSION_MAX_CHARS = 32
+"""Longer file name suffixes are not extensions: stored as none, so no `extensions` filter keeps them."""
+# --- end filters branch
+
 
 # --- dups branch: near-duplicates (retrieval/duplicates.py, benchmarks/duplicates.py) ------------------------
 DEFAULT_DUPLICATE_THRESHOLD = 0.99

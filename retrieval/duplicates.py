@@ -145,7 +145,7 @@ def find_duplicates(
     check_threshold(threshold)
     index = library.load_index(gpu="never", mmap=True)
     folders = [] if within is None else [within] if isinstance(within, (str, Path)) else list(within)
-    id_filter = IdFilter.of(np.concatenate([Within(f).ids(library.reads) for f in folders])) if folders else IdFilter()
+    id_filter = IdFilter.of(Within(tuple(folders)).ids(library.reads)) if folders else IdFilter()
     first, second, scores = duplicate_pairs(index, threshold, id_filter, nprobe=nprobe)
     rows = library.reads.rows_by_ids(np.unique(np.concatenate([first, second])).tolist())
     return group_pairs(first, second, scores, rows)

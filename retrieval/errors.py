@@ -134,6 +134,11 @@ class PrecisionMixWarning(UserWarning):
     library records both (`LibraryFacts.precision`)."""
 
 
+# --- filters branch: search filters ------------------------------------------------------------------
+class InvalidDateError(InvalidQueryError):
+    """A date given to a filter (`after`, `before`) is not one of the accepted forms (`dates.DATE_FORMS`)."""
+
+
 # --- query branch: export ---------------------------------------------------------------------------
 class ExportError(ClipsearchError):
     """Results cannot be exported where asked (the folder is a file, or cannot be created or written)."""

@@ -1,54 +1,32 @@
 """Search filters: which stored images a search may return.
 
-A `SearchFilter` is a conjunction of conditions plus ids to leave out. Each condition resolves to the
-ids that pass it through an indexed store query (`Within`: a path range); `resolve` intersects them into
-one `IdFilter`, which faiss applies inside the search as an IDSelector (a hashed id set, or a bitmap for a
-dense set), so a filtered search ranks exactly the images that pass instead of cutting a fixed top-k.
-New conditions (dates, camera, extension, dimensions, orientation) are classes with an `ids(store)`
-method, added to `SearchFilter.conditions`.
+A `SearchFilter` is a conjunction of conditions plus ids to leave out. Each condition (`retrieval.conditions`:
+folders, dates, camera, extensions, minimum dimensions, orientation) resolves to the ids that pass it through
+indexed store queries; `resolve` intersects them into one `IdFilter`, which faiss applies inside the search
+as an IDSelector (a hashed id set, or a bitmap for a dense set), so a filtered search ranks exactly the images
+that pass instead of cutting a fixed top-k: it returns k results whenever k images pass.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
+from retrieval.conditions import AtLeast, Camera, Condition, Dated, Extension, Orientation, Within
 from retrieval.config import FILTER_BITMAP_MIN_DENSITY
-from retrieval.errors import InvalidQueryError
+from retrieval.dates import DateRange
 
 _faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search parameters, direct maps, IO)
 
 
 if TYPE_CHECKING:
     from retrieval.storage.reader import StoreReads as Store
-
-
-class Condition(Protocol):
-    def ids(self, store: Store) -> np.ndarray:
-        """The ids of stored images with vectors that pass, as int64 (any order)."""
-        ...
-
-
-@dataclass(frozen=True)
-class Within:
-    """Images under `folder` (its subfolders included; `trip` does not hold `trip-extra`)."""
-
-    folder: str | Path
-
-    def ids(self, store: Store) -> np.ndarray:
-        folder = os.path.abspath(os.path.expanduser(str(self.folder)))
-        found = store.ids_under(folder)
-        if not len(found) and not os.path.isdir(folder):
-            raise InvalidQueryError(
-                f"`within` names {folder}, which is not a folder (and no indexed image is under it)",
-                parameters=("within",),
-            )
-        return found
 
 
 def _id_array(ids: Any) -> np.ndarray:
@@ -110,6 +88,11 @@ def _allowing(ids: np.ndarray) -> Selector:
     return Selector(_faiss.IDSelectorBatch(ids), (ids,))
 
 
+def _several(given: Any) -> tuple[Any, ...]:
+    """One value (a string or path) or several, as a tuple."""
+    return (given,) if isinstance(given, (str, Path)) else tuple(given)
+
+
 @dataclass(frozen=True)
 class SearchFilter:
     """All `conditions` must pass; `exclude` ids never come back (an image query's own id)."""
@@ -118,9 +101,39 @@ class SearchFilter:
     exclude: frozenset[int] = frozenset()
 
     @classmethod
-    def of(cls, *, within: str | Path | None = None, exclude_ids: set[int] | None = None) -> SearchFilter:
-        conditions: tuple[Condition, ...] = (Within(within),) if within is not None else ()
-        return cls(conditions, frozenset(exclude_ids or ()))
+    def of(
+        cls,
+        *,
+        within: str | Path | Iterable[str | Path] | None = None,
+        after: str | date | datetime | None = None,
+        before: str | date | datetime | None = None,
+        camera: str | None = None,
+        extensions: str | Iterable[str] | None = None,
+        min_width: int | None = None,
+        min_height: int | None = None,
+        orientation: str | None = None,
+        exclude_ids: Iterable[int] | None = None,
+    ) -> SearchFilter:
+        """Images under any of the folders `within` (one or several), dated from `after` (included) to
+        `before` (excluded) (`retrieval.dates`: `2021`, `2021-06`, `2021-06-15`, an ISO date and time), shot
+        with a `camera` whose make or model holds the text (any case), with one of the file `extensions`, at
+        least `min_width` and `min_height` pixels, in an `orientation` (landscape, portrait, square); never
+        `exclude_ids`. None leaves a condition out; every condition given must pass. Bad values raise an
+        `InvalidQueryError` (`InvalidDateError` for dates) naming the parameter."""
+        conditions: list[Condition] = []
+        if within is not None:
+            conditions.append(Within(_several(within)))
+        if after is not None or before is not None:
+            conditions.append(Dated(DateRange.of(after, before)))
+        if camera is not None:
+            conditions.append(Camera(camera))
+        if extensions is not None:
+            conditions.append(Extension(tuple(_several(extensions))))
+        sizes = (("width", min_width), ("height", min_height))
+        conditions += [AtLeast(side, pixels) for side, pixels in sizes if pixels is not None]
+        if orientation is not None:
+            conditions.append(Orientation(orientation))
+        return cls(tuple(conditions), frozenset(int(i) for i in exclude_ids or ()))
 
     def resolve(self, store: Store) -> IdFilter:
         """One id set for the whole filter, through one indexed store query per condition."""

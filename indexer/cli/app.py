@@ -35,6 +35,14 @@ FLAGS = {
     "hard_negatives": "--hard-negatives",
     "match_targets": "--match-targets",
     "style": "--style",
+    # filters branch: search filters
+    "after": "--after",
+    "before": "--before",
+    "camera": "--camera",
+    "extensions": "--ext",
+    "min_width": "--min-width",
+    "min_height": "--min-height",
+    "orientation": "--orientation",
     "threshold": "--threshold",  # dups branch
     # query branch: fused queries, sort, export
     "sort": "--sort",

@@ -6,13 +6,21 @@ from pathlib import Path
 
 import click
 
-from indexer.cli.options import LibraryChoice, ModelChoice, ResultChoice, library_options, model_options, result_options
+from indexer.cli.options import (
+    FilterChoice,
+    LibraryChoice,
+    ModelChoice,
+    ResultChoice,
+    filter_options,
+    library_options,
+    model_options,
+    result_options,
+)
 from indexer.cli.output import echo_fs, echo_json
 from indexer.cli.search import (
     QueryChoice,
     QueryCommand,
     check_shown,
-    chosen_filter,
     min_relevance_option,
     query_options,
     searcher_for,
@@ -40,6 +48,7 @@ from retrieval.config import DEFAULT_EXPORT_MODE
 @click.option("--copy", "mode", flag_value="copy", help="Copies.")
 @min_relevance_option
 @result_options
+@filter_options
 @model_options
 @library_options
 def export(
@@ -48,6 +57,7 @@ def export(
     mode: str,
     min_relevance: float | None,
     results: ResultChoice,
+    filters: FilterChoice,
     model: ModelChoice,
     library: LibraryChoice,
 ) -> None:
@@ -66,7 +76,7 @@ def export(
     from retrieval.export import WRITTEN, export_files
 
     check_shown(results, null=False)
-    query = what.query(results, chosen_filter(results), min_relevance=min_relevance)
+    query = what.query(results, filters.search_filter(), min_relevance=min_relevance)
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     report = export_files([result.path for result in found], folder, mode=mode)

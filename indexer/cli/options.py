@@ -23,11 +23,13 @@ from retrieval.config import (
     DEVICE_CHOICES,
     GPU_CHOICES,
     LIBRARY_ENV,
+    ORIENTATIONS,
 )
 from retrieval.model.devices import PRECISION_CHOICES
 from retrieval.quality.captions import FORMATS, CaptionedDataset, load_captions
 
 if TYPE_CHECKING:
+    from retrieval.filters import SearchFilter
     from retrieval.library import Library
     from retrieval.model.encoder import Encoder
 
@@ -88,14 +90,44 @@ class ModelChoice:
 
 @dataclass(frozen=True)
 class ResultChoice:
-    """Which results and how they print: `-k`, `--in`, `--min-score`, `--json`, `--paths`, `--gpu-index`."""
+    """Which results and how they print: `-k`, `--min-score`, `--json`, `--paths`, `--gpu-index`."""
 
     k: int
-    within: Path | None
     min_score: float | None
     as_json: bool
     paths_only: bool
     gpu_index: str
+
+
+@dataclass(frozen=True)
+class FilterChoice:
+    """Which images a query may return: `--in`, `--after`, `--before`, `--camera`, `--ext`, `--min-width`,
+    `--min-height`, `--orientation` (every one given must pass)."""
+
+    within: tuple[Path, ...]
+    after: str | None
+    before: str | None
+    camera: str | None
+    extensions: tuple[str, ...]
+    min_width: int | None
+    min_height: int | None
+    orientation: str | None
+
+    def search_filter(self, exclude_ids: set[int] | None = None) -> SearchFilter:
+        """The library's `SearchFilter` of these options; a bad date raises `InvalidDateError` naming it."""
+        from retrieval.filters import SearchFilter  # faiss: when a command runs, not for --help
+
+        return SearchFilter.of(
+            within=self.within or None,
+            after=self.after,
+            before=self.before,
+            camera=self.camera,
+            extensions=self.extensions or None,
+            min_width=self.min_width,
+            min_height=self.min_height,
+            orientation=self.orientation,
+            exclude_ids=exclude_ids,
+        )
 
 
 @dataclass(frozen=True)
@@ -188,13 +220,6 @@ result_options = option_group(
         show_default=True,
         help="How many results.",
     ),
-    click.option(
-        "--in",
-        "within",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Only images under this folder.",
-    ),
     click.option("--min-score", type=float, default=None, help="Drop results scoring below this (cosine, -1..1)."),
     click.option("--json", "as_json", is_flag=True, help="One JSON object per result and line."),
     click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for piping)."),
@@ -204,6 +229,54 @@ result_options = option_group(
         default="auto",
         show_default=True,
         help="Search the FAISS index on a GPU when faiss has one.",
+    ),
+)
+
+filter_options = option_group(
+    FilterChoice,
+    "filters",
+    click.option(
+        "--in",
+        "within",
+        type=click.Path(file_okay=False, path_type=Path),
+        multiple=True,
+        help="Only images under this folder; repeat for several (images under any of them).",
+    ),
+    click.option(
+        "--after",
+        metavar="DATE",
+        default=None,
+        help="Only images dated from the start of DATE on (2021 = from 2021-01-01 00:00, included). "
+        "DATE: 2021, 2021-06, 2021-06-15 or 2021-06-15T14:30. An image's date is its EXIF date taken, else its "
+        "file's modification time (local time).",
+    ),
+    click.option(
+        "--before",
+        metavar="DATE",
+        default=None,
+        help="Only images dated before the start of DATE (2021-06 = before 2021-06-01 00:00, excluded).",
+    ),
+    click.option(
+        "--camera", metavar="TEXT", default=None, help="Only images whose camera make or model holds TEXT (any case)."
+    ),
+    click.option(
+        "--ext",
+        "extensions",
+        metavar="EXT[,EXT]",
+        multiple=True,
+        help="Only files with these extensions (jpg,png or repeated; any case; jpeg = jpg, tiff = tif).",
+    ),
+    click.option(
+        "--min-width", type=click.IntRange(min=1), default=None, help="Only images at least this many pixels wide."
+    ),
+    click.option(
+        "--min-height", type=click.IntRange(min=1), default=None, help="Only images at least this many pixels high."
+    ),
+    click.option(
+        "--orientation",
+        type=click.Choice(ORIENTATIONS, case_sensitive=False),
+        default=None,
+        help="Only landscape (wider than high), portrait (higher than wide) or square images.",
     ),
 )
 

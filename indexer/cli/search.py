@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 import click
 
 from indexer.cli.options import (
+    FilterChoice,
     LibraryChoice,
     ModelChoice,
     ResultChoice,
+    filter_options,
     library_options,
     model_options,
     option_group,
@@ -174,6 +176,7 @@ min_relevance_option = click.option(
 @query_options
 @min_relevance_option
 @result_options
+@filter_options
 @null_option
 @model_options
 @library_options
@@ -181,6 +184,7 @@ def search(
     what: QueryChoice,
     min_relevance: float | None,
     results: ResultChoice,
+    filters: FilterChoice,
     null: bool,
     model: ModelChoice,
     library: LibraryChoice,
@@ -203,10 +207,12 @@ def search(
       clipsearch search --image ref.jpg "at night"
       clipsearch search 2:beach 1:sunset -1:people
       clipsearch search "birthday cake" --paths -0 | xargs -0 open
+      clipsearch search beach --after 2021-06 --before 2021-09 --camera iphone --orientation landscape
+      clipsearch search dog --in ~/Pictures/trips --in ~/Pictures/family --ext jpg,heic --min-width 2000
       clipsearch search "three circles" --min-relevance 0.6    # only confident hits
     """
     check_shown(results, null)
-    query = what.query(results, chosen_filter(results), min_relevance=min_relevance)
+    query = what.query(results, filters.search_filter(), min_relevance=min_relevance)  # bad values refused here
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     print_results(found, results, null=null)
@@ -216,11 +222,18 @@ def search(
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @query_options
 @result_options
+@filter_options
 @null_option
 @model_options
 @library_options
 def similar(
-    image: Path, what: QueryChoice, results: ResultChoice, null: bool, model: ModelChoice, library: LibraryChoice
+    image: Path,
+    what: QueryChoice,
+    results: ResultChoice,
+    filters: FilterChoice,
+    null: bool,
+    model: ModelChoice,
+    library: LibraryChoice,
 ) -> None:
     """Find images that look like IMAGE (an indexed photo or any image file), optionally steered by words.
 
@@ -229,19 +242,13 @@ def similar(
       clipsearch similar ~/Pictures/IMG_0042.jpg -k 10
       clipsearch similar query.png --min-score 0.95 --paths   # near-duplicates
       clipsearch similar ref.jpg "at night" --not people
+      clipsearch similar IMG_0042.jpg --after 2020 --before 2021 --camera canon
     """
     check_shown(results, null)
-    query = what.query(results, chosen_filter(results), image=image)
+    query = what.query(results, filters.search_filter(), image=image)
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     print_results(found, results, null=null)
-
-
-def chosen_filter(results: ResultChoice) -> SearchFilter:
-    """The images a query may return, as the options say (`--in`)."""
-    from retrieval.filters import SearchFilter  # faiss: when a command runs, not for --help
-
-    return SearchFilter.of(within=results.within)
 
 
 @contextmanager

@@ -24,12 +24,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.storage.filter_queries import CAMERA_NAMES, FilterQuery, sqlite_params, with_vectors
 from retrieval.storage.opening import SQLITE_HEADER, connect_file, set_busy_timeout, writable
 from retrieval.storage.path_range import path_bounds
 from retrieval.storage.records import ImageRecord, LibraryStats
 from retrieval.storage.vectors import from_blobs
 
-READER_SCHEMA = frozenset({"0001_initial", "0002_byte_paths_half_vectors", "0003_roots", "0005_postgres_bigint_ids"})
+READER_SCHEMA = frozenset(
+    {"0001_initial", "0002_byte_paths_half_vectors", "0003_roots", "0004_filter_columns", "0005_postgres_bigint_ids"}
+)
 """The migrations whose schema the reader's SQL is written for: exactly those recorded, or no reader
 (tests/retrieval/storage/test_reader.py pins this to `migrations.MIGRATIONS`)."""
 _IN_CHUNK = 500
@@ -51,6 +54,10 @@ class StoreReads(Protocol):
     def ids_under(self, folder: str) -> np.ndarray: ...
 
     def count_vectors(self) -> int: ...
+
+    def filter_ids(self, query: FilterQuery) -> np.ndarray: ...
+
+    def camera_names(self) -> list[str]: ...
 
     def stats(self, failure_limit: int = 20) -> LibraryStats: ...
 
@@ -172,6 +179,16 @@ class StoreReader:
             sql, arguments = sql + " AND path < ?", [lower, upper]
         rows = self._connection.execute(sql, arguments).fetchall()
         return np.sort(np.fromiter((image_id for image_id, has in rows if has), dtype=np.int64))
+
+    def filter_ids(self, query: FilterQuery) -> np.ndarray:
+        """The ids with a vector that a search filter's query selects, ascending (`Store.filter_ids`)."""
+        with self._snapshot() as connection:
+            rows = [row for sql, params in query.statements for row in connection.execute(sql, sqlite_params(params))]
+        return with_vectors(rows)
+
+    def camera_names(self) -> list[str]:
+        """Every distinct camera name stored, ascending (`Store.camera_names`)."""
+        return [str(name) for (name,) in self._connection.execute(CAMERA_NAMES)]
 
     def count_vectors(self) -> int:
         return int(self._connection.execute("SELECT count(*) FROM images WHERE has_vector = 1").fetchone()[0])

@@ -41,6 +41,13 @@ class ImageRow(Base):
         CheckConstraint(HAS_VECTOR_CHECK, name="ck_images_has_vector"),
         Index("ix_images_vector_size", "has_vector", "size"),
         Index("ix_images_vector_taken_at", "has_vector", "taken_at"),
+        # filters branch (migration 0004): what the search filters read (`filter_queries.py`)
+        Index("ix_images_date", "taken_at", "mtime_ns", "has_vector"),
+        Index("ix_images_camera", "camera", "has_vector"),
+        Index("ix_images_extension", "extension", "has_vector"),
+        Index("ix_images_orientation", "orientation", "has_vector"),
+        Index("ix_images_width", "width", "has_vector"),
+        Index("ix_images_height", "height", "has_vector"),
         {"sqlite_autoincrement": True},  # ids are FAISS ids: never reuse a deleted one
     )
 
@@ -53,7 +60,7 @@ class ImageRow(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     format: Mapped[str | None] = mapped_column(String(16))
-    taken_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime)  # indexed first in ix_images_date
     camera_make: Mapped[str | None] = mapped_column(String(128))
     camera_model: Mapped[str | None] = mapped_column(String(128))
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -62,6 +69,10 @@ class ImageRow(Base):
     model_key: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime)
+    # filters branch (migration 0004): derived from the path and facts by `filter_queries.filter_columns`
+    extension: Mapped[str | None] = mapped_column(String(32))
+    camera: Mapped[str | None] = mapped_column(String(260))
+    orientation: Mapped[str | None] = mapped_column(String(16))
 
 
 class MetaRow(Base):

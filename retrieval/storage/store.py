@@ -11,6 +11,7 @@ import errno
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
+from datetime import datetime
 
 import numpy as np
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from retrieval.config import SHARED_WRITER_WAIT_S
 from retrieval.errors import DamagedLibraryError, DiskFullError, LibraryNotFoundError, LibraryReadOnlyError
 from retrieval.storage import postgres
+from retrieval.storage.filter_queries import CAMERA_NAMES, FilterQuery, with_vectors
 from retrieval.storage.migrations import apply_migrations, is_ours, pending_migrations
 from retrieval.storage.opening import (
     check_header,
@@ -60,6 +62,12 @@ _RECORD_COLUMNS = tuple(getattr(ImageRow, item.name).label(item.name) for item i
 
 def _records(session: Session, *where: sa.ColumnElement[bool]) -> list[ImageRecord]:
     return [copy_fields(ImageRecord, row) for row in session.execute(sa.select(*_RECORD_COLUMNS).where(*where))]
+
+
+def _text(sql: str, params: dict[str, object]) -> sa.TextClause:
+    """`sql` with its datetime parameters bound as the backend stores a DateTime (filters branch)."""
+    typed = [sa.bindparam(name, type_=sa.DateTime) for name, value in params.items() if isinstance(value, datetime)]
+    return sa.text(sql).bindparams(*typed)
 
 
 def _sqlite_code(exc: sa.exc.DBAPIError) -> int | None:
@@ -270,6 +278,19 @@ class Store:
             rows = session.execute(stmt).all()
         return np.sort(np.fromiter((image_id for image_id, has in rows if has), dtype=np.int64))
 
+    # --- filters branch: the search filters' queries (`filter_queries.py`) -----------------------
+    def filter_ids(self, query: FilterQuery) -> np.ndarray:
+        """The ids with a vector that a search filter's query selects, ascending, read in one transaction."""
+        with self._sessions() as session:
+            rows = [row for sql, params in query.statements for row in session.execute(_text(sql, params), params)]
+        return with_vectors(rows)
+
+    def camera_names(self) -> list[str]:
+        """Every distinct camera name stored, ascending, one index probe each."""
+        with self._sessions() as session:
+            return [str(name) for name in session.execute(sa.text(CAMERA_NAMES)).scalars()]
+
+    # --- end filters branch
     @contextmanager
     def vector_snapshot(
         self, dim: int, batch: int = 20_000

@@ -11,6 +11,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from retrieval.storage.filter_queries import extension_of, filter_columns
 from retrieval.storage.records import FileMetadata, copy_fields
 from retrieval.storage.schema import ImageRow
 from retrieval.storage.vectors import from_blob, to_blob
@@ -98,7 +99,9 @@ class StoreWriter:
     def move_image(self, image_id: int, new_path: str, size: int, mtime_ns: int) -> None:
         """The same content under a new path: keep the id and the vector, so the FAISS index is unchanged."""
         self.session.execute(
-            sa.update(ImageRow).where(ImageRow.id == image_id).values(path=new_path, size=size, mtime_ns=mtime_ns)
+            sa.update(ImageRow)
+            .where(ImageRow.id == image_id)
+            .values(path=new_path, size=size, mtime_ns=mtime_ns, extension=extension_of(new_path))
         )
 
     def touch_image(self, image_id: int, size: int, mtime_ns: int) -> None:
@@ -138,8 +141,10 @@ def _new_row(meta: FileMetadata, blob: bytes, model_key: str, now: datetime) -> 
 
 
 def _file_columns(meta: FileMetadata) -> dict[str, Any]:
-    """Every field of `FileMetadata` (and no more, even from a record), by the name of its row column."""
-    return {item.name: getattr(meta, item.name) for item in fields(FileMetadata)}
+    """Every field of `FileMetadata` (and no more, even from a record), by the name of its row column, and
+    the filter columns derived from them."""
+    columns = {item.name: getattr(meta, item.name) for item in fields(FileMetadata)}
+    return columns | filter_columns(meta.path, meta.width, meta.height, meta.camera_make, meta.camera_model)
 
 
 def _apply(row: ImageRow, meta: FileMetadata) -> None:

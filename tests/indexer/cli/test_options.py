@@ -16,10 +16,12 @@ from click.testing import CliRunner
 from indexer.cli import cli
 from indexer.cli.options import (
     CaptionsChoice,
+    FilterChoice,
     LibraryChoice,
     ModelChoice,
     ResultChoice,
     captions_options,
+    filter_options,
     library_options,
     model_options,
     result_options,
@@ -35,16 +37,19 @@ UNSET = {LIBRARY_ENV: None, "CLIPSEARCH_DATABASE_URL": None, "CLIPSEARCH_DEVICE"
 
 
 def chosen(*args: str | Path, env: dict[str, str | None] | None = None) -> dict[str, Any]:
-    """What a command carrying all four groups receives for `args`: one object per group, by keyword."""
+    """What a command carrying all five groups receives for `args`: one object per group, by keyword."""
     received: dict[str, Any] = {}
 
     @click.command()
     @captions_options
     @result_options
+    @filter_options
     @model_options
     @library_options
-    def probe(reader: CaptionsChoice, results: ResultChoice, model: ModelChoice, library: LibraryChoice) -> None:
-        received.update(reader=reader, results=results, model=model, library=library)
+    def probe(
+        reader: CaptionsChoice, results: ResultChoice, filters: FilterChoice, model: ModelChoice, library: LibraryChoice
+    ) -> None:
+        received.update(reader=reader, results=results, filters=filters, model=model, library=library)
 
     result = CliRunner().invoke(probe, [str(a) for a in args], env=UNSET | (env or {}), catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -56,13 +61,18 @@ def test_each_group_hands_one_dataclass_built_from_its_flags(tmp_path: Path) -> 
     got = chosen(
         "--library", tmp_path / "lib", "--database-url", "sqlite:///x.db",
         "--model", "m.json", "--pretrained", "none", "--device", "cpu", "--precision", "fp32", "--batch-size", "3",
-        "-k", "7", "--in", tmp_path, "--min-score", "0.5", "--json", "--paths", "--gpu-index", "never",
+        "-k", "7", "--min-score", "0.5", "--json", "--paths", "--gpu-index", "never",
+        "--in", tmp_path, "--in", tmp_path / "b", "--after", "2021", "--before", "2022-06", "--camera", "Canon",
+        "--ext", "jpg,png", "--ext", "heic", "--min-width", "10", "--min-height", "20", "--orientation", "Portrait",
         "--images-root", tmp_path, "--format", "jsonl", "--split", "test", "--skip-missing",
     )  # fmt: skip
     assert got == {
         "library": LibraryChoice(tmp_path / "lib", "sqlite:///x.db"),
         "model": ModelChoice("m.json", "none", "cpu", "fp32", 3),
-        "results": ResultChoice(7, tmp_path, 0.5, True, True, "never"),
+        "results": ResultChoice(7, 0.5, True, True, "never"),
+        "filters": FilterChoice(
+            (tmp_path, tmp_path / "b"), "2021", "2022-06", "Canon", ("jpg,png", "heic"), 10, 20, "portrait"
+        ),
         "reader": CaptionsChoice(tmp_path, "jsonl", "test", True),
     }
 
@@ -72,7 +82,8 @@ def test_groups_take_their_defaults_and_environment_variables(tmp_path: Path) ->
     assert chosen() == {
         "library": LibraryChoice(None, None),
         "model": ModelChoice(None, None, "auto", "auto", DEFAULT_BATCH_SIZE),
-        "results": ResultChoice(DEFAULT_TOP_K, None, None, False, False, "auto"),
+        "results": ResultChoice(DEFAULT_TOP_K, None, False, False, "auto"),
+        "filters": FilterChoice((), None, None, None, (), None, None, None),
         "reader": CaptionsChoice(None, "auto", None, False),
     }
     env = {LIBRARY_ENV: str(tmp_path), "CLIPSEARCH_DATABASE_URL": "sqlite:///y.db", "CLIPSEARCH_DEVICE": "cpu"}

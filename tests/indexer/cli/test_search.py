@@ -123,7 +123,7 @@ def _printed(shown: ResultChoice, *, null: bool = False) -> bytes:
 
 
 def _shown(*, as_json: bool = False, paths_only: bool = False) -> ResultChoice:
-    return ResultChoice(k=10, within=None, min_score=None, as_json=as_json, paths_only=paths_only, gpu_index="off")
+    return ResultChoice(k=10, min_score=None, as_json=as_json, paths_only=paths_only, gpu_index="off")
 
 
 def test_non_utf8_paths_print_as_their_bytes() -> None:

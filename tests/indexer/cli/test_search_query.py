@@ -57,7 +57,7 @@ def _choice(words: tuple[str, ...] = (), **given: object) -> QueryChoice:
     return QueryChoice(**(fields | given))  # type: ignore[arg-type]
 
 
-RESULTS = ResultChoice(k=7, within=None, min_score=None, as_json=False, paths_only=False, gpu_index="never")
+RESULTS = ResultChoice(k=7, min_score=None, as_json=False, paths_only=False, gpu_index="never")
 
 
 def test_words_become_the_api_query() -> None:

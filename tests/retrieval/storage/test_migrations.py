@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from retrieval.storage import filter_queries as queries
 from retrieval.storage import migrations
 from retrieval.storage.records import FileMetadata
 from retrieval.storage.store import Store
@@ -114,5 +115,51 @@ def test_folder_and_count_queries_use_indexes(tmp_path: Path) -> None:
         assert "USING COVERING INDEX ix_images_path (path>? AND path<?)" in _plan(store, under)
         count = sa.select(sa.func.count()).select_from(ImageRow).where(store_module._HAS_VECTOR)
         assert "USING COVERING INDEX ix_images_vector_" in _plan(store, count)
+    finally:
+        store.close()
+
+
+# --- filters branch: 0004 ------------------------------------------------------------------------------
+
+
+def test_0004_backfills_the_filter_columns_and_indexes_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store as 0002 left it (rows without the filter columns) gains them filled from each row's path and
+    facts, with their indexes, and the filters find its images; ids and everything else are kept."""
+    url = f"sqlite:///{tmp_path / 'at0002.db'}"
+    engine = sa.create_engine(url)
+    rows = [  # path, width, height, make, model
+        ("/a/1.JPG", 40, 30, "Apple", "iPhone 12"),
+        ("/a/2.jpeg", 30, 40, "Canon", "Canon EOS 5D"),
+        ("/a/3.png", 10, 10, None, None),
+        ("/a/broken.tif", None, None, None, None),
+    ]
+    with monkeypatch.context() as patch, engine.begin() as conn:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+        migrations.apply_migrations(conn)
+        images = migrations._images_0002("images")
+        for n, (path, width, height, make, model) in enumerate(rows, start=1):
+            vector = None if path.endswith("broken.tif") else unit_vectors(1, n, DIM)[0].astype("<f2").tobytes()
+            conn.execute(images.insert().values(
+                id=n * 10, path=path, size=n, mtime_ns=n, width=width, height=height, camera_make=make,
+                camera_model=model, vector=vector, has_vector=vector is not None, indexed_at=datetime(2024, 1, 1),
+            ))  # fmt: skip
+    engine.dispose()
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            found = conn.exec_driver_sql("SELECT id, extension, camera, orientation FROM images ORDER BY id").all()
+            indexes = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars())
+        assert [tuple(row) for row in found] == [
+            (10, "jpg", "Apple iPhone 12", "landscape"),
+            (20, "jpg", "Canon EOS 5D", "portrait"),
+            (30, "png", None, "square"),
+            (40, "tif", None, None),
+        ]
+        names = {"ix_images_date", "ix_images_camera", "ix_images_extension", "ix_images_orientation"}
+        assert names | {"ix_images_width", "ix_images_height"} <= indexes
+        assert "ix_images_taken_at" not in indexes  # ix_images_date serves what it did
+        assert store.filter_ids(queries.with_extensions(["jpg"])).tolist() == [10, 20]
+        assert store.filter_ids(queries.with_extensions(["tif"])).tolist() == []  # no vector
+        assert store.camera_names() == ["Apple iPhone 12", "Canon EOS 5D"]
     finally:
         store.close()

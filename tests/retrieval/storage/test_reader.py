@@ -13,9 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.config import DATABASE_FILE
+from retrieval.config import DATABASE_FILE, ORIENTATIONS
+from retrieval.dates import DateRange
 from retrieval.errors import DamagedLibraryError
+from retrieval.filters import SearchFilter
 from retrieval.library import Library
+from retrieval.storage import filter_queries as queries
 from retrieval.storage import migrations
 from retrieval.storage.reader import READER_SCHEMA, StoreReader, open_reader
 from retrieval.storage.records import FileMetadata, ImageRecord
@@ -41,8 +44,16 @@ def _taken(n: int) -> datetime | None:
     return datetime(2020, 1, 1, 12, 30, 5, 123456 * (n % 2)) + timedelta(days=n) if n % 3 else None
 
 
+CAMERAS = [("Canon", "Canon EOS 5D"), ("Apple", "iPhone 12"), (None, None), ("NIKON CORPORATION", None)]
+
+
 def _meta(n: int, path: str) -> FileMetadata:
-    return FileMetadata(path, 1000 + n, 5_000 + n, f"h{n}", 40 + n, 30, "PNG", _taken(n), "Make", None)
+    """Facts that vary with n: dated or not (`_taken`), four cameras, widths 20..49 for a height of 30."""
+    make, model = CAMERAS[n % len(CAMERAS)]
+    return FileMetadata(path, 1000 + n, 5_000 + n, f"h{n}", 20 + n % 30, 30, "PNG", _taken(n), make, model)
+
+
+EXTENSIONS = ["jpg", "JPEG", "png", "heic", "tif"]
 
 
 def _fill(store: Store) -> None:
@@ -50,7 +61,8 @@ def _fill(store: Store) -> None:
     with store.writer() as writer:
         for n, name in enumerate(PATHS):
             writer.upsert_image(_meta(n, name), vectors[n], "model")
-        writer.add_images([_meta(n, f"/bulk/{n:04d}.jpg") for n in range(700)], vectors[len(PATHS) :], "model")
+        bulk = [_meta(n, f"/bulk/{n:04d}.{EXTENSIONS[n % len(EXTENSIONS)]}") for n in range(700)]
+        writer.add_images(bulk, vectors[len(PATHS) :], "model")
         writer.record_failure("/photos/a/broken.jpg", 10, 20, "truncated", None)
         writer.record_failure(os.fsdecode(b"/photos/\xe9.jpg"), 11, 21, "not an image", "h")
     with store.writer() as writer:
@@ -102,6 +114,7 @@ def test_every_read_answers_as_the_store_does(both: tuple[Store, StoreReader]) -
     for limit in (0, 1, 20, 1000):
         assert reader.stats(limit) == store.stats(limit), limit
     paths = [*PATHS, "/photos/a/broken.jpg", os.fsdecode(b"/photos/\xe9.jpg"), "/bulk/0100.jpg", "/missing.jpg"]
+    assert reader.image_by_path("/bulk/0100.jpg") is not None
     for path in paths:
         assert reader.image_by_path(path) == store.image_by_path(path), path
     assert reader.image_by_path(ODD).path == ODD  # type: ignore[union-attr]
@@ -112,6 +125,39 @@ def test_every_read_answers_as_the_store_does(both: tuple[Store, StoreReader]) -
     for folder in FOLDERS:
         np.testing.assert_array_equal(reader.ids_under(folder), store.ids_under(folder), err_msg=folder)
         assert reader.ids_under(folder).dtype == np.int64
+
+
+FILTER_QUERIES = {
+    "dated spring 2020": queries.dated(DateRange.of("2020-02", "2020-06")),
+    "dated before 2020-03": queries.dated(DateRange.of(None, "2020-03")),
+    "dated from 2021-06-15T12:30": queries.dated(DateRange.of("2021-06-15T12:30", None)),
+    "modified in 1970 (undated)": queries.dated(DateRange.of("1969-12", "1970-02")),
+    "cameras": queries.with_cameras(["Canon EOS 5D", "Apple iPhone 12", "nothing"]),
+    "jpg": queries.with_extensions(["jpg"]),
+    "png, heic": queries.with_extensions(["png", "heic"]),
+    **{orientation: queries.with_orientation(orientation) for orientation in ORIENTATIONS},
+    "width >= 35": queries.at_least("width", 35),
+    "height >= 30": queries.at_least("height", 30),
+    "height >= 31": queries.at_least("height", 31),
+}
+
+
+def test_every_filter_query_answers_as_the_store_does(both: tuple[Store, StoreReader]) -> None:
+    """Each filter's query gives the same ids through either, and only ids with a vector; each keeps some and
+    leaves some, except on heights (all 30): `height >= 30` keeps all, `height >= 31` none."""
+    store, reader = both
+    assert reader.camera_names() == store.camera_names() == ["Apple iPhone 12", "Canon EOS 5D", "NIKON CORPORATION"]
+    with_vectors = set(store.ids_under("/").tolist())
+    for name, query in FILTER_QUERIES.items():
+        found = reader.filter_ids(query)
+        np.testing.assert_array_equal(found, store.filter_ids(query), err_msg=name)
+        assert found.dtype == np.int64 and set(found.tolist()) <= with_vectors, name
+        expected = {"height >= 30": len(with_vectors), "height >= 31": 0}.get(name)
+        assert len(found) == expected if expected is not None else 0 < len(found) < len(with_vectors), name
+    chosen = SearchFilter.of(within=["/bulk", "/photos/a"], after="2020-03", camera="canon", extensions="jpg,png")
+    allowed, reference = chosen.resolve(reader).allowed, chosen.resolve(store).allowed
+    assert allowed is not None and reference is not None and len(allowed)
+    np.testing.assert_array_equal(allowed, reference)
 
 
 def _types(records: dict[int, ImageRecord]) -> set[tuple[str, type]]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from retrieval.decode import ImageInfo
+from retrieval.storage.filter_queries import FILTER_COLUMNS
 from retrieval.storage.records import FileMetadata, ImageRecord, copy_fields
 from retrieval.storage.schema import ImageRow
 from retrieval.storage.store import Store
@@ -88,9 +89,9 @@ def test_copy_fields_refuses_missing_attributes_and_unknown_values() -> None:
 
 def test_record_holds_every_stored_column_but_the_vector() -> None:
     """An ImageRecord has a field per column of the images table, except the vector and its model key
-    (whether there is a vector is `has_vector`)."""
+    (whether there is a vector is `has_vector`) and the columns derived for the search filters."""
     columns = {column.name for column in ImageRow.__table__.columns}
-    assert _names(ImageRecord) == columns - {"vector", "model_key"} | {"has_vector"}
+    assert _names(ImageRecord) == columns - {"vector", "model_key", *FILTER_COLUMNS} | {"has_vector"}
     assert _names(ImageRecord) == _names(FileMetadata) | STORE_ONLY
     assert _names(FileMetadata) == FILE_OWN | _names(ImageInfo)
 
