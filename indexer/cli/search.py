@@ -216,6 +216,11 @@ def search(
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     print_results(found, results, null=null)
+    if not found and query.min_relevance and not (results.as_json or results.paths_only or null):
+        click.echo(
+            f"(matches below relevance {query.min_relevance:g} are hidden: --min-relevance 0 shows the closest ones)",
+            err=True,
+        )
 
 
 @click.command(cls=QueryCommand)

@@ -94,3 +94,14 @@ def test_min_relevance_above_zero_is_refused_for_a_query_with_an_image(library: 
         "export", "--image", image, "--min-relevance", "0.5", "--to", lib.parent / "out", "--library", lib
     )
     assert "--min-relevance is calibrated for text-only queries" in assert_clean_failure(exported, code=2)
+
+
+def test_a_search_the_cutoff_empties_says_how_to_see_the_closest_matches(library: tuple[Path, Path]) -> None:
+    _, lib = library
+    hidden = invoke("search", "a red circle", "--min-relevance", "1", "--library", lib, *CPU)
+    assert hidden.exit_code == 0 and hidden.stdout == ""
+    assert "no results" in hidden.stderr and "--min-relevance 0 shows the closest ones" in hidden.stderr
+    shown = invoke("search", "a red circle", "--min-relevance", "0", "--library", lib, *CPU)
+    assert "hidden" not in shown.stderr
+    as_json = invoke("search", "a red circle", "--min-relevance", "1", "--json", "--library", lib, *CPU)
+    assert as_json.stdout == "" and "hidden" not in as_json.stderr  # machine output stays data only

@@ -43,7 +43,8 @@ def library(tmp_path_factory: pytest.TempPathFactory, tiny_config: Path) -> tupl
 def found(library: tuple[Path, Path], *args: str | Path, command: str = "search") -> list[str]:
     """The names (under the root) a query with `args` returns, as `--json` gives them, in rank order."""
     root, folder = library
-    query = ["anything"] if command == "search" else [str(root / "2019" / "canon_wide.jpg")]
+    # a tiny random-weight model: no relevance cutoff (plumbing, not semantics)
+    query = ["anything", "--min-relevance", "0"] if command == "search" else [str(root / "2019" / "canon_wide.jpg")]
     result = invoke(command, *query, "-k", "20", "--json", *args, "--library", folder, *CPU)
     assert result.exit_code == 0, result.output
     return sorted(os.path.relpath(json.loads(line)["path"], root) for line in result.stdout.splitlines())
@@ -125,6 +126,6 @@ def test_export_takes_the_filters(library: tuple[Path, Path], tmp_path: Path) ->
     _, folder = library
     target = tmp_path / "out"
     result = invoke("export", "anything", "--camera", "apple", "--orientation", "landscape", "--to", target,
-                    "--copy", "--paths", "--library", folder, *CPU)  # fmt: skip
+                    "--copy", "--paths", "--min-relevance", "0", "--library", folder, *CPU)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(target)) == ["iphone_wide.JPG"]
