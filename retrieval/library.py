@@ -321,7 +321,7 @@ class Library:
             self._write(index, generation)
         except IndexSaveError as exc:
             warnings.warn(IndexSaveWarning(f"{exc} This search runs from memory."), stacklevel=2)
-        return self._with_vectors(index)
+        return index
 
     def _with_vectors(self, index: VectorIndex) -> VectorIndex:
         """A large index keeps PQ codes: it re-ranks and reconstructs from the store's vectors."""
@@ -334,7 +334,8 @@ class Library:
         dim = self.dim() or 1
         count = self.store.count_vectors()
         with self.store.vector_snapshot(dim) as (generation, batches):
-            return build_index(dim, count, batches, gpu=gpu, workdir=self.directory), generation
+            index = build_index(dim, count, batches, gpu=gpu, workdir=self.directory)
+        return self._with_vectors(index), generation  # before `_write`, which samples it for the relevance
 
     def save_index(self, index: VectorIndex, generation: int) -> None:
         """Save as the file of `generation` (IndexSaveError when it cannot be written) and delete files of
