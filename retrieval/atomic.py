@@ -65,3 +65,12 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_older_generations(folder: Path, prefix: str, suffix: str, generation: int) -> None:
+    """Delete the derived files `<prefix><number><suffix>` in `folder` whose number is below `generation`;
+    never newer ones, which a concurrent writer may have saved meanwhile."""
+    for old in folder.glob(f"{prefix}*{suffix}"):
+        number = old.name[len(prefix) : -len(suffix)]
+        if number.isdigit() and int(number) < generation:
+            old.unlink(missing_ok=True)

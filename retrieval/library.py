@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrieval import model_record, relevance_files
+from retrieval.atomic import remove_older_generations
 from retrieval.config import (
     DATABASE_FILE,
     DEFAULT_BACKEND,
@@ -361,10 +362,7 @@ class Library:
         self._stamp_if_complete(path, index, generation)
         with contextlib.suppress(OSError):  # statistics for the relevance: a search draws them again if missing
             relevance_files.write_sample(self.directory, index, generation)
-        for old in self.directory.glob(f"{INDEX_FILE_PREFIX}*{INDEX_FILE_SUFFIX}"):
-            number = old.name[len(INDEX_FILE_PREFIX) : -len(INDEX_FILE_SUFFIX)]
-            if number.isdigit() and int(number) < generation:
-                old.unlink(missing_ok=True)
+        remove_older_generations(self.directory, INDEX_FILE_PREFIX, INDEX_FILE_SUFFIX, generation)
 
     def _stamp_if_complete(self, path: Path, index: VectorIndex, generation: int) -> None:
         """Record the stamp of the file just written when it holds as many vectors as the store (a caller of

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retrieval.atomic import atomic_path
+from retrieval.atomic import atomic_path, remove_older_generations
 from retrieval.config import RELEVANCE_SAMPLE_SEED, RELEVANCE_SAMPLE_SIZE
 from retrieval.relevance import Calibrator, neutral_prompts
 
@@ -50,10 +50,7 @@ def write_sample(directory: Path, index: VectorIndex, generation: int) -> np.nda
     older generations (never newer ones, which a concurrent writer may have saved). OSError if it cannot."""
     sample = draw_sample(index)
     _save(sample_path(directory, generation), sample)
-    for old in directory.glob(f"{SAMPLE_PREFIX}*{SUFFIX}"):
-        number = old.name[len(SAMPLE_PREFIX) : -len(SUFFIX)]
-        if number.isdigit() and int(number) < generation:
-            old.unlink(missing_ok=True)
+    remove_older_generations(directory, SAMPLE_PREFIX, SUFFIX, generation)
     return sample
 
 
