@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from retrieval import Encoder, FileMetadata, Library, ModelSpec, RandomWeightsWarning, Searcher, SearchFilter, Store
-from retrieval.quality.synthetic_vectors import ClipLikeSpace
+from retrieval.quality.synthetic_vectors import ClipLikeSpace, fill_library
 
 K = 10
 FOLDERS = 1000
@@ -132,20 +132,13 @@ def filters(facts: Facts, images: int) -> dict[str, tuple[dict[str, Any], np.nda
 
 
 def fill(library: Library, encoder: Encoder, space: ClipLikeSpace, facts: Facts, images: int) -> float | None:
-    """Insert the vectors and facts, one transaction per chunk, resuming after the chunks committed."""
-    library.bind_model(encoder)
-    key, chunk = encoder.identity.key, space.chunk
-    done = library.store.count_vectors()
-    if done >= images:
-        return None
-    started = time.perf_counter()
-    for number in range(done // chunk, -(-images // chunk)):
-        start = number * chunk
-        vectors, _ = space.image_chunk(number, images - start)
-        with library.store.writer() as writer:
-            writer.add_images([facts.meta(position) for position in range(start, start + len(vectors))], vectors, key)
-        print(f"  inserted {start + len(vectors)}/{images}", file=sys.stderr, end="\r")
-    return (images - done) / (time.perf_counter() - started)
+    """Insert the vectors and facts (`fill_library`: one transaction per chunk, resuming after those committed)."""
+    shown = print_progress(images)
+    return fill_library(library, encoder, space, images, facts.meta, shown)
+
+
+def print_progress(images: int) -> Callable[[int], None]:
+    return lambda done: print(f"  inserted {done}/{images}", file=sys.stderr, end="\r")
 
 
 def timed(action: Callable[[Any], Any], items: Any) -> tuple[float, float]:

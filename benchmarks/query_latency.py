@@ -43,7 +43,7 @@ import faiss
 import numpy as np
 
 from retrieval import Encoder, FileMetadata, Library, ModelSpec, RandomWeightsWarning, Searcher, VectorIndex
-from retrieval.quality.synthetic_vectors import ClipLikeSpace
+from retrieval.quality.synthetic_vectors import ClipLikeSpace, fill_library
 
 K = 10
 FOLDERS = 1000
@@ -76,23 +76,13 @@ def metadata(position: int, images: int) -> FileMetadata:
 
 
 def fill(library: Library, encoder: Encoder, space: ClipLikeSpace, images: int) -> float | None:
-    """Insert the synthetic vectors through the store's bulk writer, one transaction per chunk, resuming
-    after the chunks already committed; the rows per second of this run (None when there was nothing left)."""
-    library.bind_model(encoder)
-    key, chunk = encoder.identity.key, space.chunk
-    done = library.store.count_vectors()
-    if done >= images:
-        return None
-    started = time.perf_counter()
-    for number in range(done // chunk, -(-images // chunk)):
-        start = number * chunk
-        vectors, _ = space.image_chunk(number, images - start)
-        skip = max(0, done - start)  # a chunk is committed whole, so only a foreign partial fill skips rows
-        with library.store.writer() as writer:
-            metas = [metadata(position, images) for position in range(start + skip, start + len(vectors))]
-            writer.add_images(metas, vectors[skip:], key)
-        print(f"  inserted {start + len(vectors)}/{images}", file=sys.stderr, end="\r")
-    return (images - done) / (time.perf_counter() - started)
+    """The synthetic vectors through the store's bulk writer (`fill_library`); rows per second, None if kept."""
+    return fill_library(library, encoder, space, images, lambda position: metadata(position, images), progress(images))
+
+
+def progress(images: int) -> Callable[[int], None]:
+    """What a long fill shows: the rows inserted so far, on one line of stderr."""
+    return lambda done: print(f"  inserted {done}/{images}", file=sys.stderr, end="\r")
 
 
 def cpu_seconds() -> float:

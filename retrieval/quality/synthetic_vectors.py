@@ -18,9 +18,16 @@ be regenerated alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from retrieval.library import Library
+    from retrieval.model.encoder import Encoder
+    from retrieval.storage.records import FileMetadata
 
 DIM = 512
 CLUSTERS = 4096
@@ -143,3 +150,32 @@ class ClipLikeSpace:
         noise = rng.standard_normal((count, self.dim), dtype=np.float32)
         noise *= IMAGE_QUERY_NOISE / np.linalg.norm(noise, axis=1, keepdims=True)
         return _unit_rows(vectors + noise), chosen
+
+
+def fill_library(
+    library: Library,
+    encoder: Encoder,
+    space: ClipLikeSpace,
+    images: int,
+    meta_of: Callable[[int], FileMetadata],
+    progress: Callable[[int], None] | None = None,
+) -> float | None:
+    """Insert `space`'s first `images` image vectors, the i-th with the facts `meta_of(i)`, through the store's
+    bulk writer, one transaction per chunk, resuming after the chunks already committed; the rows per second
+    of this call (None when there was nothing left). `progress` gets the rows inserted after each chunk."""
+    library.bind_model(encoder)
+    key, chunk = encoder.identity.key, space.chunk
+    done = library.store.count_vectors()
+    if done >= images:
+        return None
+    started = time.perf_counter()
+    for number in range(done // chunk, -(-images // chunk)):
+        start = number * chunk
+        vectors, _ = space.image_chunk(number, images - start)
+        skip = max(0, done - start)  # a chunk is committed whole, so only a foreign partial fill skips rows
+        with library.store.writer() as writer:
+            metas = [meta_of(position) for position in range(start + skip, start + len(vectors))]
+            writer.add_images(metas, vectors[skip:], key)
+        if progress:
+            progress(start + len(vectors))
+    return (images - done) / (time.perf_counter() - started)

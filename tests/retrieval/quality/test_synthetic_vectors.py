@@ -74,3 +74,25 @@ def test_image_queries_sit_next_to_their_source(space: ClipLikeSpace, database: 
     scores = queries @ vectors.T
     assert np.all(np.argmax(scores, axis=1) == positions)
     assert np.all(scores[np.arange(100), positions] > 0.9)
+
+
+def test_fill_library_inserts_each_vector_once_with_its_facts_and_resumes(library, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    from retrieval.quality.synthetic_vectors import fill_library
+    from retrieval.storage.records import FileMetadata
+
+    space = ClipLikeSpace(dim=tiny_encoder.dim, clusters=16, chunk=100, seed=5)
+
+    def meta(position: int) -> FileMetadata:
+        return FileMetadata(f"/synthetic/{position:04d}.jpg", 1000 + position, position, f"{position:064x}")
+
+    seen: list[int] = []
+    assert fill_library(library, tiny_encoder, space, 250, meta, seen.append) is not None
+    assert seen == [100, 200, 250] and library.store.count_vectors() == 250
+    assert fill_library(library, tiny_encoder, space, 250, meta) is None  # nothing left: nothing written
+    assert fill_library(library, tiny_encoder, space, 320, meta) is not None  # resumes after what is there
+    assert library.store.count_vectors() == 320
+    row = library.store.image_by_path("/synthetic/0317.jpg")
+    assert row is not None and row.size == 1317
+    stored = library.load_index(gpu="never").reconstruct([row.id])[0]
+    expected = space.image_chunk(3, 20)[0][17]
+    assert float(stored @ expected) > 0.999  # float16 storage of the 318th vector
