@@ -212,6 +212,7 @@ class ThumbnailCache:
                 continue
             target = folder / name[:2] / name
             try:
+                private_folder(folder)  # 0700 itself, not only the <aa> folder inside
                 private_folder(target.parent)
                 write_atomic(target, data, private=True)
             except OSError:
@@ -235,8 +236,7 @@ class ThumbnailCache:
             raise FileNotServedError(
                 f"the file of image {record.id} ({record.path}) cannot be decoded: {exc.reason}"
             ) from exc
-        image = decoded.image
-        image.thumbnail((size, size), Image.Resampling.BICUBIC)
+        image = _fit(decoded.image, record, size)
         encoded = io.BytesIO()
         image.save(encoded, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
         return _stamped(encoded.getvalue())
@@ -269,6 +269,18 @@ def _shortest_side(record: ImageRecord, size: int) -> int:
     if not record.width or not record.height:
         return size
     return max(1, math.ceil(size * min(record.width, record.height) / max(record.width, record.height)))
+
+
+def _fit(image: Image.Image, record: ImageRecord, size: int) -> Image.Image:
+    """`image` (the decoder's, reduced by an integer factor) scaled so its longest side is `size`, with the
+    proportions of the original (`record`'s size: a reduced panorama's rounding would otherwise show)."""
+    width, height = record.width or image.width, record.height or image.height
+    scale = min(1.0, size / max(width, height))
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if image.width < target[0] or image.height < target[1]:  # a record whose size is off: keep the image's shape
+        image.thumbnail((size, size), Image.Resampling.BICUBIC)
+        return image
+    return image if image.size == target else image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 def _stamped(jpeg: bytes) -> bytes:
