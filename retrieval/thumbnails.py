@@ -52,6 +52,7 @@ from retrieval.errors import (
     FileNotServedError,
     InvalidQueryError,
     LibraryReadOnlyError,
+    ThumbnailWriteError,
     UnreadableImageError,
 )
 from retrieval.membudget import MemoryBudget
@@ -176,11 +177,8 @@ class ThumbnailCache:
         """(the thumbnail's path, whether it was made now)."""
         _check_size(size)
         known = _valid_hash(record.content_hash)
-        data = None
-        if known is None:  # a record without a usable hash: the file's own bytes name its thumbnail
-            data = self._read_source(record)
-            known = hashlib.sha256(data).hexdigest()
-        name = f"{known}-{size}.jpg"
+        data = None if known else self._read_source(record)  # no usable hash: the bytes name it
+        name = f"{known or hashlib.sha256(data or b'').hexdigest()}-{size}.jpg"
         found = self._find(name)
         if found is not None:
             return found, False
@@ -188,7 +186,7 @@ class ThumbnailCache:
             found = self._find(name)  # another thread may have made it meanwhile
             if found is not None:
                 return found, False
-            thumbnail = self._make(record, size, self._read_source(record) if data is None else data)
+            thumbnail = self._make(record, size, data or self._read_source(record))
             return self._store(name, thumbnail), True
 
     def _find(self, name: str) -> Path | None:
@@ -206,8 +204,15 @@ class ThumbnailCache:
             yield self._temporary
 
     def _store(self, name: str, data: bytes) -> Path:
-        """Write `data` as `name` in the first folder that can be written."""
-        for folder in self._folders():
+        """Write `data` as `name` in the first folder that can be written: the library's, the per-user one,
+        else a private temporary folder made now for this cache."""
+        failure: OSError | None = None
+        for folder in [*self._folders(), None]:
+            if folder is None:
+                with self._guard:
+                    if self._temporary is not None:
+                        break  # made before, and it failed too
+                    self._temporary = folder = Path(tempfile.mkdtemp(prefix="clipsearch-thumbnails-"))  # 0700
             if folder in self._unwritable:
                 continue
             target = folder / name[:2] / name
@@ -215,14 +220,12 @@ class ThumbnailCache:
                 private_folder(folder)  # 0700 itself, not only the <aa> folder inside
                 private_folder(target.parent)
                 write_atomic(target, data, private=True)
-            except OSError:
+            except OSError as exc:
                 self._unwritable.add(folder)
+                failure = exc
                 continue
             return target
-        with self._guard:
-            if self._temporary is None:
-                self._temporary = Path(tempfile.mkdtemp(prefix="clipsearch-thumbnails-"))  # 0700, ours alone
-        return self._store(name, data)
+        raise ThumbnailWriteError(f"no folder can hold the thumbnail {name}: the last one tried says {failure}")
 
     def _read_source(self, record: ImageRecord) -> bytes:
         library = self._open_library()

@@ -176,7 +176,8 @@ def test_read_served_refuses_a_file_swapped_after_the_check(
     path.symlink_to(outside)
     with pytest.raises(FileNotServedError, match="symbolic link not followed"):
         read_served(record, path)
-    path.unlink()
-    path.write_bytes(b"short")
-    with pytest.raises(FileNotServedError, match="changed since it was indexed"):
-        read_served(record, path)
+    for content in (b"short", bytes(record.size)):  # another size; the same size, other bytes
+        path.unlink()
+        path.write_bytes(content)
+        with pytest.raises(FileNotServedError, match="changed since it was indexed"):
+            read_served(record, path)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,15 +226,40 @@ def test_a_size_out_of_range_is_refused(indexed: dict[str, ImageRecord], cache: 
     assert caught.value.parameters == ("size",)
 
 
-@pytest.mark.parametrize("stored_hash", [None, "../../../../escape", "ABCDEF0123456789"])
-def test_a_record_without_a_usable_hash_is_named_by_its_bytes(
-    library: Library, indexed: dict[str, ImageRecord], cache: ThumbnailCache, stored_hash: str | None
+def test_a_record_without_a_hash_is_named_by_its_bytes_and_a_malformed_hash_is_refused(
+    library: Library, indexed: dict[str, ImageRecord], cache: ThumbnailCache, tmp_path: Path
 ) -> None:
-    """A missing or malformed stored hash never becomes part of a path: the file's own SHA-256 names it."""
+    """A stored hash that is missing names the thumbnail by the file's own SHA-256; one that is not the file's
+    hash (here a path) is refused, and never becomes part of a path."""
     record = indexed["small.png"]
-    path = cache.path_for(dataclasses.replace(record, content_hash=stored_hash))
+    path = cache.path_for(dataclasses.replace(record, content_hash=None))
     assert path == cache.path_for(record)
     assert path.parent.parent == library.directory / THUMBNAIL_FOLDER
+    before = sorted(tmp_path.rglob("*"))
+    for stored_hash in ("../../../../escape", "ABCDEF0123456789"):
+        with pytest.raises(FileNotServedError, match="changed since it was indexed"):
+            cache.path_for(dataclasses.replace(record, content_hash=stored_hash))
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_file_swapped_with_its_size_and_mtime_kept_is_refused_and_a_bomb_is_not_decoded(
+    library: Library, indexed: dict[str, ImageRecord], cache: ThumbnailCache, root: Path, tmp_path: Path
+) -> None:
+    """The photo becomes a decompression bomb (a PNG header claiming 20000x20000) padded to the same size,
+    with the same mtime: the content hash refuses it; for a record without a hash the decoder's pixel limit
+    refuses it, before any pixel is allocated."""
+    record, path = indexed["big.jpg"], root / "big.jpg"
+    mtime_ns = path.stat().st_mtime_ns
+    bomb = imagefactory.huge_dimensions_png(tmp_path / "bomb.png").read_bytes()
+    padding = b"x" * (record.size - len(bomb) - 12)
+    chunk = struct.pack(">I", len(padding)) + b"clPd" + padding + struct.pack(">I", zlib.crc32(b"clPd" + padding))
+    path.write_bytes(bomb[:-12] + chunk + bomb[-12:])
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    assert served_path(library, record.id)[0] == record  # size and mtime alone let it through
+    with pytest.raises(FileNotServedError, match="changed since it was indexed"):
+        cache.path_for(record)
+    with pytest.raises(FileNotServedError, match="cannot be decoded: image too large"):
+        cache.path_for(dataclasses.replace(record, content_hash=None))
 
 
 def test_a_library_folder_that_cannot_hold_thumbnails_uses_the_fallback(
