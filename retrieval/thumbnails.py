@@ -18,6 +18,7 @@ content), and where that cannot be written either, in a private temporary folder
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -26,6 +27,7 @@ import shutil
 import struct
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -70,6 +72,7 @@ _HASH = re.compile(r"[0-9a-f]{16,128}")
 _NAME = re.compile(r"([0-9a-f]{16,128})-(\d+)\.jpg")
 _STAMP = re.compile(rb"clipsearch-thumbnail v(\d+) sha256=([0-9a-f]{64})")
 _SOI, _APP0, _COM = b"\xff\xd8", b"\xff\xe0", b"\xff\xfe"
+_ABANDONED_AFTER_S = 3600  # a temporary file older than this was left by a writer that died
 _LOCKS = 64  # making one thumbnail at a time per name, through a fixed set of locks
 
 
@@ -158,11 +161,16 @@ class ThumbnailCache:
 
     def prune(self, store: Store) -> int:
         """Remove the thumbnails in the library's folder whose content no image in `store` has any more (and
-        those an older clipsearch made); returns how many. The shared per-user folder is left alone."""
+        those an older clipsearch made); returns how many. Temporary files a killed writer left there over an
+        hour ago go too (uncounted). The shared per-user folder is left alone."""
         if not self.folder.is_dir():
             return 0
         live = _stored_hashes(store)
         removed = 0
+        for path in self.folder.glob("*/.*.tmp"):
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > _ABANDONED_AFTER_S:
+                    _remove(path)
         for path in self.folder.glob("*/*.jpg"):
             parsed = _NAME.fullmatch(path.name)
             if parsed is None:

@@ -197,7 +197,12 @@ def test_prune_removes_thumbnails_no_image_has_any_more(
     index(library, tiny_encoder, root)
     assert cache.prune(library.store) == 2
     assert kept.exists() and not gone.exists() and not other_size.exists()
+    abandoned, fresh = kept.parent / f".{kept.name}.0123.tmp", kept.parent / f".{kept.name}.4567.tmp"
+    abandoned.write_bytes(b"half a thumbnail")
+    fresh.write_bytes(b"being written now")
+    os.utime(abandoned, (0, 0))
     assert cache.prune(library.store) == 0
+    assert not abandoned.exists() and fresh.exists()
 
 
 def test_prepare_makes_the_missing_ones_and_names_the_failures(
