@@ -284,3 +284,19 @@ DEFAULT_MIN_RELEVANCE = 0.34
 """The default relevance cutoff of text queries, chosen on split A of benchmarks/relevance_cutoff.py (best F1,
 nonsense queries' results counted as false hits) and reported there on split B."""
 # --- end relevance branch
+
+# --- webapi branch: `clipsearch serve`'s JSON API (indexer/web/) ------------------------------------------
+DEFAULT_UPLOAD_LIMIT = 20 * 1024 * 1024
+"""The largest image `POST /api/uploads` takes, in bytes; a larger body is refused (413) while it streams in."""
+UPLOAD_CACHE_SIZE = 256
+"""Uploaded images kept, as vectors only (never their bytes), in the server's memory; the oldest unused go first."""
+SERVE_MAX_RESULTS = 1000
+"""The most results one web search ranks (`offset` + `k`): deeper pages are refused rather than scanned."""
+SERVE_RELOAD_INTERVAL = 2.0
+"""Seconds a running server waits at least between two reloads of the index when index runs keep committing
+(each batch is a generation); meanwhile it searches the index it has, leaving out rows deleted since."""
+SERVE_IMAGE_MAX_AGE = 3600
+"""`Cache-Control: private, max-age` of an original image served by id (it may change on disk: revalidated)."""
+SERVE_DUPLICATE_CACHE_SIZE = 8
+"""Duplicate reports kept per server (each keyed by generation, threshold, folder and limit)."""
+# --- end webapi branch

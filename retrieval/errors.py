@@ -160,3 +160,13 @@ class RayUnavailableError(ClipsearchError):
 
 
 # --- end ray branch
+# --- webapi branch: `clipsearch serve`'s JSON API
+class UploadTooLargeError(ClipsearchError):
+    """An uploaded image is larger than the server's `upload_limit`; nothing of it is kept."""
+
+
+class UnknownUploadError(ClipsearchError):
+    """A query names an `upload` the server does not hold (never uploaded, or expired from its memory)."""
+
+
+# --- end webapi branch
