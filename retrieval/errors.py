@@ -170,3 +170,15 @@ class UnknownUploadError(ClipsearchError):
 
 
 # --- end webapi branch
+
+# --- thumbs branch: the files the server hands out, by image id
+class UnknownImageError(ClipsearchError):
+    """No image has this `image_id`, or its file could not be read when it was indexed (a failed row)."""
+
+
+class FileNotServedError(ClipsearchError):
+    """An image's file is not handed out: gone, changed since indexing, not a regular file, or (once every
+    symbolic link is resolved) not inside one of the library's roots."""
+
+
+# --- end thumbs branch
