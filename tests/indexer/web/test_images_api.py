@@ -57,9 +57,7 @@ def test_an_unknown_id_is_a_404(served: tuple[Path, TestClient], image_id: str) 
 
 
 @pytest.mark.parametrize("image_id", ["abc", "1.5", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd"])
-def test_an_id_that_is_not_a_number_is_refused_and_reads_nothing(
-    served: tuple[Path, TestClient], image_id: str
-) -> None:
+def test_an_id_not_a_number_is_refused_and_reads_nothing(served: tuple[Path, TestClient], image_id: str) -> None:
     _, client = served
     response = client.get(f"/api/images/{image_id}")
     assert response.status_code in (400, 404), response.text
@@ -93,9 +91,7 @@ def test_details_are_the_stored_record(served: tuple[Path, TestClient]) -> None:
     assert details["image"] == f"/api/images/{image_id}" and "/thumbnail?v=" in details["thumbnail"]
 
 
-def test_a_changed_file_or_a_link_out_of_the_roots_is_not_served(
-    served: tuple[Path, TestClient], tmp_path: Path
-) -> None:
+def test_a_changed_file_or_a_link_out_of_roots_is_not_served(served: tuple[Path, TestClient], tmp_path: Path) -> None:
     photos, client = served
     ids = _ids(client)
     changed = photos / "img02.png"
