@@ -31,6 +31,7 @@ from retrieval.config import DEFAULT_MIN_RELEVANCE, DEFAULT_SORT, DEFAULT_TOP_K
 from retrieval.errors import InvalidQueryError
 from retrieval.filters import SearchFilter
 from retrieval.query import Part, Query
+from retrieval.search import check_min_score
 
 QUERY_FIELDS = ("parts", "k", "offset", "filter", "min_score", "min_relevance", "sort", "template", "include_self")
 PART_KINDS = ("text", "image_id", "upload")
@@ -97,13 +98,21 @@ def query_from_json(data: Any, *, uploads: Uploads | None = None) -> Query:
     if min_relevance is None and text_only:
         min_relevance = DEFAULT_MIN_RELEVANCE
     sort = _optional(body.get("sort"), str, "sort", "a text") or DEFAULT_SORT
+    k = _whole(body.get("k"), "k", DEFAULT_TOP_K)
+    if k < 1:
+        raise InvalidQueryError(f"`k` must be at least 1, not {k}", parameters=("k",))
+    min_score = _number(body.get("min_score"), "min_score")
+    check_min_score(min_score)
+    template = _optional(body.get("template"), str, "template", "a text")
+    if template is not None and "{}" not in template:  # refused now, not when the query runs
+        raise InvalidQueryError(f"`template` {template!r} has no {{}} where the query goes", parameters=("template",))
     return Query(
         built,
-        k=_whole(body.get("k"), "k", DEFAULT_TOP_K),
+        k=k,
         filter=filter_from_json(body.get("filter")),
-        min_score=_number(body.get("min_score"), "min_score"),
+        min_score=min_score,
         sort=SORT_ALIASES.get(sort, sort),
-        template=_optional(body.get("template"), str, "template", "a text"),
+        template=template,
         include_self=bool(_optional(body.get("include_self"), bool, "include_self", "true or false")),
         min_relevance=min_relevance,
     )
