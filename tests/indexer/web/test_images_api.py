@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,17 @@ def test_similar_finds_the_exact_copy_first_and_leaves_the_image_out(served: tup
     only_jpegs = client.get(f"/api/images/{ids['img00.png']}/similar", params={"ext": "jpg"}).json()["results"]
     assert [Path(hit["path"]).name for hit in only_jpegs] == ["camera.jpg"]
     _error(client.get(f"/api/images/{ids['img00.png']}/similar", params={"k": 0}), 400, "InvalidQueryError")
+
+
+def test_prepare_thumbnails_makes_every_thumbnail_in_the_background(own_library: tuple[Path, Path]) -> None:
+    _, library = own_library
+    with tiny_client(library, prepare_thumbnails=True) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list((library / "thumbnails").glob("*/*.jpg"))) < 5:
+            time.sleep(0.1)
+        made = sorted(path.name for path in (library / "thumbnails").glob("*/*.jpg"))
+        # six indexed images, two of them the same content (copy.png): five thumbnails, one per content
+        assert len(made) == 5
+        hit = client.post("/api/search", json={"parts": [{"text": "x"}], "k": 1, "min_relevance": 0}).json()
+        assert client.get(hit["results"][0]["thumbnail"]).status_code == 200
+    assert sorted(path.name for path in (library / "thumbnails").glob("*/*.jpg")) == made
