@@ -40,7 +40,9 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import TrainingError as TrainingError
     from retrieval.errors import UnknownFolderError as UnknownFolderError
     from retrieval.errors import UnknownImageError as UnknownImageError
+    from retrieval.errors import UnknownUploadError as UnknownUploadError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
+    from retrieval.errors import UploadTooLargeError as UploadTooLargeError
     from retrieval.errors import WatchError as WatchError
     from retrieval.errors import WriterWaitWarning as WriterWaitWarning
     from retrieval.export import ExportReport as ExportReport
@@ -94,7 +96,9 @@ _EXPORTS = {
         "TrainingError",
         "UnknownFolderError",
         "UnknownImageError",
+        "UnknownUploadError",
         "UnreadableImageError",
+        "UploadTooLargeError",
         "WatchError",
         "WriterWaitWarning",
     ),

@@ -285,6 +285,29 @@ DEFAULT_MIN_RELEVANCE = 0.34
 nonsense queries' results counted as false hits) and reported there on split B."""
 # --- end relevance branch
 
+# --- webapi branch: `clipsearch serve`'s JSON API (indexer/web/) ------------------------------------------
+DEFAULT_UPLOAD_LIMIT = 20 * 1024 * 1024
+"""The largest image `POST /api/uploads` takes, in bytes; a larger body is refused (413) while it streams in."""
+UPLOAD_CACHE_SIZE = 256
+"""Uploaded images kept, as vectors only (never their bytes), in the server's memory; the oldest unused go first."""
+SERVE_MAX_RESULTS = 1000
+"""The most results one web search ranks (`offset` + `k`): deeper pages are refused rather than scanned."""
+SERVE_RELOAD_INTERVAL = 2.0
+"""Seconds a running server waits at least between two reloads of its index, and between two looks at the store's
+generation when no request comes (indexer/web/reloads.py); meanwhile it searches the index it has, leaving out
+rows deleted since."""
+SERVE_RELOAD_SETTLE = 10.0
+"""Seconds the store must stay at a generation whose FAISS file is not written yet (an index run between two
+batches, or one killed before its end) before a running server rebuilds that generation's index from the store;
+a generation whose file is there is loaded at once."""
+SERVE_IMAGE_MAX_AGE = 3600
+"""`Cache-Control: private, max-age` of an original image served by id (it may change on disk: revalidated)."""
+SERVE_DUPLICATE_CACHE_SIZE = 8
+"""Duplicate reports kept per server (each keyed by generation, threshold and folders)."""
+SERVE_DUPLICATE_GROUPS = 200
+"""Duplicate groups `GET /api/duplicates` lists unless its `limit` says otherwise (its summary counts them all)."""
+# --- end webapi branch
+
 # --- thumbs branch: thumbnails and the files the server hands out (retrieval/thumbnails.py, served_files.py)
 THUMBNAIL_SIZE = 320
 """A thumbnail's longest side, in pixels: sharp in a grid of 160-px cells on a 2x screen."""

@@ -53,18 +53,20 @@ _WEIGHTED = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(?=[^\s\d])(.*)", re.DOT
 @dataclass(frozen=True)
 class Part:
     """One part of a query, exactly one of: `text`, `image` (a file, indexed or not), `image_id` (an indexed
-    image); with its `weight` (negative: away from it; never 0)."""
+    image), `vector` (an image already embedded by this library's model, e.g. one uploaded to the server); with
+    its `weight` (negative: away from it; never 0). Parts compare without their `vector`."""
 
     text: str | None = None
     image: str | Path | None = None
     image_id: int | None = None
     weight: float = 1.0
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        given = [name for name in ("text", "image", "image_id") if getattr(self, name) is not None]
+        given = [name for name in ("text", "image", "image_id", "vector") if getattr(self, name) is not None]
         if len(given) != 1:
             raise InvalidQueryError(
-                f"a query part is one of `text`, `image` or `image_id`, not {' and '.join(given) or 'none'}",
+                f"a query part is one of `text`, `image`, `image_id` or `vector`, not {' and '.join(given) or 'none'}",
                 parameters=("parts",),
             )
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)) or self.weight == 0:
@@ -153,6 +155,20 @@ class Query:
         return cls((Part(image=image),), **options)
 
 
+def relevance_cutoff(parts: Sequence[Part], min_relevance: float | None) -> float | None:
+    """The `min_relevance` a query of `parts` runs with: as given (0: none); None is DEFAULT_MIN_RELEVANCE for a
+    text-only query and none otherwise. A cutoff for a query with an image part is refused: relevance is
+    calibrated for text queries only."""
+    text_only = all(part.text is not None for part in parts)
+    if min_relevance and not text_only:
+        raise InvalidQueryError(
+            "`min_relevance` is calibrated for text-only queries, not for queries with an image: "
+            "use `min_score` to cut those",
+            parameters=("min_relevance", "min_score"),
+        )
+    return DEFAULT_MIN_RELEVANCE if min_relevance is None and text_only else min_relevance
+
+
 def fuse(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """The fusion rule: the weighted sum of the (unit) rows of `vectors`, renormalised (one part: its row, times
     the sign of its weight); refused when the parts cancel (the sum is shorter than FUSION_MIN_NORM times the
@@ -161,9 +177,11 @@ def fuse(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
         return np.asarray(vectors[0] if weights[0] > 0 else -vectors[0], dtype=np.float32)
     rows = np.asarray(vectors, dtype=np.float64)
     rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-    total = np.asarray(weights, dtype=np.float64) @ rows
+    scaled = np.asarray(weights, dtype=np.float64)
+    scaled = scaled / np.abs(scaled).max()  # the direction is the same; weights near the float limits stay finite
+    total = scaled @ rows
     norm = float(np.linalg.norm(total))
-    if norm < FUSION_MIN_NORM * float(np.abs(np.asarray(weights)).sum()):
+    if norm < FUSION_MIN_NORM * float(np.abs(scaled).sum()):
         raise InvalidQueryError(
             "the query's parts cancel each other out (their weighted sum has no direction): "
             "change a `weight` or leave a part out",
