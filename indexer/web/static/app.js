@@ -230,6 +230,13 @@ function setup() {
     $(id).addEventListener("change", () => hasQuery(formState()) && navigate(formState()));
   }
   $("more").addEventListener("click", loadPage);
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target.closest && event.target.closest("input, select, textarea");
+    if (event.key === "/" && !typing && $("viewer").hidden && state.view === "search") {
+      event.preventDefault();
+      $("q").focus();
+    }
+  });
   $("duplicates-go").addEventListener("click", () =>
     navigate({ ...state, view: "duplicates", threshold: $("threshold").value.trim() || state.threshold }));
   for (const [id, view] of [["nav-search", "search"], ["nav-duplicates", "duplicates"], ["home", "search"]]) {

@@ -28,6 +28,7 @@ from retrieval.library import Library
 from retrieval.model.reference import reference_spec
 from retrieval.quality.attributes import AttributeQuery
 from retrieval.quality.scene_dataset import generate_dataset
+from retrieval.query import text_parts
 from tests.imagefactory import EXIF_IFD
 from tests.webserver import serving
 
@@ -302,3 +303,28 @@ def test_an_uploaded_image_finds_its_original(tab: Tab, scenes: Scenes) -> None:
     assert XSS_NAME in names[:2]  # the file named like markup, as text in the grid too
     assert tab.page.locator('img[src="x"]').count() == 0
     tab.screenshot("upload")
+
+
+@pytest.mark.parametrize(
+    ("text", "without"),
+    [
+        ("red car", ""),
+        ("2:beach 1:sunset -1:people", ""),
+        ('0.5:"at night" train', "people, text"),
+        ("10:30 train ratio 16:9", ""),
+        ("\\2:beach .5:sea", "-"),
+    ],
+)
+def test_the_page_weighs_words_as_the_cli_does(tab: Tab, text: str, without: str) -> None:
+    """The search box's words become the parts `retrieval.query.text_parts` makes of the same words (the CLI's
+    rule), and each comma-separated item of "without" a part of weight -1, like `--not`."""
+    words, parts = tab.page.evaluate(
+        "async ([text, without]) => { const query = await import('/static/query.js');"
+        " return [query.words(text), query.textParts(text, without)]; }",
+        [text, without],
+    )
+    negated = [item.strip() for item in without.split(",") if item.strip()]
+    expected = [{"text": part.text, "weight": part.weight} for part in text_parts(words, negated)]
+    assert [part | {"weight": float(part["weight"])} for part in parts] == expected
+    if '"' in text:
+        assert words[0] == "0.5:at night"
