@@ -181,11 +181,7 @@ def filter_from_json(data: Any) -> SearchFilter:
     body = _object(data, "filter", FILTER_FIELDS)
     within = body.get("within")
     folders = [within] if isinstance(within, str) else _list(within, "filter.within") if within is not None else None
-    for folder in folders or ():
-        if not isinstance(folder, str) or not os.path.isabs(folder):
-            raise InvalidQueryError(
-                f"`within` must name absolute folders, not {folder!r}", parameters=("within",)
-            )
+    check_folders(folders or ())
     extensions = body.get("extensions")
     exclude = body.get("exclude_ids")
     return SearchFilter.of(
@@ -199,6 +195,13 @@ def filter_from_json(data: Any) -> SearchFilter:
         orientation=_optional(body.get("orientation"), str, "orientation", "a text"),
         exclude_ids=None if exclude is None else [_whole(i, "exclude_ids", 0) for i in _list(exclude, "exclude_ids")],
     )
+
+
+def check_folders(folders: Any) -> None:
+    """Folders of a `within` filter sent to a server are absolute paths (its working folder is not the client's)."""
+    for folder in folders:
+        if not isinstance(folder, str) or not os.path.isabs(folder):
+            raise InvalidQueryError(f"`within` must name absolute folders, not {folder!r}", parameters=("within",))
 
 
 def _object(data: Any, name: str, fields: tuple[str, ...]) -> Mapping[str, Any]:

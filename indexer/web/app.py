@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from indexer.web import errors, routes_library, routes_search
+from indexer.web import errors, routes_images, routes_library, routes_search, routes_uploads
 from indexer.web.service import Service, server_version
 from indexer.web.uploads import Uploads
 from retrieval.config import (
@@ -92,7 +92,7 @@ def create_app(
     app.state.upload_limit = upload_limit
     app.state.prepare_thumbnails = prepare_thumbnails
     errors.install(app)
-    for module in (routes_library, routes_search):
+    for module in (routes_library, routes_search, routes_uploads, routes_images):
         app.include_router(module.router)
     _mount_page(app)
     return app
