@@ -78,11 +78,15 @@ def connect_file(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
 def file_engine(path: Path, *, read_only: bool = False, echo: bool = False) -> Engine:
     """An engine on an existing file (or a fresh private temporary one while it is being created)."""
     import sqlalchemy as sa
+    from sqlalchemy.pool import QueuePool
 
     def connect() -> sqlite3.Connection:
         return connect_file(path, read_only=read_only)
 
-    engine = sa.create_engine("sqlite://", creator=connect, echo=echo)
+    # A pool of connections handed out one thread at a time. The `sqlite://` URL alone would get
+    # SingletonThreadPool, which closes other threads' connections past 5 threads, while they are in use:
+    # a server's request threads then crash inside libsqlite3 (webpage branch, the browser test).
+    engine = sa.create_engine("sqlite://", creator=connect, echo=echo, poolclass=QueuePool)
     install_sqlite_events(engine)
     return engine
 

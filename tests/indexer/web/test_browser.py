@@ -213,7 +213,7 @@ def test_a_text_query_shows_thumbnails_of_the_right_pictures(tab: Tab, scenes: S
     assert "q=purple+squares" in tab.page.url
     first = tab.page.locator(".card img").first
     assert first.get_attribute("loading") == "lazy" and first.get_attribute("width") and first.get_attribute("height")
-    assert tab.page.evaluate("document.querySelector('.card img').naturalWidth") > 0  # the thumbnail loaded
+    tab.page.wait_for_function("() => document.querySelector('.card img').naturalWidth > 0")  # the thumbnail loaded
     assert "% match" in tab.page.inner_text(".card .score")
     tab.screenshot("search")
 
