@@ -51,6 +51,12 @@ CHROMIUM_ARGS = [
 ]
 PHONE = {"width": 375, "height": 740}
 QUIET = "() => !document.body.classList.contains('loading')"
+IMAGES_SHOWN = """() => Array.from(document.images).every(image => {
+  const box = image.getBoundingClientRect();
+  const visible = box.width > 0 && box.bottom > 0 && box.top < innerHeight;
+  return !visible || (image.complete && image.naturalWidth > 0);
+})"""
+"""Every image in the viewport has loaded (thumbnails are made on their first request)."""
 
 
 @dataclass
@@ -150,6 +156,11 @@ class Tab:
     page: Any
     url: str
     problems: list[str] = field(default_factory=list)
+    expected: list[str] = field(default_factory=list)  # console errors a test provokes (a 400 it asked for)
+
+    def console(self, message: Any) -> None:
+        if message.type == "error" and not any(text in message.text for text in self.expected):
+            self.problems.append(f"console: {message.text}")
 
     def search(self, text: str) -> None:
         self.page.fill("#q", text)
@@ -177,6 +188,7 @@ class Tab:
 
     def screenshot(self, name: str) -> Path:
         path = _artifacts() / f"{name}.png"
+        self.page.wait_for_function(IMAGES_SHOWN)
         self.page.screenshot(path=str(path))
         print(f"screenshot: {path}")
         return path
@@ -187,7 +199,7 @@ def tab(chromium: Any, server: str) -> Iterator[Tab]:
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     opened = Tab(page, server)
-    page.on("console", lambda message: message.type == "error" and opened.problems.append(f"console: {message.text}"))
+    page.on("console", opened.console)
     page.on("pageerror", lambda error: opened.problems.append(f"exception: {error}"))
 
     def dialog(shown: Any) -> None:
@@ -263,6 +275,39 @@ def test_filters_narrow_the_results(tab: Tab, scenes: Scenes) -> None:
     assert len(dates) == CAMERA_FILES and dates == sorted(dates, reverse=True), dates
     assert "camera=" in tab.page.url and "sort=-date" in tab.page.url
     tab.screenshot("filters")
+
+
+def test_more_results_come_page_by_page(tab: Tab, scenes: Scenes) -> None:
+    """With weak matches shown every image matches; the first page holds 48, scrolling down fetches the rest by
+    `offset`, with no image twice."""
+    tab.page.goto(tab.url + "/?q=squares&weak=1")
+    tab.settle()
+    assert len(tab.ids()) == 48 and tab.page.locator("#more").is_visible()
+    tab.page.locator("#sentinel").scroll_into_view_if_needed()
+    tab.page.wait_for_function("() => document.querySelectorAll('.card').length > 48")
+    tab.settle()
+    ids = tab.ids()
+    assert len(ids) == len(set(ids)) == len(scenes.scene_of)
+    assert tab.page.locator("#more").is_hidden()
+
+
+def test_no_matches_says_weak_matches_are_hidden(tab: Tab) -> None:
+    tab.search("asdfghjkl")
+    assert tab.ids() == []
+    assert "Weak matches are hidden" in tab.page.inner_text("#message")
+    tab.page.click("#message button")
+    tab.settle()
+    assert "weak=1" in tab.page.url and tab.ids()
+    assert "61 images" in tab.page.inner_text("#status")
+
+
+def test_an_error_shows_the_api_message(tab: Tab) -> None:
+    tab.expected.append("400 (Bad Request)")
+    tab.page.goto(tab.url + "/?q=squares&after=someday")
+    tab.settle()
+    message = tab.page.inner_text("#message")
+    assert "`after`" in message and "someday" in message, message
+    assert tab.page.locator("#message.error").is_visible() and tab.ids() == []
 
 
 def test_a_phone_never_scrolls_sideways(tab: Tab) -> None:
