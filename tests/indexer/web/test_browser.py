@@ -266,6 +266,12 @@ def test_filters_narrow_the_results(tab: Tab, scenes: Scenes) -> None:
     tab.settle()
     assert tab.paths() and all(path.startswith(early + os.sep) for path in tab.paths()), tab.paths()
     tab.page.select_option("#within", "")
+    tab.page.fill("#after", f"{YEARS[-1]}-01-01")
+    tab.settle()
+    late = str(scenes.roots[YEARS[-1]])
+    assert tab.paths() and all(path.startswith(late + os.sep) for path in tab.paths()), tab.paths()
+    assert f"after={YEARS[-1]}-01-01" in tab.page.url
+    tab.page.fill("#after", "")
     tab.page.select_option("#camera", label="Canon EOS 80D")
     tab.settle()
     assert set(tab.paths()) == scenes.camera_paths
@@ -308,6 +314,18 @@ def test_an_error_shows_the_api_message(tab: Tab) -> None:
     message = tab.page.inner_text("#message")
     assert "`after`" in message and "someday" in message, message
     assert tab.page.locator("#message.error").is_visible() and tab.ids() == []
+
+
+def test_the_status_corner_says_indexing_while_the_served_generation_is_behind(tab: Tab) -> None:
+    served = tab.page.evaluate("async () => (await fetch('/api/status')).json()")
+    assert served["generation"] == served["store_generation"]
+    behind = served | {"store_generation": served["generation"] + 1}
+    notes = tab.page.evaluate(
+        "async (statuses) => { const status = await import('/static/status.js');"
+        " return statuses.map(one => status.describe(one).note); }",
+        [served, behind],
+    )
+    assert notes == ["", "indexing…"]
 
 
 def test_a_phone_never_scrolls_sideways(tab: Tab) -> None:
