@@ -50,7 +50,10 @@ def result_json(data: dict[str, Any], record: ImageRecord | None, thumbnails: Th
 
 def thumbnail_url(image: str, record: ImageRecord | None, thumbnails: ThumbnailCache) -> str:
     """`image`'s thumbnail URL, with `?v=` its current ETag unquoted (none without a `record`)."""
-    return f"{image}/thumbnail" if record is None else f"{image}/thumbnail?v={thumbnails.etag(record).strip(chr(34))}"
+    if record is None:
+        return f"{image}/thumbnail"
+    version = thumbnails.etag(record).strip('"')
+    return f"{image}/thumbnail?v={version}"
 
 
 @router.post(

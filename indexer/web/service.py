@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("clipsearch.serve")
 
 _LARGEST_ID = 2**63 - 1  # the store's ids are 64-bit: a larger one names no image (and SQLite could not take it)
+THUMBNAIL_CHUNK = 64
+"""Thumbnails `prepare_thumbnails` makes between two looks at its stop signal."""
 SEARCH_ATTEMPTS = 3
 """Searches of one request at most: the first, then again after a forced reload while the store moves on."""
 
@@ -241,6 +243,18 @@ class Service:
                 while len(self._duplicates) > SERVE_DUPLICATE_CACHE_SIZE:
                     self._duplicates.pop(next(iter(self._duplicates)))
             return self._duplicates[key]
+
+    def prepare_thumbnails(self, stop: threading.Event) -> None:
+        """Make the thumbnails of every indexed image not cached yet, a chunk at a time until done or `stop` is
+        set (what a server started with `prepare_thumbnails` runs in the background); logs what it did."""
+        ids = self.current().searcher.index.ids().tolist()
+        made = cached = failed = 0
+        for start in range(0, len(ids), THUMBNAIL_CHUNK):
+            if stop.is_set():
+                break
+            report = self.thumbnails().prepare(ids[start : start + THUMBNAIL_CHUNK], workers=1)
+            made, cached, failed = made + report.made, cached + report.cached, failed + len(report.failed)
+        log.info("clipsearch: thumbnails made %d, already cached %d, not made %d", made, cached, failed)
 
     # --- searching ------------------------------------------------------------------------------
     def search(self, query: Query, offset: int = 0) -> Page:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,7 @@ def test_an_unknown_id_is_a_404(served: tuple[Path, TestClient], image_id: str) 
 
 
 @pytest.mark.parametrize("image_id", ["abc", "1.5", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd"])
-def test_an_id_that_is_not_a_number_is_refused_and_reads_nothing(
-    served: tuple[Path, TestClient], image_id: str
-) -> None:
+def test_an_id_not_a_number_is_refused_and_reads_nothing(served: tuple[Path, TestClient], image_id: str) -> None:
     _, client = served
     response = client.get(f"/api/images/{image_id}")
     assert response.status_code in (400, 404), response.text
@@ -93,9 +92,7 @@ def test_details_are_the_stored_record(served: tuple[Path, TestClient]) -> None:
     assert details["image"] == f"/api/images/{image_id}" and "/thumbnail?v=" in details["thumbnail"]
 
 
-def test_a_changed_file_or_a_link_out_of_the_roots_is_not_served(
-    served: tuple[Path, TestClient], tmp_path: Path
-) -> None:
+def test_a_changed_file_or_a_link_out_of_roots_is_not_served(served: tuple[Path, TestClient], tmp_path: Path) -> None:
     photos, client = served
     ids = _ids(client)
     changed = photos / "img02.png"
@@ -138,3 +135,17 @@ def test_similar_finds_the_exact_copy_first_and_leaves_the_image_out(served: tup
     only_jpegs = client.get(f"/api/images/{ids['img00.png']}/similar", params={"ext": "jpg"}).json()["results"]
     assert [Path(hit["path"]).name for hit in only_jpegs] == ["camera.jpg"]
     _error(client.get(f"/api/images/{ids['img00.png']}/similar", params={"k": 0}), 400, "InvalidQueryError")
+
+
+def test_prepare_thumbnails_makes_every_thumbnail_in_the_background(own_library: tuple[Path, Path]) -> None:
+    _, library = own_library
+    with tiny_client(library, prepare_thumbnails=True) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list((library / "thumbnails").glob("*/*.jpg"))) < 5:
+            time.sleep(0.1)
+        made = sorted(path.name for path in (library / "thumbnails").glob("*/*.jpg"))
+        # six indexed images, two of them the same content (copy.png): five thumbnails, one per content
+        assert len(made) == 5
+        hit = client.post("/api/search", json={"parts": [{"text": "x"}], "k": 1, "min_relevance": 0}).json()
+        assert client.get(hit["results"][0]["thumbnail"]).status_code == 200
+    assert sorted(path.name for path in (library / "thumbnails").glob("*/*.jpg")) == made
