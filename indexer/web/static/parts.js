@@ -62,6 +62,7 @@ export function setupUploads(added, failed, busy) {
       busy(false);
     }
   }
+  $("pick-button").addEventListener("click", () => $("pick").click());
   $("pick").addEventListener("change", (event) => {
     send(event.target.files[0]);
     event.target.value = "";

@@ -331,6 +331,7 @@ def test_the_status_corner_says_indexing_while_the_served_generation_is_behind(t
 def test_a_phone_never_scrolls_sideways(tab: Tab) -> None:
     tab.page.set_viewport_size(PHONE)
     tab.search(QUERY.text)
+    tab.page.click("#filters summary")
     tab.no_horizontal_scroll()
     tab.screenshot("phone")
     tab.page.locator(".card .thumb").first.click()
@@ -356,7 +357,9 @@ def test_a_file_named_like_markup_shows_as_text(tab: Tab, scenes: Scenes) -> Non
 
 
 def test_an_uploaded_image_finds_its_original(tab: Tab, scenes: Scenes) -> None:
-    tab.page.set_input_files("#pick", scenes.xss_original)
+    with tab.page.expect_file_chooser() as chooser:
+        tab.page.click("#pick-button")
+    chooser.value.set_files(scenes.xss_original)
     tab.page.wait_for_selector("#parts .chip")
     tab.settle()
     assert "up=" in tab.page.url
@@ -391,3 +394,27 @@ def test_the_page_weighs_words_as_the_cli_does(tab: Tab, text: str, without: str
     assert [part | {"weight": float(part["weight"])} for part in parts] == expected
     if '"' in text:
         assert words[0] == "0.5:at night"
+
+
+def test_a_dropped_image_is_a_part_that_can_be_turned_into_a_not(tab: Tab, scenes: Scenes) -> None:
+    """An image dropped on the page (here the original of a result, fetched from the server) is uploaded and
+    searched; its chip's toggle makes it a part of weight -1, which the URL keeps."""
+    tab.search(QUERY.text)
+    first = tab.ids()[0]
+    tab.page.evaluate(
+        """async (url) => {
+          const blob = await (await fetch(url)).blob();
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([blob], "dropped.jpg", {type: blob.type}));
+          document.body.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }""",
+        f"/api/images/{first}",
+    )
+    tab.page.wait_for_selector("#parts .chip")
+    tab.settle()
+    liked = tab.ids()
+    assert "up=" in tab.page.url and first in liked[:2]  # the text and the image together: it ranks at the top
+    tab.page.click("#parts .chip-weight")
+    tab.settle()
+    assert "up=-" in tab.page.url and tab.page.inner_text("#parts .chip-weight") == "not like"
+    assert first not in tab.ids()[:3] and tab.ids() != liked
