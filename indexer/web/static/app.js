@@ -18,6 +18,7 @@ import {
 import { startStatus } from "./status.js";
 import { closeViewer, openViewer, setupViewer } from "./viewer.js";
 
+const SCROLL_AHEAD_PX = 600; // the next page is fetched when the end of the grid comes this close
 let state = stateFromUrl();
 const results = []; // every hit shown, in order (the overlay steps through them)
 let nextOffset = 0;
@@ -57,6 +58,7 @@ function fillForm() {
   $("not").value = state.not;
   for (const name of ["after", "before", "sort"]) $(name).value = state[name];
   for (const name of ["within", "camera"]) ensureOption($(name), state[name]);
+  ensureOption($("duplicates-within"), state.within);
   $("weak").checked = state.weak;
   $("threshold").value = state.threshold;
   if (state.after || state.before || state.within || state.camera || state.weak || state.sort !== "relevance") {
@@ -108,8 +110,10 @@ async function loadFilterChoices() {
       for (const value of values || []) ensureOption(select, value);
     };
     add($("within"), info.roots);
+    add($("duplicates-within"), info.roots);
     add($("camera"), info.cameras);
     $("within").value = state.within;
+    $("duplicates-within").value = state.within;
     $("camera").value = state.camera;
   } catch (error) {
     message(`Filters unavailable: ${error.message}`, { error: true });
@@ -171,11 +175,18 @@ async function loadPage() {
     if (!results.length) noResults();
   } catch (error) {
     if (error.name === "AbortError" || controller !== mine) return;
+    more = false; // no retrying in a loop: the "More" button or a new search tries again
+    $("more").hidden = !results.length;
     $("summary").textContent = "";
     message(error.message, { error: true });
   } finally {
     if (controller === mine) setLoading(false);
   }
+  if (controller === mine && more && sentinelNear()) loadPage(); // a tall screen: the next page is in view too
+}
+
+function sentinelNear() {
+  return $("sentinel").getBoundingClientRect().top < window.innerHeight + SCROLL_AHEAD_PX;
 }
 
 function similar(item) {
@@ -229,7 +240,10 @@ function setup() {
   for (const id of ["after", "before", "within", "camera", "sort", "weak"]) {
     $(id).addEventListener("change", () => hasQuery(formState()) && navigate(formState()));
   }
-  $("more").addEventListener("click", loadPage);
+  $("more").addEventListener("click", () => {
+    more = true; // also a retry after a page failed
+    loadPage();
+  });
   document.addEventListener("keydown", (event) => {
     const typing = event.target.closest && event.target.closest("input, select, textarea");
     if (event.key === "/" && !typing && $("viewer").hidden && state.view === "search") {
@@ -237,8 +251,10 @@ function setup() {
       $("q").focus();
     }
   });
-  $("duplicates-go").addEventListener("click", () =>
-    navigate({ ...state, view: "duplicates", threshold: $("threshold").value.trim() || state.threshold }));
+  $("duplicates-go").addEventListener("click", () => {
+    const threshold = $("threshold").value.trim() || state.threshold;
+    navigate({ ...state, view: "duplicates", threshold, within: $("duplicates-within").value });
+  });
   for (const [id, view] of [["nav-search", "search"], ["nav-duplicates", "duplicates"], ["home", "search"]]) {
     $(id).addEventListener("click", (event) => {
       event.preventDefault();
@@ -259,7 +275,7 @@ function setup() {
   );
   new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting) && more && !loading && state.view === "search") loadPage();
-  }, { rootMargin: "600px" }).observe($("sentinel"));
+  }, { rootMargin: `${SCROLL_AHEAD_PX}px` }).observe($("sentinel"));
 }
 
 setup();

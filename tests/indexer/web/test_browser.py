@@ -354,6 +354,12 @@ def test_a_file_named_like_markup_shows_as_text(tab: Tab, scenes: Scenes) -> Non
     assert tab.page.inner_text("#viewer-details dd.path").endswith(XSS_NAME)
     assert tab.page.locator('img[src="x"]').count() == 0
     tab.screenshot("duplicates")
+    tab.page.keyboard.press("Escape")
+    tab.page.select_option("#duplicates-within", str(scenes.roots[YEARS[0]]))  # the copy lies under the other
+    tab.page.click("#duplicates-go")
+    tab.settle()
+    assert "within=" in tab.page.url
+    assert XSS_NAME not in tab.page.eval_on_selector_all(".member .name", "names => names.map(n => n.textContent)")
 
 
 def test_an_uploaded_image_finds_its_original(tab: Tab, scenes: Scenes) -> None:
