@@ -7,7 +7,6 @@ import { renderDuplicates, totals } from "./duplicates.js";
 import { card } from "./grid.js";
 import { renderParts, setupUploads } from "./parts.js";
 import {
-  PAGE_SIZE,
   hasImageParts,
   hasQuery,
   requestFor,
