@@ -293,8 +293,13 @@ UPLOAD_CACHE_SIZE = 256
 SERVE_MAX_RESULTS = 1000
 """The most results one web search ranks (`offset` + `k`): deeper pages are refused rather than scanned."""
 SERVE_RELOAD_INTERVAL = 2.0
-"""Seconds a running server waits at least between two reloads of the index when index runs keep committing
-(each batch is a generation); meanwhile it searches the index it has, leaving out rows deleted since."""
+"""Seconds a running server waits at least between two reloads of its index, and between two looks at the store's
+generation when no request comes (indexer/web/reloads.py); meanwhile it searches the index it has, leaving out
+rows deleted since."""
+SERVE_RELOAD_SETTLE = 10.0
+"""Seconds the store must stay at a generation whose FAISS file is not written yet (an index run between two
+batches, or one killed before its end) before a running server rebuilds that generation's index from the store;
+a generation whose file is there is loaded at once."""
 SERVE_IMAGE_MAX_AGE = 3600
 """`Cache-Control: private, max-age` of an original image served by id (it may change on disk: revalidated)."""
 SERVE_DUPLICATE_CACHE_SIZE = 8
@@ -318,7 +323,7 @@ THUMBNAIL_FORMAT_VERSION = 1
 cached one (on disk and in browsers) is made again."""
 THUMBNAIL_MEMORY_BUDGET = 512 * 1024 * 1024
 """Bytes of full-size pixels that a cache's threads decode at once (a few 24 MP photos), as the indexer's."""
-THUMBNAIL_CACHE_ENV = "CLIPSEARCH_CACHE"
+THUMBNAIL_CACHE_ENV = "CLIPSEARCH_THUMBNAIL_CACHE"
 """Where thumbnails of a library that cannot be written (read-only) go instead: this folder if set, else the
 user's cache folder (~/.cache/clipsearch/thumbnails on Linux)."""
 

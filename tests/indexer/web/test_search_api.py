@@ -3,6 +3,7 @@ structure only, so every query here turns the relevance cutoff off)."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from retrieval.library import Library
-from tests.indexer.web.conftest import tiny_client
+from tests import imagefactory
+from tests.indexer.web.conftest import build_library, tiny_client
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -142,12 +144,24 @@ def test_get_search_takes_words_as_the_cli_does(client: TestClient) -> None:
         ({"parts": [{"image_id": 999999}]}, "image_id"),
         ({"parts": [{"text": "a"}], "colour": "red"}, "colour"),
         ({"parts": [{"text": "a"}, {"text": "a", "weight": -1}]}, "weight"),
+        ({"parts": [{"image_id": 10**30}]}, "parts[0].image_id"),  # these four were 500s (overflow, surrogates)
+        ({"parts": [{"text": "a"}], "filter": {"exclude_ids": [10**30]}}, "exclude_ids"),
+        ({"parts": [{"text": "a"}], "filter": {"min_width": 10**30}}, "min_width"),
+        ({"parts": [{"text": "caf\udce9"}]}, "parts[0].text"),
     ],
 )
 def test_a_bad_query_is_a_400_naming_the_field(client: TestClient, body: dict[str, Any], field: str) -> None:
     kind = "InvalidDateError" if field == "after" else "InvalidQueryError"
-    message = _error(client.post("/api/search", json=body), 400, kind)
+    sent = json.dumps(body)  # escapes as `\\udcXX` what the client's own encoder would refuse to send
+    message = _error(client.post("/api/search", content=sent, headers={"content-type": "application/json"}), 400, kind)
     assert field in message
+
+
+def test_weights_near_the_float_limits_search_as_their_ratio(client: TestClient) -> None:
+    huge = _search(client, parts=[{"text": "a", "weight": 1e308}, {"text": "b", "weight": 1e308}], min_relevance=0)
+    plain = _search(client, parts=[{"text": "a"}, {"text": "b"}], min_relevance=0)
+    assert [hit["id"] for hit in huge["results"]] == [hit["id"] for hit in plain["results"]]
+    assert [hit["score"] for hit in huge["results"]] == pytest.approx([hit["score"] for hit in plain["results"]])
 
 
 def test_a_body_that_is_not_json_is_a_400(client: TestClient) -> None:
@@ -170,3 +184,41 @@ def test_a_library_that_is_missing_or_damaged_is_a_503(tmp_path: Path) -> None:
 def test_unknown_routes_are_json_404s_and_there_is_no_docs_page(client: TestClient) -> None:
     _error(client.get("/api/nothing"), 404, "HTTPException")
     _error(client.get("/docs"), 404, "HTTPException")
+
+
+def test_a_library_removed_while_served_is_a_503_until_it_is_back(
+    own_library: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, library = own_library
+    with tiny_client(library) as client:
+        assert client.post("/api/search", json={"parts": [{"text": "a"}], "min_relevance": 0}).status_code == 200
+        moved = tmp_path / "moved-away"
+        library.rename(moved)
+        _error(client.get("/api/status"), 503, "LibraryNotFoundError")
+        _error(client.post("/api/search", json={"parts": [{"text": "a"}]}), 503, "LibraryNotFoundError")
+        moved.rename(library)
+        reply = client.post("/api/search", json={"parts": [{"text": "a"}], "k": 3, "min_relevance": 0})
+        assert reply.status_code == 200 and len(reply.json()["results"]) == 3
+
+
+def test_another_model_than_the_library_s_is_a_503_naming_both(
+    tiny_library: tuple[Path, Path], other_spec: Any
+) -> None:
+    _, library = tiny_library
+    client = tiny_client(library, model=other_spec.model, pretrained="none")
+    assert client.get("/api/status").status_code == 200  # the status never loads a model
+    message = _error(client.post("/api/search", json={"parts": [{"text": "a"}]}), 503, "ModelMismatchError")
+    assert "`model`" in message
+
+
+def test_a_file_name_that_is_not_utf8_comes_back_as_its_bytes(tmp_path: Path, tiny_encoder: Any) -> None:
+    photos = tmp_path / "photos"
+    name = os.fsdecode(b"caf\xe9.png")
+    imagefactory.pattern_png(photos / name, seed=1)
+    client = tiny_client(build_library(tmp_path / "library", tiny_encoder, [photos]))
+    reply = client.post("/api/search", json={"parts": [{"text": "a"}], "min_relevance": 0})
+    assert reply.status_code == 200, reply.text
+    hit = reply.json()["results"][0]
+    assert os.fsencode(hit["path"]) == os.fsencode(str(photos)) + b"/caf\xe9.png"
+    assert b"\\udce9" in reply.content  # escaped as `clipsearch search --json` does
+    assert client.get(hit["image"]).content == (photos / name).read_bytes()
