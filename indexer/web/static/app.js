@@ -15,7 +15,7 @@ import {
   urlFromState,
 } from "./query.js";
 import { startStatus } from "./status.js";
-import { closeViewer, openViewer, setupViewer } from "./viewer.js";
+import { closeViewer, isOpen, openViewer, setupViewer } from "./viewer.js";
 
 const SCROLL_AHEAD_PX = 600; // the next page is fetched when the end of the grid comes this close
 let state = stateFromUrl();
@@ -94,11 +94,37 @@ function formState() {
   };
 }
 
-/** Goes to `next` as a new history entry (the back button returns), then shows it. */
-function navigate(next) {
+/** Goes to `next` as a new history entry (the back button returns), then shows it; `replace` takes the place
+ * of the current entry instead (the overlay's own entry, when "more like this" leaves it). */
+function navigate(next, { replace = false } = {}) {
   const url = urlFromState(next);
-  if (url !== window.location.pathname + window.location.search) window.history.pushState(null, "", url);
+  if (replace) window.history.replaceState(null, "", url);
+  else if (url !== here()) window.history.pushState(null, "", url);
   state = next;
+  show();
+}
+
+function here() {
+  return window.location.pathname + window.location.search;
+}
+
+const inOverlayEntry = () => Boolean(window.history.state && window.history.state.viewer);
+
+/** Opens the overlay in a history entry of its own (same URL), so that going back closes it. */
+function openOverlay(list, at) {
+  if (!inOverlayEntry()) window.history.pushState({ viewer: true }, "", here());
+  openViewer(list, at, similar);
+}
+
+function closeOverlay() {
+  if (inOverlayEntry()) window.history.back(); // popstate closes it
+  else closeViewer();
+}
+
+function onHistory() {
+  if (isOpen()) closeViewer();
+  if (urlFromState(state) === here()) return; // only the overlay's entry was left
+  state = stateFromUrl();
   show();
 }
 
@@ -163,7 +189,7 @@ async function loadPage() {
     const fresh = reply.results.filter((item) => !known.has(item.id));
     const start = results.length;
     results.push(...fresh);
-    $("grid").append(...fresh.map((item, at) => card(item, () => openViewer(results, start + at, similar))));
+    $("grid").append(...fresh.map((item, at) => card(item, () => openOverlay(results, start + at))));
     nextOffset = reply.offset + reply.k;
     more = Boolean(reply.more) && reply.results.length > 0;
     $("more").hidden = !more;
@@ -189,7 +215,8 @@ function sentinelNear() {
 }
 
 function similar(item) {
-  navigate({ ...state, view: "search", q: "", not: "", images: [{ id: item.id, weight: 1 }], uploads: [] });
+  const next = { ...state, view: "search", q: "", not: "", images: [{ id: item.id, weight: 1 }], uploads: [] };
+  navigate(next, { replace: inOverlayEntry() });
   window.scrollTo({ top: 0 });
 }
 
@@ -204,7 +231,7 @@ async function loadDuplicates() {
     $("summary").textContent =
       `${sum.groups} group${sum.groups === 1 ? "" : "s"}, ${sum.images} images · ` +
       `${formatBytes(sum.reclaimable)} reclaimable by keeping only each group's best copy`;
-    renderDuplicates($("duplicates"), reply, (members, at) => openViewer(members, at, similar));
+    renderDuplicates($("duplicates"), reply, (members, at) => openOverlay(members, at));
     if (!sum.groups) message("No near-duplicates at this similarity.");
   } catch (error) {
     if (error.name === "AbortError" || controller !== mine) return;
@@ -231,7 +258,7 @@ function show() {
 
 function setup() {
   const hint = $("drop-hint").textContent;
-  setupViewer();
+  setupViewer(closeOverlay);
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     navigate(formState());
@@ -260,10 +287,7 @@ function setup() {
       navigate(view === "search" && id === "home" ? stateFromUrl("") : { ...state, view });
     });
   }
-  window.addEventListener("popstate", () => {
-    state = stateFromUrl();
-    show();
-  });
+  window.addEventListener("popstate", onHistory);
   setupUploads(
     (upload) => navigate({ ...formState(), uploads: [...state.uploads, { id: upload, weight: 1 }] }),
     (error) => message(`The image was not added: ${error.message}`, { error: true }),

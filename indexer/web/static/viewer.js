@@ -7,6 +7,7 @@ import { $, basename, clear, el, formatBytes } from "./dom.js";
 let items = [];
 let index = 0;
 let onSimilar = () => {};
+let requestClose = () => closeViewer(); // the page's way to close (through the history: see setupViewer)
 let returnFocus = null;
 let shown = 0; // which opening the details being fetched belong to
 
@@ -90,21 +91,22 @@ function step(delta) {
   render();
 }
 
-export function setupViewer() {
-  $("viewer-close").addEventListener("click", closeViewer);
+/** `close()` is how Esc, the close button and a click beside the image close the overlay (the page goes back
+ * in its history, so that a phone's back button closes it too, and `closeViewer` runs on popstate). */
+export function setupViewer(close) {
+  requestClose = close;
+  $("viewer-close").addEventListener("click", () => requestClose());
   $("viewer-prev").addEventListener("click", () => step(-1));
   $("viewer-next").addEventListener("click", () => step(1));
   $("viewer-similar").addEventListener("click", () => {
-    const item = items[index];
-    closeViewer();
-    onSimilar(item);
+    onSimilar(items[index]);
   });
   $("viewer").addEventListener("click", (event) => {
-    if (event.target.id === "viewer" || event.target.classList.contains("viewer-figure")) closeViewer();
+    if (event.target.id === "viewer" || event.target.classList.contains("viewer-figure")) requestClose();
   });
   document.addEventListener("keydown", (event) => {
     if (!isOpen()) return;
-    if (event.key === "Escape") closeViewer();
+    if (event.key === "Escape") requestClose();
     else if (event.key === "ArrowLeft") step(-1);
     else if (event.key === "ArrowRight") step(1);
     else return;

@@ -248,12 +248,15 @@ def test_the_overlay_shows_details_and_more_like_this_leaves_the_picture_out(tab
     assert f"img={shown[0]}" in tab.page.url
     similar = tab.ids()
     assert similar and shown[0] not in similar and similar != shown
-    tab.page.go_back()
+    tab.page.go_back()  # one step back: "more like this" took the place of the overlay's own history entry
     tab.settle()
     assert tab.page.input_value("#q") == QUERY.text and tab.ids() == shown
-    tab.page.locator(".card .thumb").first.click()
-    tab.page.keyboard.press("Escape")
-    assert tab.page.locator("#viewer").is_hidden()
+    for close in (lambda: tab.page.keyboard.press("Escape"), tab.page.go_back):  # the back button closes it too
+        tab.page.locator(".card .thumb").first.click()
+        tab.page.wait_for_selector("#viewer-details dd.path")
+        close()
+        tab.page.wait_for_selector("#viewer", state="hidden")
+        assert tab.page.url.endswith("/?q=purple+squares") and tab.ids() == shown
 
 
 def test_filters_narrow_the_results(tab: Tab, scenes: Scenes) -> None:
@@ -355,6 +358,7 @@ def test_a_file_named_like_markup_shows_as_text(tab: Tab, scenes: Scenes) -> Non
     assert tab.page.locator('img[src="x"]').count() == 0
     tab.screenshot("duplicates")
     tab.page.keyboard.press("Escape")
+    tab.page.wait_for_selector("#viewer", state="hidden")
     tab.page.select_option("#duplicates-within", str(scenes.roots[YEARS[0]]))  # the copy lies under the other
     tab.page.click("#duplicates-go")
     tab.settle()
