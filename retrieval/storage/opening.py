@@ -86,6 +86,9 @@ def file_engine(path: Path, *, read_only: bool = False, echo: bool = False) -> E
     def connect() -> sqlite3.Connection:
         return connect_file(path, read_only=read_only)
 
+    # A pool of connections handed out one thread at a time. The `sqlite://` URL alone would get
+    # SingletonThreadPool, which closes other threads' connections past 5 threads, while they are in use:
+    # a server's request threads then crash inside libsqlite3.
     engine = sa.create_engine("sqlite://", creator=connect, echo=echo, poolclass=QueuePool)
     install_sqlite_events(engine)
     return engine
