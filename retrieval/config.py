@@ -285,6 +285,48 @@ DEFAULT_MIN_RELEVANCE = 0.34
 nonsense queries' results counted as false hits) and reported there on split B."""
 # --- end relevance branch
 
+# --- webapi branch: `clipsearch serve`'s JSON API (indexer/web/) ------------------------------------------
+DEFAULT_UPLOAD_LIMIT = 20 * 1024 * 1024
+"""The largest image `POST /api/uploads` takes, in bytes; a larger body is refused (413) while it streams in."""
+UPLOAD_CACHE_SIZE = 256
+"""Uploaded images kept, as vectors only (never their bytes), in the server's memory; the oldest unused go first."""
+SERVE_MAX_RESULTS = 1000
+"""The most results one web search ranks (`offset` + `k`): deeper pages are refused rather than scanned."""
+SERVE_RELOAD_INTERVAL = 2.0
+"""Seconds a running server waits at least between two reloads of the index when index runs keep committing
+(each batch is a generation); meanwhile it searches the index it has, leaving out rows deleted since."""
+SERVE_IMAGE_MAX_AGE = 3600
+"""`Cache-Control: private, max-age` of an original image served by id (it may change on disk: revalidated)."""
+SERVE_DUPLICATE_CACHE_SIZE = 8
+"""Duplicate reports kept per server (each keyed by generation, threshold, folder and limit)."""
+# --- end webapi branch
+
+# --- thumbs branch: thumbnails and the files the server hands out (retrieval/thumbnails.py, served_files.py)
+THUMBNAIL_SIZE = 320
+"""A thumbnail's longest side, in pixels: sharp in a grid of 160-px cells on a 2x screen."""
+THUMBNAIL_MIN_SIZE = 16
+THUMBNAIL_MAX_SIZE = 1024
+"""The sizes `ThumbnailCache.path_for` makes; anything else is refused (a client may choose the size)."""
+THUMBNAIL_QUALITY = 85
+"""JPEG quality of a thumbnail: about 20 KB for a 320-px photo, no visible loss at that size."""
+THUMBNAIL_FOLDER = "thumbnails"
+"""Under the library folder: `thumbnails/<aa>/<content hash>-<size>.jpg`."""
+THUMBNAIL_FORMAT_VERSION = 1
+"""Written into every thumbnail and its ETag: raise it when the way thumbnails are made changes, and every
+cached one (on disk and in browsers) is made again."""
+THUMBNAIL_MEMORY_BUDGET = 512 * 1024 * 1024
+"""Bytes of full-size pixels that a cache's threads decode at once (a few 24 MP photos), as the indexer's."""
+THUMBNAIL_CACHE_ENV = "CLIPSEARCH_CACHE"
+"""Where thumbnails of a library that cannot be written (read-only) go instead: this folder if set, else the
+user's cache folder (~/.cache/clipsearch/thumbnails on Linux)."""
+
+
+def default_thumbnail_cache_dir() -> Path:
+    """The per-user folder for thumbnails of read-only libraries (shared: a thumbnail is keyed by content)."""
+    return _user_folder(THUMBNAIL_CACHE_ENV, "Caches", "XDG_CACHE_HOME", ".cache", "thumbnails")
+
+
+# --- end thumbs branch
 
 # --- servecli branch: `clipsearch serve`, its discovery file, searching through it --------------------------
 DEFAULT_SERVE_HOST = "127.0.0.1"

@@ -160,3 +160,25 @@ class RayUnavailableError(ClipsearchError):
 
 
 # --- end ray branch
+# --- webapi branch: `clipsearch serve`'s JSON API
+class UploadTooLargeError(ClipsearchError):
+    """An uploaded image is larger than the server's `upload_limit`; nothing of it is kept."""
+
+
+class UnknownUploadError(ClipsearchError):
+    """A query names an `upload` the server does not hold (never uploaded, or expired from its memory)."""
+
+
+# --- end webapi branch
+
+# --- thumbs branch: the files the server hands out, by image id
+class UnknownImageError(ClipsearchError):
+    """No image has this `image_id`, or its file could not be read when it was indexed (a failed row)."""
+
+
+class FileNotServedError(ClipsearchError):
+    """An image's file is not handed out: gone, changed since indexing, not a regular file, or (once every
+    symbolic link is resolved) not inside one of the library's roots."""
+
+
+# --- end thumbs branch

@@ -217,6 +217,10 @@ class Library:
         value = self.reads.get_meta(_META_DIM)
         return int(value) if value else None
 
+    def library_id(self) -> str | None:
+        """The library's random id (made with its first FAISS file; None before): what tells two libraries apart."""
+        return self.reads.get_meta(_META_LIBRARY_ID)
+
     def precision(self) -> str | None:
         """What made the library's vectors (see `LibraryFacts.precision`)."""
         return model_record.precision(self.reads)

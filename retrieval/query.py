@@ -53,18 +53,20 @@ _WEIGHTED = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(?=[^\s\d])(.*)", re.DOT
 @dataclass(frozen=True)
 class Part:
     """One part of a query, exactly one of: `text`, `image` (a file, indexed or not), `image_id` (an indexed
-    image); with its `weight` (negative: away from it; never 0)."""
+    image), `vector` (an image already embedded by this library's model, e.g. one uploaded to the server); with
+    its `weight` (negative: away from it; never 0). Parts compare without their `vector`."""
 
     text: str | None = None
     image: str | Path | None = None
     image_id: int | None = None
     weight: float = 1.0
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        given = [name for name in ("text", "image", "image_id") if getattr(self, name) is not None]
+        given = [name for name in ("text", "image", "image_id", "vector") if getattr(self, name) is not None]
         if len(given) != 1:
             raise InvalidQueryError(
-                f"a query part is one of `text`, `image` or `image_id`, not {' and '.join(given) or 'none'}",
+                f"a query part is one of `text`, `image`, `image_id` or `vector`, not {' and '.join(given) or 'none'}",
                 parameters=("parts",),
             )
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)) or self.weight == 0:

@@ -112,9 +112,18 @@ class Searcher:
         return fuse(np.stack(vectors), [part.weight for part in query.parts]), own_ids
 
     def part_image_vector(self, part: Part) -> tuple[np.ndarray, int | None]:
-        """An image part's vector and its id when indexed: a file's (`image_vector`), or an id's stored one."""
+        """An image part's vector and its id when indexed: a file's (`image_vector`), a given `vector`, or an
+        id's stored one."""
         if part.image is not None:
             return self.image_vector(part.image)
+        if part.vector is not None:
+            vector = np.asarray(part.vector, dtype=np.float32).reshape(-1)
+            if len(vector) != self.index.dim:
+                raise InvalidQueryError(
+                    f"a `vector` part has {len(vector)} dimensions, the library's model {self.index.dim}",
+                    parameters=("vector",),
+                )
+            return vector, None
         assert part.image_id is not None
         if not self.index.contains(part.image_id):
             raise InvalidQueryError(

@@ -1,0 +1,106 @@
+"""`create_app`: the FastAPI app of `clipsearch serve` over one library: the page (`static/`, served at `/` and
+`/static`), the JSON API (`routes_*.py`), and one error shape for everything (`errors.py`). The model and the
+index load once, at start-up (or on the first query when the app runs without its lifespan), then stay warm
+(`service.py`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from indexer.web import errors, routes_library, routes_search
+from indexer.web.service import Service, server_version
+from indexer.web.uploads import Uploads
+from retrieval.config import (
+    DEFAULT_BACKEND,
+    DEFAULT_DEVICE,
+    DEFAULT_UPLOAD_LIMIT,
+    SERVE_RELOAD_INTERVAL,
+)
+from retrieval.errors import ClipsearchError
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("clipsearch.serve")
+
+
+class _Static(StaticFiles):
+    """The page's assets, revalidated by their ETag on each load (a new version is seen at once)."""
+
+    async def get_response(self, path: str, scope: Scope):  # type: ignore[no-untyped-def]
+        response = await super().get_response(path, scope)
+        response.headers.setdefault("Cache-Control", "no-cache")
+        return response
+
+
+def create_app(
+    library: Path,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    upload_limit: int = DEFAULT_UPLOAD_LIMIT,
+    prepare_thumbnails: bool = False,
+    database_url: str | None = None,
+    device: str = DEFAULT_DEVICE,
+    backend: str = DEFAULT_BACKEND,
+    precision: str = "auto",
+    reload_interval: float = SERVE_RELOAD_INTERVAL,
+    warm: bool = True,
+) -> FastAPI:
+    """The app serving `library` with `model`/`pretrained` (None: the library's recorded model). With `warm`,
+    its lifespan start-up loads the model and index (a failure is logged and each request then answers 503
+    until the library can be read); `app.state.service.warm()` does it on demand, raising the typed error."""
+    service = Service(
+        Path(library),
+        model=model,
+        pretrained=pretrained,
+        database_url=database_url,
+        device=device,
+        backend=backend,
+        precision=precision,
+        reload_interval=reload_interval,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            try:
+                await run_in_threadpool(service.warm)
+            except ClipsearchError as exc:
+                log.warning("clipsearch: the library cannot be served yet: %s", exc)
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="clipsearch",
+        version=server_version(),
+        summary="Search a photo library by text, by example image, or both; images and thumbnails by id.",
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN, which an offline user cannot reach
+        redoc_url=None,
+        lifespan=lifespan,
+        default_response_class=errors.Json,
+    )
+    app.state.service = service
+    app.state.uploads = Uploads()
+    app.state.upload_limit = upload_limit
+    app.state.prepare_thumbnails = prepare_thumbnails
+    errors.install(app)
+    for module in (routes_library, routes_search):
+        app.include_router(module.router)
+    _mount_page(app)
+    return app
+
+
+def _mount_page(app: FastAPI) -> None:
+    app.mount("/static", _Static(directory=STATIC, check_dir=False), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
