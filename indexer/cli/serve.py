@@ -107,9 +107,7 @@ def serve(
     _run(server, sock, directory)
 
 
-def _warm_app(
-    create_app: Any, directory: Path, model: ModelChoice, library: LibraryChoice, upload_limit: int
-) -> Any:
+def _warm_app(create_app: Any, directory: Path, model: ModelChoice, library: LibraryChoice, upload_limit: int) -> Any:
     """The app over the library, its model and index loaded now: a library that cannot be served is the
     command's error, before anything listens for it."""
     click.echo(f"loading the model and the index of {directory} ...", err=True)
@@ -126,11 +124,8 @@ def _warm_app(
         warm=False,
     )
     warm = app.state.service.warm()
-    click.echo(
-        f"loaded {warm.searcher.encoder.identity.description} and {len(warm.searcher.index)} images "
-        f"in {time.perf_counter() - started:.1f} s",
-        err=True,
-    )
+    images = len(warm.searcher.index)
+    click.echo(f"loaded the model and {images} images in {time.perf_counter() - started:.1f} s", err=True)
     return app
 
 
@@ -174,15 +169,8 @@ def is_loopback(host: str) -> bool:
 def _listen(host: str, port: int) -> socket.socket:
     """A socket bound to `host`:`port` and listening; a port in use or a host that is no address of this
     machine is one line naming its option."""
-    try:
-        family, kind, proto, _name, address = socket.getaddrinfo(
-            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise click.BadParameter(
-            f"{host!r} is no address of this machine ({exc.strerror})", param_hint="--host"
-        ) from exc
-    sock = socket.socket(family, kind, proto)
+    family, address = _address(host, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
@@ -201,6 +189,25 @@ def _listen(host: str, port: int) -> socket.socket:
             raise click.BadParameter(f"{host!r} is no address of this machine", param_hint="--host") from exc
         raise
     return sock
+
+
+def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The socket family and address of `host`:`port`: an IP address as written, a name as resolved."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        try:
+            family, _kind, _proto, _name, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+        except socket.gaierror as exc:
+            raise click.BadParameter(
+                f"{host!r} is no address of this machine ({exc.strerror})", param_hint="--host"
+            ) from exc
+        return family, address
+    if ip.version == 6:
+        return socket.AF_INET6, (str(ip), port, 0, 0)
+    return socket.AF_INET, (str(ip), port)
 
 
 class _Stopped(Exception):

@@ -17,7 +17,11 @@ def service_of(request: Request) -> Service:
     return service
 
 
-@router.get("/status", summary="Whether the server is ready, and which library and generation it serves",
-            response_model=StatusOut, responses=errors(503))
+@router.get(
+    "/status",
+    summary="Whether the server is ready, and which library and generation it serves",
+    response_model=StatusOut,
+    responses=errors(503),
+)
 def status(request: Request) -> dict[str, Any]:
     return service_of(request).status()

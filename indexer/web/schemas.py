@@ -30,7 +30,7 @@ class FilterIn(_Strict):
     after: str | None = Field(None, description="Dated from this on: 2021, 2021-06, 2021-06-15 or an ISO time.")
     before: str | None = Field(None, description="Dated before this (same forms as `after`).")
     camera: str | None = Field(None, description="Camera make or model holds this text (any case).")
-    extensions: list[str] | str | None = Field(None, description="File extensions, e.g. [\"jpg\", \"png\"].")
+    extensions: list[str] | str | None = Field(None, description='File extensions, e.g. ["jpg", "png"].')
     min_width: int | None = Field(None, description="At least this many pixels wide.")
     min_height: int | None = Field(None, description="At least this many pixels high.")
     orientation: Literal["landscape", "portrait", "square"] | None = None

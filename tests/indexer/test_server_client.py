@@ -59,7 +59,9 @@ class ServedLibrary:
 
     def announce(self, **changes: Any) -> ServerInfo:
         """Write the discovery file as `clipsearch serve` does (with `changes` to its fields)."""
-        info = replace(ServerInfo.now(host="127.0.0.1", port=self.port, library_id=self.library_id, version="t"), **changes)
+        info = replace(
+            ServerInfo.now(host="127.0.0.1", port=self.port, library_id=self.library_id, version="t"), **changes
+        )
         write_server_file(self.directory, info)
         return info
 
@@ -91,7 +93,9 @@ def _announced(request: pytest.FixtureRequest) -> None:
 QUERIES = {
     "text": Query.of_text("a red square", k=5, min_relevance=0),
     "default cutoff": Query.of_text("a red square", k=5),
-    "fused": Query((Part(text="red"), Part(text="blue", weight=-1), Part(text="circle", weight=2)), k=4, min_relevance=0),
+    "fused": Query(
+        (Part(text="red"), Part(text="blue", weight=-1), Part(text="circle", weight=2)), k=4, min_relevance=0
+    ),
     "sorted by date": Query.of_text("stripes", k=6, sort="-date", min_relevance=0, min_score=-1),
     "template": Query.of_text("dog", k=3, template="a photo of {}", min_relevance=0),
 }
