@@ -57,7 +57,7 @@ class ServerInfo:
         record: a reader never fails on what another process, or a person, left in the file)."""
         if not isinstance(data, dict):
             return None
-        values = {}
+        values: dict[str, Any] = {}
         for field in fields(cls):
             value = data.get(field.name)
             wanted = int if field.type == "int" else str

@@ -246,7 +246,8 @@ class _Announcer(threading.Thread):
 
     def __init__(self, server: uvicorn.Server, sock: socket.socket, directory: Path) -> None:
         super().__init__(name="clipsearch-announce", daemon=True)
-        self.server, self.directory, self.failure = server, directory, None
+        self.server, self.directory = server, directory
+        self.failure: str | None = None
         self.host, self.port = sock.getsockname()[:2]
         self._written = False
         self._lock = threading.Lock()
