@@ -298,7 +298,9 @@ SERVE_RELOAD_INTERVAL = 2.0
 SERVE_IMAGE_MAX_AGE = 3600
 """`Cache-Control: private, max-age` of an original image served by id (it may change on disk: revalidated)."""
 SERVE_DUPLICATE_CACHE_SIZE = 8
-"""Duplicate reports kept per server (each keyed by generation, threshold, folder and limit)."""
+"""Duplicate reports kept per server (each keyed by generation, threshold and folders)."""
+SERVE_DUPLICATE_GROUPS = 200
+"""Duplicate groups `GET /api/duplicates` lists unless its `limit` says otherwise (its summary counts them all)."""
 # --- end webapi branch
 
 # --- thumbs branch: thumbnails and the files the server hands out (retrieval/thumbnails.py, served_files.py)

@@ -181,4 +181,8 @@ class FileNotServedError(ClipsearchError):
     symbolic link is resolved) not inside one of the library's roots."""
 
 
+class ThumbnailWriteError(ClipsearchError):
+    """A thumbnail cannot be written anywhere: not in the library, the per-user cache or a temporary folder."""
+
+
 # --- end thumbs branch

@@ -155,6 +155,20 @@ class Query:
         return cls((Part(image=image),), **options)
 
 
+def relevance_cutoff(parts: Sequence[Part], min_relevance: float | None) -> float | None:
+    """The `min_relevance` a query of `parts` runs with: as given (0: none); None is DEFAULT_MIN_RELEVANCE for a
+    text-only query and none otherwise. A cutoff for a query with an image part is refused: relevance is
+    calibrated for text queries only."""
+    text_only = all(part.text is not None for part in parts)
+    if min_relevance and not text_only:
+        raise InvalidQueryError(
+            "`min_relevance` is calibrated for text-only queries, not for queries with an image: "
+            "use `min_score` to cut those",
+            parameters=("min_relevance", "min_score"),
+        )
+    return DEFAULT_MIN_RELEVANCE if min_relevance is None and text_only else min_relevance
+
+
 def fuse(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """The fusion rule: the weighted sum of the (unit) rows of `vectors`, renormalised (one part: its row, times
     the sign of its weight); refused when the parts cancel (the sum is shorter than FUSION_MIN_NORM times the

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from retrieval.conditions import AtLeast, Camera, Condition, Dated, Extension, Orientation, Within
-from retrieval.config import DEFAULT_MIN_RELEVANCE, DEFAULT_SORT, DEFAULT_TOP_K
+from retrieval.config import DEFAULT_SORT, DEFAULT_TOP_K
 from retrieval.errors import InvalidQueryError
 from retrieval.filters import SearchFilter
-from retrieval.query import Part, Query
+from retrieval.query import Part, Query, relevance_cutoff
+from retrieval.search import check_min_score
 
 QUERY_FIELDS = ("parts", "k", "offset", "filter", "min_score", "min_relevance", "sort", "template", "include_self")
 PART_KINDS = ("text", "image_id", "upload")
@@ -86,24 +87,23 @@ def query_from_json(data: Any, *, uploads: Uploads | None = None) -> Query:
     if not parts:
         raise InvalidQueryError("`parts` is empty: give a text or an image to search for", parameters=("parts",))
     built = tuple(_part_from_json(item, f"parts[{index}]", uploads) for index, item in enumerate(parts))
-    text_only = all(part.text is not None for part in built)
-    min_relevance = _number(body.get("min_relevance"), "min_relevance")
-    if min_relevance and not text_only:
-        raise InvalidQueryError(
-            "`min_relevance` is calibrated for text-only queries, not for queries with an image: "
-            "use `min_score` to cut those",
-            parameters=("min_relevance",),
-        )
-    if min_relevance is None and text_only:
-        min_relevance = DEFAULT_MIN_RELEVANCE
+    min_relevance = relevance_cutoff(built, _number(body.get("min_relevance"), "min_relevance"))
     sort = _optional(body.get("sort"), str, "sort", "a text") or DEFAULT_SORT
+    k = _whole(body.get("k"), "k", DEFAULT_TOP_K)
+    if k < 1:
+        raise InvalidQueryError(f"`k` must be at least 1, not {k}", parameters=("k",))
+    min_score = _number(body.get("min_score"), "min_score")
+    check_min_score(min_score)
+    template = _optional(body.get("template"), str, "template", "a text")
+    if template is not None and "{}" not in template:  # refused now, not when the query runs
+        raise InvalidQueryError(f"`template` {template!r} has no {{}} where the query goes", parameters=("template",))
     return Query(
         built,
-        k=_whole(body.get("k"), "k", DEFAULT_TOP_K),
+        k=k,
         filter=filter_from_json(body.get("filter")),
-        min_score=_number(body.get("min_score"), "min_score"),
+        min_score=min_score,
         sort=SORT_ALIASES.get(sort, sort),
-        template=_optional(body.get("template"), str, "template", "a text"),
+        template=template,
         include_self=bool(_optional(body.get("include_self"), bool, "include_self", "true or false")),
         min_relevance=min_relevance,
     )
@@ -181,11 +181,7 @@ def filter_from_json(data: Any) -> SearchFilter:
     body = _object(data, "filter", FILTER_FIELDS)
     within = body.get("within")
     folders = [within] if isinstance(within, str) else _list(within, "filter.within") if within is not None else None
-    for folder in folders or ():
-        if not isinstance(folder, str) or not os.path.isabs(folder):
-            raise InvalidQueryError(
-                f"`within` must name absolute folders, not {folder!r}", parameters=("within",)
-            )
+    check_folders(folders or ())
     extensions = body.get("extensions")
     exclude = body.get("exclude_ids")
     return SearchFilter.of(
@@ -199,6 +195,13 @@ def filter_from_json(data: Any) -> SearchFilter:
         orientation=_optional(body.get("orientation"), str, "orientation", "a text"),
         exclude_ids=None if exclude is None else [_whole(i, "exclude_ids", 0) for i in _list(exclude, "exclude_ids")],
     )
+
+
+def check_folders(folders: Any) -> None:
+    """Folders of a `within` filter sent to a server are absolute paths (its working folder is not the client's)."""
+    for folder in folders:
+        if not isinstance(folder, str) or not os.path.isabs(folder):
+            raise InvalidQueryError(f"`within` must name absolute folders, not {folder!r}", parameters=("within",))
 
 
 def _object(data: Any, name: str, fields: tuple[str, ...]) -> Mapping[str, Any]:

@@ -13,11 +13,13 @@ still lie inside that folder's resolved path and match the recorded size and mti
 
 What is checked is the path; a file swapped between this check and the caller's read is a race this module
 cannot close for a caller that opens the path itself. `read_served` closes it for callers that read the bytes
-here (the thumbnails): it refuses a link at the last component and checks the size of what it read.
+here (the thumbnails): it refuses a link at the last component and checks the size and content hash of what
+it read (a thumbnail is named by that hash).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Sequence
@@ -83,12 +85,15 @@ def checked_file(record: ImageRecord, roots: Sequence[str]) -> Path:
 
 def read_served(record: ImageRecord, path: Path) -> bytes:
     """The bytes of the checked file at `path` (from `checked_file`): a regular file, not a link, of the
-    size `record` holds; `FileNotServedError` when it was swapped or changed since the check."""
+    size and content hash `record` holds (the indexer's SHA-256); `FileNotServedError` when it was swapped or
+    changed since the check, or since indexing with its size and mtime kept."""
     try:
         data = read_regular_file(str(path), follow_symlinks=False)
     except UnreadableImageError as exc:
         raise _not_served(record, exc.reason) from exc
-    if len(data) != record.size:
+    if len(data) != record.size or (
+        record.content_hash is not None and hashlib.sha256(data).hexdigest() != record.content_hash
+    ):
         raise _not_served(record, "it changed since it was indexed; re-index its folder")
     return data
 

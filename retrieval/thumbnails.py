@@ -52,6 +52,7 @@ from retrieval.errors import (
     FileNotServedError,
     InvalidQueryError,
     LibraryReadOnlyError,
+    ThumbnailWriteError,
     UnreadableImageError,
 )
 from retrieval.membudget import MemoryBudget
@@ -176,11 +177,8 @@ class ThumbnailCache:
         """(the thumbnail's path, whether it was made now)."""
         _check_size(size)
         known = _valid_hash(record.content_hash)
-        data = None
-        if known is None:  # a record without a usable hash: the file's own bytes name its thumbnail
-            data = self._read_source(record)
-            known = hashlib.sha256(data).hexdigest()
-        name = f"{known}-{size}.jpg"
+        data = None if known else self._read_source(record)  # no usable hash: the bytes name it
+        name = f"{known or hashlib.sha256(data or b'').hexdigest()}-{size}.jpg"
         found = self._find(name)
         if found is not None:
             return found, False
@@ -188,7 +186,7 @@ class ThumbnailCache:
             found = self._find(name)  # another thread may have made it meanwhile
             if found is not None:
                 return found, False
-            thumbnail = self._make(record, size, self._read_source(record) if data is None else data)
+            thumbnail = self._make(record, size, data or self._read_source(record))
             return self._store(name, thumbnail), True
 
     def _find(self, name: str) -> Path | None:
@@ -206,22 +204,28 @@ class ThumbnailCache:
             yield self._temporary
 
     def _store(self, name: str, data: bytes) -> Path:
-        """Write `data` as `name` in the first folder that can be written."""
-        for folder in self._folders():
+        """Write `data` as `name` in the first folder that can be written: the library's, the per-user one,
+        else a private temporary folder made now for this cache."""
+        failure: OSError | None = None
+        for folder in [*self._folders(), None]:
+            if folder is None:
+                with self._guard:
+                    if self._temporary is not None:
+                        break  # made before, and it failed too
+                    self._temporary = folder = Path(tempfile.mkdtemp(prefix="clipsearch-thumbnails-"))  # 0700
             if folder in self._unwritable:
                 continue
             target = folder / name[:2] / name
             try:
+                private_folder(folder)  # 0700 itself, not only the <aa> folder inside
                 private_folder(target.parent)
                 write_atomic(target, data, private=True)
-            except OSError:
+            except OSError as exc:
                 self._unwritable.add(folder)
+                failure = exc
                 continue
             return target
-        with self._guard:
-            if self._temporary is None:
-                self._temporary = Path(tempfile.mkdtemp(prefix="clipsearch-thumbnails-"))  # 0700, ours alone
-        return self._store(name, data)
+        raise ThumbnailWriteError(f"no folder can hold the thumbnail {name}: the last one tried says {failure}")
 
     def _read_source(self, record: ImageRecord) -> bytes:
         library = self._open_library()
@@ -235,8 +239,7 @@ class ThumbnailCache:
             raise FileNotServedError(
                 f"the file of image {record.id} ({record.path}) cannot be decoded: {exc.reason}"
             ) from exc
-        image = decoded.image
-        image.thumbnail((size, size), Image.Resampling.BICUBIC)
+        image = _fit(decoded.image, record, size)
         encoded = io.BytesIO()
         image.save(encoded, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
         return _stamped(encoded.getvalue())
@@ -269,6 +272,18 @@ def _shortest_side(record: ImageRecord, size: int) -> int:
     if not record.width or not record.height:
         return size
     return max(1, math.ceil(size * min(record.width, record.height) / max(record.width, record.height)))
+
+
+def _fit(image: Image.Image, record: ImageRecord, size: int) -> Image.Image:
+    """`image` (the decoder's, reduced by an integer factor) scaled so its longest side is `size`, with the
+    proportions of the original (`record`'s size: a reduced panorama's rounding would otherwise show)."""
+    width, height = record.width or image.width, record.height or image.height
+    scale = min(1.0, size / max(width, height))
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if image.width < target[0] or image.height < target[1]:  # a record whose size is off: keep the image's shape
+        image.thumbnail((size, size), Image.Resampling.BICUBIC)
+        return image
+    return image if image.size == target else image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 def _stamped(jpeg: bytes) -> bytes:

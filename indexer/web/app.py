@@ -6,6 +6,7 @@ index load once, at start-up (or on the first query when the app runs without it
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from indexer.web import errors, routes_library, routes_search
+from indexer.web import errors, routes_images, routes_library, routes_search, routes_uploads
 from indexer.web.service import Service, server_version
 from indexer.web.uploads import Uploads
 from retrieval.config import (
@@ -75,7 +76,14 @@ def create_app(
                 await run_in_threadpool(service.warm)
             except ClipsearchError as exc:
                 log.warning("clipsearch: the library cannot be served yet: %s", exc)
+        stop = threading.Event()
+        preparing = threading.Thread(target=_prepare, args=(service, stop), name="thumbnails", daemon=True)
+        if prepare_thumbnails:
+            preparing.start()
         yield
+        stop.set()
+        if preparing.is_alive():
+            preparing.join()
         service.close()
 
     app = FastAPI(
@@ -90,12 +98,18 @@ def create_app(
     app.state.service = service
     app.state.uploads = Uploads()
     app.state.upload_limit = upload_limit
-    app.state.prepare_thumbnails = prepare_thumbnails
     errors.install(app)
-    for module in (routes_library, routes_search):
+    for module in (routes_library, routes_search, routes_uploads, routes_images):
         app.include_router(module.router)
     _mount_page(app)
     return app
+
+
+def _prepare(service: Service, stop: threading.Event) -> None:
+    try:
+        service.prepare_thumbnails(stop)
+    except ClipsearchError as exc:  # the library cannot be read: thumbnails are then made on request
+        log.warning("clipsearch: thumbnails not prepared: %s", exc)
 
 
 def _mount_page(app: FastAPI) -> None:

@@ -29,10 +29,9 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (errors.UnreadableImageError, 400),
     (errors.UnknownUploadError, 404),
     (errors.UploadTooLargeError, 413),
-    (errors.ModelMismatchError, 400),
 )
 """The first class an error is an instance of gives its status; any other library error is 503 (the library
-or the model cannot be used as it is: missing, damaged, busy, unavailable)."""
+or the model cannot be served as it is: missing, damaged, busy, unavailable, another model than the library's)."""
 
 
 def status_of(error: errors.ClipsearchError) -> int:

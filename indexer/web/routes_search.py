@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from indexer.web.routes_library import service_of
 from indexer.web.schemas import SearchIn, SearchOut, errors
@@ -13,6 +13,8 @@ from indexer.web.service import Page
 from indexer.web.uploads import Uploads
 from retrieval.query import text_parts
 from retrieval.query_codec import offset_from_json, query_from_json
+from retrieval.storage.records import ImageRecord
+from retrieval.thumbnails import ThumbnailCache
 
 router = APIRouter(prefix="/api", tags=["search"])
 
@@ -22,14 +24,15 @@ Words = Annotated[list[str], Query()]
 def search_json(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     """Run the query of `body` (its JSON form) and answer with one page of results."""
     uploads: Uploads = request.app.state.uploads
+    service = service_of(request)
     query = query_from_json(body, uploads=uploads.vector)
-    page = service_of(request).search(query, offset_from_json(body))
-    return page_json(page)
+    page = service.search(query, offset_from_json(body))
+    return page_json(page, service.thumbnails())
 
 
-def page_json(page: Page) -> dict[str, Any]:
+def page_json(page: Page, thumbnails: ThumbnailCache) -> dict[str, Any]:
     return {
-        "results": [result_json(result.to_json(), record) for result, record in page.results],
+        "results": [result_json(result.to_json(), record, thumbnails) for result, record in page.results],
         "offset": page.offset,
         "k": page.k,
         "more": page.more,
@@ -38,11 +41,19 @@ def page_json(page: Page) -> dict[str, Any]:
     }
 
 
-def result_json(data: dict[str, Any], record: Any) -> dict[str, Any]:
-    """A result's JSON and where its thumbnail (`?v=` its version: cached for good) and original are served."""
-    version = (record.content_hash or "")[:16] if record is not None else ""
+def result_json(data: dict[str, Any], record: ImageRecord | None, thumbnails: ThumbnailCache) -> dict[str, Any]:
+    """A result's JSON and where its original and its thumbnail are served; the thumbnail's URL carries its
+    version (`?v=`, its ETag), so a browser may keep it for good."""
     image = f"/api/images/{data['id']}"
-    return data | {"thumbnail": f"{image}/thumbnail?v={version}", "image": image}
+    return data | {"thumbnail": thumbnail_url(image, record, thumbnails), "image": image}
+
+
+def thumbnail_url(image: str, record: ImageRecord | None, thumbnails: ThumbnailCache) -> str:
+    """`image`'s thumbnail URL, with `?v=` its current ETag unquoted (none without a `record`)."""
+    if record is None:
+        return f"{image}/thumbnail"
+    version = thumbnails.etag(record).strip('"')
+    return f"{image}/thumbnail?v={version}"
 
 
 @router.post(
@@ -55,9 +66,45 @@ def search(request: Request, body: SearchIn) -> dict[str, Any]:
     return search_json(request, body.model_dump(exclude_none=True))
 
 
-def filter_json(**given: Any) -> dict[str, Any]:
-    """A filter's JSON form from URL parameters (those left out or empty are not conditions)."""
-    return {key: value for key, value in given.items() if value not in (None, [])}
+class SearchParams:
+    """A search's URL parameters other than its words (`k`, `offset`, `sort`, the filters, the cut-offs)."""
+
+    def __init__(
+        self,
+        k: int | None = None,
+        offset: int | None = None,
+        sort: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        camera: str | None = None,
+        within: Words = [],  # noqa: B006 - FastAPI copies defaults
+        ext: Words = [],  # noqa: B006
+        min_width: int | None = None,
+        min_height: int | None = None,
+        orientation: str | None = None,
+        min_score: float | None = None,
+        min_relevance: float | None = None,
+        template: str | None = None,
+        include_self: bool | None = None,
+    ) -> None:
+        self.page = {"k": k, "offset": offset, "sort": sort, "min_score": min_score, "min_relevance": min_relevance}
+        self.page |= {"template": template, "include_self": include_self}
+        given: dict[str, Any] = {
+            "within": within,
+            "after": after,
+            "before": before,
+            "camera": camera,
+            "extensions": ext,
+        }
+        given |= {"min_width": min_width, "min_height": min_height, "orientation": orientation}
+        self.filter = {key: value for key, value in given.items() if value not in (None, [])}
+
+    def body(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The query's JSON form with these `parts`."""
+        return {"parts": parts, "filter": self.filter, **self.page}
+
+
+Params = Annotated[SearchParams, Depends()]
 
 
 @router.get(
@@ -68,34 +115,9 @@ def filter_json(**given: Any) -> dict[str, Any]:
 )
 def search_words(
     request: Request,
+    params: Params,
     q: Words = [],  # noqa: B006 - FastAPI copies defaults
     not_: Annotated[list[str], Query(alias="not")] = [],  # noqa: B006
-    k: int | None = None,
-    offset: int | None = None,
-    sort: str | None = None,
-    after: str | None = None,
-    before: str | None = None,
-    camera: str | None = None,
-    within: Words = [],  # noqa: B006
-    ext: Words = [],  # noqa: B006
-    min_width: int | None = None,
-    min_height: int | None = None,
-    orientation: str | None = None,
-    min_score: float | None = None,
-    min_relevance: float | None = None,
-    template: str | None = None,
 ) -> dict[str, Any]:
     parts = [{"text": part.text, "weight": part.weight} for part in text_parts(q, not_)]
-    chosen = filter_json(
-        within=within,
-        after=after,
-        before=before,
-        camera=camera,
-        extensions=ext,
-        min_width=min_width,
-        min_height=min_height,
-        orientation=orientation,
-    )
-    body: dict[str, Any] = {"parts": parts, "k": k, "offset": offset, "sort": sort, "filter": chosen}
-    body |= {"min_score": min_score, "min_relevance": min_relevance, "template": template}
-    return search_json(request, body)
+    return search_json(request, params.body(parts))

@@ -107,6 +107,46 @@ class UploadOut(BaseModel):
     height: int
 
 
+class RecordOut(BaseModel):
+    """What the library stored about one image (indexed, or failed with its `error`)."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: str | None = Field(description="EXIF date taken (local time, no zone).")
+    camera_make: str | None
+    camera_model: str | None
+    has_vector: bool = Field(description="Indexed: it can be searched (else `error` says why not).")
+    error: str | None
+    indexed_at: str
+    image: str
+    thumbnail: str
+
+
+class InfoOut(BaseModel):
+    """`clipsearch info --json`, plus what the filters can take."""
+
+    model_config = ConfigDict(extra="allow")
+
+    library: str
+    model: str | None
+    indexed: int
+    failed: int
+    generation: int
+    cameras: list[str] = Field(description="The camera names the `camera` filter can match.")
+    roots: list[str] = Field(description="The indexed folders (the `within` filter takes these or folders under them).")
+
+
+class DuplicatesOut(BaseModel):
+    groups: list[dict[str, Any]] = Field(description="`DuplicateGroup.to_json()`: members, best copy first.")
+    summary: dict[str, Any] = Field(description="groups, images, reclaimable_bytes (all groups), shown, threshold.")
+
+
 class ErrorBody(BaseModel):
     type: str = Field(description="The error's class, e.g. InvalidQueryError.")
     message: str

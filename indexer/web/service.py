@@ -21,20 +21,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexer.web.reads import locked
-from retrieval.config import DATABASE_FILE, DEFAULT_BACKEND, DEFAULT_DEVICE, SERVE_MAX_RESULTS, SERVE_RELOAD_INTERVAL
-from retrieval.errors import EmptyLibraryError, InvalidQueryError
+from retrieval.config import (
+    DATABASE_FILE,
+    DEFAULT_BACKEND,
+    DEFAULT_DEVICE,
+    SERVE_DUPLICATE_CACHE_SIZE,
+    SERVE_MAX_RESULTS,
+    SERVE_RELOAD_INTERVAL,
+)
+from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnknownImageError
 from retrieval.library import Library
 from retrieval.query import Query, sort_results
+from retrieval.thumbnails import ThumbnailCache
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from retrieval.duplicates import DuplicateGroup
     from retrieval.model.encoder import Encoder
     from retrieval.search import Searcher, SearchResult
     from retrieval.storage.records import ImageRecord
 
 log = logging.getLogger("clipsearch.serve")
 
+_LARGEST_ID = 2**63 - 1  # the store's ids are 64-bit: a larger one names no image (and SQLite could not take it)
+THUMBNAIL_CHUNK = 64
+"""Thumbnails `prepare_thumbnails` makes between two looks at its stop signal."""
 SEARCH_ATTEMPTS = 3
 """Searches of one request at most: the first, then again after a forced reload while the store moves on."""
 
@@ -91,7 +103,10 @@ class Service:
         self._library: Library | None = None
         self._encoder: Encoder | None = None
         self._warm: Warm | None = None
+        self._thumbnails: ThumbnailCache | None = None
         self._loaded_at = 0.0
+        self._duplicates: dict[tuple[int, float, tuple[str, ...]], list[DuplicateGroup]] = {}
+        self._duplicates_lock = threading.Lock()
 
     # --- the library ---------------------------------------------------------------------------
     def library(self) -> Library:
@@ -104,13 +119,33 @@ class Service:
             if self._library is None:
                 library = Library(self.directory, database_url=self._database_url, reading=True)
                 library.reads = locked(library.reads)
+                library.store  # noqa: B018 - opened now, not raced for by two request threads later
                 self._library = library
+                self._thumbnails = ThumbnailCache(library.directory, library=library)
             return self._library
 
     def _drop(self) -> None:
         library, self._library, self._encoder, self._warm = self._library, None, None, None
+        thumbnails, self._thumbnails = self._thumbnails, None
+        if thumbnails is not None:
+            thumbnails.close()
         if library is not None:
             library.close()
+
+    def thumbnails(self) -> ThumbnailCache:
+        """The library's thumbnail cache (`retrieval.thumbnails`)."""
+        self.library()
+        thumbnails = self._thumbnails
+        assert thumbnails is not None
+        return thumbnails
+
+    def record(self, image_id: int) -> ImageRecord:
+        """The stored row of `image_id`, indexed or failed; `UnknownImageError` when there is none."""
+        in_range = 0 < image_id <= _LARGEST_ID
+        record = self.library().reads.rows_by_ids([image_id]).get(image_id) if in_range else None
+        if record is None:
+            raise UnknownImageError(f"no image has the id {image_id} (`image_id`)", parameters=("image_id",))
+        return record
 
     def close(self) -> None:
         with self._open_lock:
@@ -193,6 +228,33 @@ class Service:
         warm = Warm(Searcher(library, encoder, gpu="never"), generation)
         self._warm, self._loaded_at = warm, time.monotonic()
         return warm
+
+    def duplicates(self, threshold: float, within: tuple[str, ...]) -> list[DuplicateGroup]:
+        """`find_duplicates` of the library, kept per store generation, `threshold` and `within` (it ranges
+        over every image: too costly to repeat for each page view)."""
+        from retrieval.duplicates import check_threshold, find_duplicates
+
+        check_threshold(threshold)
+        library = self.library()
+        key = (library.reads.generation(), threshold, within)
+        with self._duplicates_lock:
+            if key not in self._duplicates:
+                self._duplicates[key] = find_duplicates(library, threshold, within=list(within) or None)
+                while len(self._duplicates) > SERVE_DUPLICATE_CACHE_SIZE:
+                    self._duplicates.pop(next(iter(self._duplicates)))
+            return self._duplicates[key]
+
+    def prepare_thumbnails(self, stop: threading.Event) -> None:
+        """Make the thumbnails of every indexed image not cached yet, a chunk at a time until done or `stop` is
+        set (what a server started with `prepare_thumbnails` runs in the background); logs what it did."""
+        ids = self.current().searcher.index.ids().tolist()
+        made = cached = failed = 0
+        for start in range(0, len(ids), THUMBNAIL_CHUNK):
+            if stop.is_set():
+                break
+            report = self.thumbnails().prepare(ids[start : start + THUMBNAIL_CHUNK], workers=1)
+            made, cached, failed = made + report.made, cached + report.cached, failed + len(report.failed)
+        log.info("clipsearch: thumbnails made %d, already cached %d, not made %d", made, cached, failed)
 
     # --- searching ------------------------------------------------------------------------------
     def search(self, query: Query, offset: int = 0) -> Page:

@@ -68,6 +68,11 @@ class Uploads:
         return len(self._items)
 
 
+def body_limit(limit: int) -> int:
+    """The most bytes a request's body may have for an image of at most `limit` bytes."""
+    return limit + _MULTIPART_SLACK
+
+
 def too_large(limit: int) -> UploadTooLargeError:
     return UploadTooLargeError(
         f"the upload is larger than the server's limit of {limit} bytes (`upload_limit`)",
@@ -89,7 +94,7 @@ async def read_upload(content_type: str | None, body: AsyncIterator[bytes], limi
     received = 0
     async for chunk in body:
         received += len(chunk)
-        if received > limit + _MULTIPART_SLACK:
+        if received > body_limit(limit):
             raise too_large(limit)
         parser.write(chunk)
     parser.finalize()

@@ -41,3 +41,16 @@ def tiny_client(library: Path, **options: object) -> TestClient:
 def client(tiny_library: tuple[Path, Path]) -> Iterator[TestClient]:
     with tiny_client(tiny_library[1]) as started:
         yield started
+
+
+@pytest.fixture
+def own_library(tmp_path: Path, tiny_encoder: Encoder) -> tuple[Path, Path]:
+    """(photos, library) a test may change: four PNGs, an exact copy of one (copy.png), a JPEG with EXIF
+    (Canon EOS 80D) and a truncated JPEG (a failed row)."""
+    photos = tmp_path / "photos"
+    for seed in range(4):
+        imagefactory.pattern_png(photos / f"img{seed:02d}.png", seed=seed)
+    (photos / "copy.png").write_bytes((photos / "img00.png").read_bytes())
+    imagefactory.jpeg_with_exif(photos / "camera.jpg")
+    imagefactory.truncated_jpeg(photos / "broken.jpg")
+    return photos, build_library(tmp_path / "library", tiny_encoder, [photos])

@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from retrieval.library import Library
-from tests.indexer.web.conftest import tiny_client
+from tests import imagefactory
+from tests.indexer.web.conftest import build_library, tiny_client
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -170,3 +171,41 @@ def test_a_library_that_is_missing_or_damaged_is_a_503(tmp_path: Path) -> None:
 def test_unknown_routes_are_json_404s_and_there_is_no_docs_page(client: TestClient) -> None:
     _error(client.get("/api/nothing"), 404, "HTTPException")
     _error(client.get("/docs"), 404, "HTTPException")
+
+
+def test_a_library_removed_while_served_is_a_503_until_it_is_back(
+    own_library: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, library = own_library
+    with tiny_client(library) as client:
+        assert client.post("/api/search", json={"parts": [{"text": "a"}], "min_relevance": 0}).status_code == 200
+        moved = tmp_path / "moved-away"
+        library.rename(moved)
+        _error(client.get("/api/status"), 503, "LibraryNotFoundError")
+        _error(client.post("/api/search", json={"parts": [{"text": "a"}]}), 503, "LibraryNotFoundError")
+        moved.rename(library)
+        reply = client.post("/api/search", json={"parts": [{"text": "a"}], "k": 3, "min_relevance": 0})
+        assert reply.status_code == 200 and len(reply.json()["results"]) == 3
+
+
+def test_another_model_than_the_library_s_is_a_503_naming_both(
+    tiny_library: tuple[Path, Path], other_spec: Any
+) -> None:
+    _, library = tiny_library
+    client = tiny_client(library, model=other_spec.model, pretrained="none")
+    assert client.get("/api/status").status_code == 200  # the status never loads a model
+    message = _error(client.post("/api/search", json={"parts": [{"text": "a"}]}), 503, "ModelMismatchError")
+    assert "`model`" in message
+
+
+def test_a_file_name_that_is_not_utf8_comes_back_as_its_bytes(tmp_path: Path, tiny_encoder: Any) -> None:
+    photos = tmp_path / "photos"
+    name = os.fsdecode(b"caf\xe9.png")
+    imagefactory.pattern_png(photos / name, seed=1)
+    client = tiny_client(build_library(tmp_path / "library", tiny_encoder, [photos]))
+    reply = client.post("/api/search", json={"parts": [{"text": "a"}], "min_relevance": 0})
+    assert reply.status_code == 200, reply.text
+    hit = reply.json()["results"][0]
+    assert os.fsencode(hit["path"]) == os.fsencode(str(photos)) + b"/caf\xe9.png"
+    assert b"\\udce9" in reply.content  # escaped as `clipsearch search --json` does
+    assert client.get(hit["image"]).content == (photos / name).read_bytes()
