@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from indexer.cli.serve import listen
 from indexer.pipeline import index_folders
 from indexer.server_client import search_via_server, server_for
 from retrieval.filters import SearchFilter
@@ -47,7 +48,7 @@ class ServedLibrary:
             index_folders(library, self.encoder, [str(photos)], workers=1)
         app = create_app(directory, reload_interval=reload_interval, warm=False)
         app.state.service.warm()
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = listen("127.0.0.1", 0)  # as `clipsearch serve` listens
         self.port = self.sock.getsockname()[1]
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

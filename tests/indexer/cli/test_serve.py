@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.cli.serve import is_loopback
+from indexer.cli.serve import is_loopback, listen
 from indexer.pipeline import index_folders
 from retrieval.library import Library
 from retrieval.model.reference import reference_spec
@@ -35,6 +35,15 @@ START_TIMEOUT = 180
 def test_loopback_hosts() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost", "LOCALHOST"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.10", "example.org", ""]))
+
+
+def test_connections_are_accepted_without_nagle() -> None:
+    """A reply's head and body are written apart: with Nagle's algorithm on, the body waited for the client's
+    delayed ACK, 40 ms of every request (measured: 44-48 ms for a 404 before, under 1 ms after)."""
+    with listen("127.0.0.1", 0) as server, socket.create_connection(server.getsockname()[:2]) as _client:
+        accepted, _ = server.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_a_port_in_use_is_one_line_naming_port(tmp_path: Path) -> None:
