@@ -293,8 +293,13 @@ UPLOAD_CACHE_SIZE = 256
 SERVE_MAX_RESULTS = 1000
 """The most results one web search ranks (`offset` + `k`): deeper pages are refused rather than scanned."""
 SERVE_RELOAD_INTERVAL = 2.0
-"""Seconds a running server waits at least between two reloads of the index when index runs keep committing
-(each batch is a generation); meanwhile it searches the index it has, leaving out rows deleted since."""
+"""Seconds a running server waits at least between two reloads of its index, and between two looks at the store's
+generation when no request comes (indexer/web/reloads.py); meanwhile it searches the index it has, leaving out
+rows deleted since."""
+SERVE_RELOAD_SETTLE = 10.0
+"""Seconds the store must stay at a generation whose FAISS file is not written yet (an index run between two
+batches, or one killed before its end) before a running server rebuilds that generation's index from the store;
+a generation whose file is there is loaded at once."""
 SERVE_IMAGE_MAX_AGE = 3600
 """`Cache-Control: private, max-age` of an original image served by id (it may change on disk: revalidated)."""
 SERVE_DUPLICATE_CACHE_SIZE = 8

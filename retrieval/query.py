@@ -177,9 +177,11 @@ def fuse(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
         return np.asarray(vectors[0] if weights[0] > 0 else -vectors[0], dtype=np.float32)
     rows = np.asarray(vectors, dtype=np.float64)
     rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-    total = np.asarray(weights, dtype=np.float64) @ rows
+    scaled = np.asarray(weights, dtype=np.float64)
+    scaled = scaled / np.abs(scaled).max()  # the direction is the same; weights near the float limits stay finite
+    total = scaled @ rows
     norm = float(np.linalg.norm(total))
-    if norm < FUSION_MIN_NORM * float(np.abs(np.asarray(weights)).sum()):
+    if norm < FUSION_MIN_NORM * float(np.abs(scaled).sum()):
         raise InvalidQueryError(
             "the query's parts cancel each other out (their weighted sum has no direction): "
             "change a `weight` or leave a part out",

@@ -47,6 +47,7 @@ FILTER_FIELDS = (
     "exclude_ids",
 )
 SORT_ALIASES = {"score": "relevance"}
+_LARGEST = 2**63 - 1  # the store's integers are 64-bit: ids, pixels and counts beyond are refused, not overflowed
 
 Uploads = Callable[[str], np.ndarray]
 """The vector of an upload id (raising `UnknownUploadError` for one it does not hold)."""
@@ -225,7 +226,18 @@ def _list(data: Any, name: str) -> list[Any]:
 def _optional(data: Any, kind: type, name: str, what: str) -> Any:
     if data is not None and not isinstance(data, kind):
         raise InvalidQueryError(f"`{name}` must be {what}, not {_kind(data)}", parameters=(name,))
+    if isinstance(data, str) and kind is str and not _unicode(data):
+        raise InvalidQueryError(f"`{name}` must be {what} of Unicode characters, not {data!r}", parameters=(name,))
     return data
+
+
+def _unicode(text: str) -> bool:
+    """`text` holds no lone surrogate (JSON can carry `\\udcXX`, which no model or database takes as text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(data: Any, name: str) -> float | None:
@@ -237,10 +249,13 @@ def _number(data: Any, name: str) -> float | None:
 
 
 def _whole(data: Any, name: str, default: int) -> int:
+    """A whole number that fits the store's 64-bit integers (ids, pixels, counts); `default` for None."""
     if data is None:
         return default
     if isinstance(data, bool) or not isinstance(data, int):
         raise InvalidQueryError(f"`{name}` must be a whole number, not {data!r}", parameters=(name,))
+    if not -_LARGEST <= data <= _LARGEST:
+        raise InvalidQueryError(f"`{name}` is out of range: {data}", parameters=(name,))
     return data
 
 

@@ -6,6 +6,7 @@ index load once, at start-up (or on the first query when the app runs without it
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,11 +26,14 @@ from retrieval.config import (
     DEFAULT_DEVICE,
     DEFAULT_UPLOAD_LIMIT,
     SERVE_RELOAD_INTERVAL,
+    SERVE_RELOAD_SETTLE,
 )
 from retrieval.errors import ClipsearchError
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("clipsearch.serve")
+REFRESH_MIN_PERIOD = 0.2
+"""The background look at the store's generation happens at most this often, whatever the reload interval."""
 
 
 class _Static(StaticFiles):
@@ -53,6 +57,7 @@ def create_app(
     backend: str = DEFAULT_BACKEND,
     precision: str = "auto",
     reload_interval: float = SERVE_RELOAD_INTERVAL,
+    reload_settle: float = SERVE_RELOAD_SETTLE,
     warm: bool = True,
 ) -> FastAPI:
     """The app serving `library` with `model`/`pretrained` (None: the library's recorded model). With `warm`,
@@ -67,6 +72,7 @@ def create_app(
         backend=backend,
         precision=precision,
         reload_interval=reload_interval,
+        reload_settle=reload_settle,
     )
 
     @asynccontextmanager
@@ -77,13 +83,15 @@ def create_app(
             except ClipsearchError as exc:
                 log.warning("clipsearch: the library cannot be served yet: %s", exc)
         stop = threading.Event()
-        preparing = threading.Thread(target=_prepare, args=(service, stop), name="thumbnails", daemon=True)
+        helpers = [threading.Thread(target=_refresh, args=(service, stop), name="reloads", daemon=True)]
         if prepare_thumbnails:
-            preparing.start()
+            helpers.append(threading.Thread(target=_prepare, args=(service, stop), name="thumbnails", daemon=True))
+        for helper in helpers:
+            helper.start()
         yield
         stop.set()
-        if preparing.is_alive():
-            preparing.join()
+        for helper in helpers:
+            helper.join()
         service.close()
 
     app = FastAPI(
@@ -103,6 +111,15 @@ def create_app(
         app.include_router(module.router)
     _mount_page(app)
     return app
+
+
+def _refresh(service: Service, stop: threading.Event) -> None:
+    """Look at the store's generation every reload interval, and reload when due (`Service.refresh`)."""
+    while not stop.wait(max(service.reloads.interval, REFRESH_MIN_PERIOD)):
+        try:
+            service.refresh()
+        except (ClipsearchError, sqlite3.Error) as exc:  # the requests say it, as 503s; the next look retries
+            log.debug("clipsearch: no reload: %s", exc)
 
 
 def _prepare(service: Service, stop: threading.Event) -> None:

@@ -1,12 +1,11 @@
 """The server's warm state: one library opened for reading, one encoder, one `Searcher`, loaded once and kept.
 
 Every search first reads the store's generation (one small query). When an index run has committed since the
-searcher was made, a new `Searcher` over the new generation's index is built (one at a time) and swapped in;
-requests already running keep the one they took. Index runs commit a generation per batch, so reloads are at
-least `reload_interval` seconds apart: meanwhile the searcher it has leaves out rows deleted since it loaded
-(`Searcher.search_filtered` never returns a row that is gone, and fills its place), and a search that comes
-back short while the store has moved on reloads at once and searches again, so a page is never short of
-images that exist and pass.
+searcher was made, a new `Searcher` over the new generation's index is built (one at a time) and swapped in
+when `reloads` says it is due (indexer/web/reloads.py); requests already running keep the one they took.
+Meanwhile the searcher it has leaves out rows deleted since it loaded (`Searcher.search_filtered` never returns
+a row that is gone, and fills its place), and a search that comes back short while the store has moved on
+reloads at once and searches again, so a page is never short of images that exist and pass.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexer.web.reads import locked
+from indexer.web.reloads import ReloadPolicy
 from retrieval.config import (
     DATABASE_FILE,
     DEFAULT_BACKEND,
@@ -28,6 +28,7 @@ from retrieval.config import (
     SERVE_DUPLICATE_CACHE_SIZE,
     SERVE_MAX_RESULTS,
     SERVE_RELOAD_INTERVAL,
+    SERVE_RELOAD_SETTLE,
 )
 from retrieval.errors import EmptyLibraryError, InvalidQueryError, UnknownImageError
 from retrieval.library import Library
@@ -93,18 +94,18 @@ class Service:
         backend: str = DEFAULT_BACKEND,
         precision: str = "auto",
         reload_interval: float = SERVE_RELOAD_INTERVAL,
+        reload_settle: float = SERVE_RELOAD_SETTLE,
     ) -> None:
         self.directory = Path(directory).expanduser().resolve()
         self._model, self._pretrained, self._database_url = model, pretrained, database_url
         self._encoder_options: dict[str, Any] = {"device": device, "backend": backend, "precision": precision}
-        self.reload_interval = reload_interval
+        self.reloads = ReloadPolicy(self._index_file, interval=reload_interval, settle=reload_settle)
         self._open_lock = threading.Lock()  # opening (and dropping) the library: never held for long
         self._load_lock = threading.RLock()  # loading the model, building and swapping the searcher
         self._library: Library | None = None
         self._encoder: Encoder | None = None
         self._warm: Warm | None = None
         self._thumbnails: ThumbnailCache | None = None
-        self._loaded_at = 0.0
         self._duplicates: dict[tuple[int, float, tuple[str, ...]], list[DuplicateGroup]] = {}
         self._duplicates_lock = threading.Lock()
 
@@ -216,9 +217,16 @@ class Service:
             return warm
 
     def _stale(self, warm: Warm, library: Library, force: bool) -> bool:
-        if library.reads.generation() == warm.generation:
-            return False
-        return force or time.monotonic() - self._loaded_at >= self.reload_interval
+        return self.reloads.due(warm.generation, library.reads.generation(), force=force)
+
+    def _index_file(self, generation: int) -> Path:
+        return self.library().index_path(generation)
+
+    def refresh(self) -> None:
+        """Reload the index if it is due (`reloads`), so that the status catches up with index runs while no
+        search comes; nothing before the first load."""
+        if self._warm is not None:
+            self.current()
 
     def _load(self, library: Library) -> Warm:
         from retrieval.search import Searcher
@@ -226,7 +234,8 @@ class Service:
         encoder = self.encoder()
         generation = library.reads.generation()
         warm = Warm(Searcher(library, encoder, gpu="never"), generation)
-        self._warm, self._loaded_at = warm, time.monotonic()
+        self._warm = warm
+        self.reloads.loaded()
         return warm
 
     def duplicates(self, threshold: float, within: tuple[str, ...]) -> list[DuplicateGroup]:

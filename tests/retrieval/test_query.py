@@ -144,3 +144,13 @@ def test_sort_by_date_uses_taken_else_mtime_and_renumbers_ranks() -> None:
     assert [r.id for r in sort_results(results, "-date")] == [5, 1, 3, 4, 2]
     assert sort_results(results, "relevance") == results
     assert [replace(r, rank=r.id) for r in oldest] == sorted(results, key=result_date)
+
+
+def test_fuse_of_weights_near_the_float_limits_is_the_same_direction() -> None:
+    """Weights of 1e308 overflowed the weighted sum into a NaN vector (a search then scored NaN); only the
+    weights' ratios matter."""
+    red, blue = _unit(1, 0, 0), _unit(0, 1, 0)
+    huge = fuse(np.stack([red, blue]), [1e308, 1e308])
+    np.testing.assert_allclose(huge, fuse(np.stack([red, blue]), [1.0, 1.0]), atol=1e-6)
+    tiny = fuse(np.stack([red, blue]), [1e-320, -2e-320])
+    np.testing.assert_allclose(tiny, fuse(np.stack([red, blue]), [1.0, -2.0]), atol=1e-6)

@@ -4,6 +4,7 @@ returns a row that is gone, never comes back short, and answers threads searchin
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.pipeline import index_paths
+from indexer.web.reloads import ReloadPolicy
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
 from tests import imagefactory
@@ -62,7 +64,7 @@ def test_rows_deleted_before_a_reload_are_left_out_and_the_page_is_not_short(
 ) -> None:
     photos, library = own_library
     with tiny_client(library) as client:
-        client.app.state.service.reload_interval = 3600.0  # type: ignore[attr-defined]  # no reload by time
+        client.app.state.service.reloads.interval = 3600.0  # type: ignore[attr-defined]  # no reload by time
         first = _search(client, 6)
         assert len(first["results"]) == 6
         gone = [photos / "img01.png", photos / "img02.png"]
@@ -124,3 +126,34 @@ def test_threads_searching_during_index_runs_get_full_pages_of_live_rows(
         assert seen <= base | {path.name for path in churn} and len(seen) >= 6
         final = _search(client, 20)
         assert set(_names(final)) == base  # the last round removed the churn images: none comes back
+
+
+def test_the_status_catches_up_with_an_index_run_without_any_search(
+    own_library: tuple[Path, Path], tiny_encoder: Encoder
+) -> None:
+    photos, library = own_library
+    with tiny_client(library) as client:
+        before = client.get("/api/status").json()
+        _index(library, tiny_encoder, photos, [imagefactory.pattern_png(photos / "late.png", seed=77)])
+        deadline = time.monotonic() + 20
+        status = client.get("/api/status").json()
+        while status["generation"] != status["store_generation"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = client.get("/api/status").json()
+        assert status["generation"] == status["store_generation"] > before["generation"]
+        assert status["images"] == before["images"] + 1
+
+
+def test_a_generation_without_its_index_file_waits_to_settle_unless_forced(tmp_path: Path) -> None:
+    policy = ReloadPolicy(lambda generation: tmp_path / f"index-{generation}.faiss", interval=0.0, settle=0.3)
+    assert not policy.due(5, 5)
+    assert not policy.due(5, 6)  # no file for 6 yet: an index run between two batches
+    assert policy.due(5, 6, force=True)
+    (tmp_path / "index-7.faiss").write_bytes(b"")
+    assert policy.due(5, 7)  # the run wrote its file: at once
+    assert not policy.due(5, 8)
+    time.sleep(0.35)
+    assert policy.due(5, 8)  # the store stayed at 8: rebuild it
+    slow = ReloadPolicy(lambda generation: tmp_path / f"index-{generation}.faiss", interval=60.0, settle=0.0)
+    slow.loaded()
+    assert not slow.due(5, 7) and slow.due(5, 7, force=True)

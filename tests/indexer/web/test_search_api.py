@@ -3,6 +3,7 @@ structure only, so every query here turns the relevance cutoff off)."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -143,12 +144,24 @@ def test_get_search_takes_words_as_the_cli_does(client: TestClient) -> None:
         ({"parts": [{"image_id": 999999}]}, "image_id"),
         ({"parts": [{"text": "a"}], "colour": "red"}, "colour"),
         ({"parts": [{"text": "a"}, {"text": "a", "weight": -1}]}, "weight"),
+        ({"parts": [{"image_id": 10**30}]}, "parts[0].image_id"),  # these four were 500s (overflow, surrogates)
+        ({"parts": [{"text": "a"}], "filter": {"exclude_ids": [10**30]}}, "exclude_ids"),
+        ({"parts": [{"text": "a"}], "filter": {"min_width": 10**30}}, "min_width"),
+        ({"parts": [{"text": "caf\udce9"}]}, "parts[0].text"),
     ],
 )
 def test_a_bad_query_is_a_400_naming_the_field(client: TestClient, body: dict[str, Any], field: str) -> None:
     kind = "InvalidDateError" if field == "after" else "InvalidQueryError"
-    message = _error(client.post("/api/search", json=body), 400, kind)
+    sent = json.dumps(body)  # escapes as `\\udcXX` what the client's own encoder would refuse to send
+    message = _error(client.post("/api/search", content=sent, headers={"content-type": "application/json"}), 400, kind)
     assert field in message
+
+
+def test_weights_near_the_float_limits_search_as_their_ratio(client: TestClient) -> None:
+    huge = _search(client, parts=[{"text": "a", "weight": 1e308}, {"text": "b", "weight": 1e308}], min_relevance=0)
+    plain = _search(client, parts=[{"text": "a"}, {"text": "b"}], min_relevance=0)
+    assert [hit["id"] for hit in huge["results"]] == [hit["id"] for hit in plain["results"]]
+    assert [hit["score"] for hit in huge["results"]] == pytest.approx([hit["score"] for hit in plain["results"]])
 
 
 def test_a_body_that_is_not_json_is_a_400(client: TestClient) -> None:
