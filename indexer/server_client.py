@@ -2,11 +2,12 @@
 milliseconds where a cold process would load the model and the index first.
 
 Standard library only (`http.client`, `json`): the discovery file (`retrieval.server_file`) says where the
-server listens; `GET /api/status` proves it serves this very library (the same folder and `library_id`), is
-ready, and serves the store's current generation; `POST /api/search` sends the query in the JSON form of
-`retrieval.query_codec`. Anything else (no file, a dead process, a refused or slow connection, another
-library, an error reply, an answer that does not parse) gives None, and the caller searches locally, as if
-no server ran: the server is a shortcut, never a new way to fail.
+server listens; `GET /api/status` proves it serves this very library (the same folder and `library_id`) and is
+ready; `POST /api/search` sends the query in the JSON form of `retrieval.query_codec`, and the reply counts
+only if its generation is the one the store holds now, read here: what a local search would search (a
+server's own view of the store may lag behind it). Anything else (no file, a dead process, a refused or slow
+connection, another library, an error reply, an answer that does not parse) gives None, and the caller
+searches locally, as if no server ran: the server is a shortcut, never a new way to fail.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import http.client
 import json
 import os
 import socket
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrieval.config import SERVER_CONNECT_TIMEOUT, SERVER_READ_TIMEOUT
+from retrieval.errors import ClipsearchError
 from retrieval.server_file import ServerInfo, process_alive, reachable_host, read_server_file
 
 if TYPE_CHECKING:
@@ -65,10 +68,12 @@ def search_via_server(
             status = connection.call("GET", "/api/status")
             _check_status(status, info, directory, model)
             reply = connection.call("POST", "/api/search", _query_json(query))
-            if reply.get("generation") != status["generation"]:
-                raise _NotServed("the library changed between the status and the search")
-            return [_result(item) for item in reply["results"]]
-    except (_NotServed, OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+        if reply.get("generation") != _store_generation(directory):
+            raise _NotServed("the server answered from another generation than the store's")
+        return [_result(item) for item in reply["results"]]
+    except (_NotServed, ClipsearchError, OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+        return None
+    except sqlite3.Error:  # the store cannot be read here: the local search says why
         return None
 
 
@@ -99,6 +104,21 @@ def _check_status(status: dict[str, Any], info: ServerInfo, directory: Path, mod
         raise _NotServed("the server has not caught up with the store yet")
     if model is not None and status.get("model") != model:
         raise _NotServed("the server runs another model")
+
+
+def _store_generation(directory: Path) -> int | None:
+    """The store's generation now, read here (a server's own view may lag: what it answers is checked against
+    what a local search would see); None for a library the light reader cannot read."""
+    from retrieval.config import DATABASE_FILE
+    from retrieval.storage.reader import open_reader
+
+    reader = open_reader(directory / DATABASE_FILE)
+    if reader is None:
+        return None
+    try:
+        return reader.generation()
+    finally:
+        reader.close()
 
 
 def _same_folder(served: object, directory: Path) -> bool:

@@ -187,3 +187,30 @@ def test_a_server_behind_the_store_is_not_asked(tmp_path: Path, tiny_spec: Model
         assert search_via_server(serving.directory, query) is None
     finally:
         serving.stop()
+
+
+@pytest.mark.slow
+def test_a_server_whose_view_of_the_store_lags_is_not_trusted(
+    tmp_path: Path, tiny_spec: ModelSpec, photos: Path
+) -> None:
+    """A server whose store connection is held on an old snapshot reports that generation as the store's (seen
+    from `clipsearch serve` under index runs: its status said 86 while the store was at 89). Its answer is
+    checked against the store's generation read here, so the search goes local."""
+    serving = ServedLibrary(tmp_path / "library", tiny_spec, photos)
+    try:
+        query = QUERIES["text"]
+        assert search_via_server(serving.directory, query) is not None
+        reads = serving.server.config.app.state.service.library().reads
+        held = reads._inner._connection.execute("SELECT id FROM images")  # a statement left open holds a snapshot
+        held.fetchone()
+        served = reads.generation()
+        shutil.copy(next(photos.glob("*.png")), photos / "copy.png")
+        with Library(serving.directory) as library:
+            index_folders(library, serving.encoder, [str(photos)], workers=1)
+            assert library.reads.generation() > served
+        status = serving.server.config.app.state.service.status()
+        assert (status["generation"], status["store_generation"]) == (served, served)  # it believes it is current
+        assert search_via_server(serving.directory, query) is None
+        held.close()
+    finally:
+        serving.stop()
