@@ -14,9 +14,11 @@ again, over and over; before and after each run it notes the store's generation 
 Counted per level: errors (any answer but 200, or none), short replies (fewer than k results: every query's
 images number far more than k), torn replies (duplicate ids, scores out of order, or an id that was in the
 library neither just before nor just after the index run during which the reply's generation was current:
-ids are never reused, and each run only adds or only removes), latency percentiles and throughput, the
-generations the store went through, and the CPU seconds the server used beside the load average (the
-machine may be shared). Exits 1 if any error, short or torn reply was seen.
+ids are never reused, and each run only adds or only removes), stale replies (from a generation the store
+had left STALE_AFTER seconds before the request: the server stopped following the store), latency
+percentiles and throughput, the generations the store went through and how many the replies named, and
+the CPU seconds the server used beside the load average (the machine may be shared). Exits 1 if any
+error, short, torn or stale reply was seen.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval import Library
+from retrieval.config import SERVE_RELOAD_INTERVAL, SERVE_RELOAD_SETTLE
 from retrieval.model.reference import reference_files
 from retrieval.quality.scene_dataset import generate_dataset
 
@@ -47,6 +50,9 @@ TEXTS = ("three red circles", "a large yellow star", "a blue triangle", "two gre
 NEGATIVES = ("red", "something green", "a striped background")
 SERVE_START_SECONDS = 300
 SEED = 12
+STALE_AFTER = SERVE_RELOAD_INTERVAL + SERVE_RELOAD_SETTLE + 5
+"""Seconds after which a reply from a generation older than the store's counts as stale: the server's reload
+interval and settle time, and slack for a loaded machine."""
 
 
 def clipsearch(*args: str) -> list[str]:
@@ -95,6 +101,7 @@ class History:
     library_dir: Path
     root: Path
     snapshots: list[tuple[int, frozenset[int]]] = field(default_factory=list)
+    noted_at: list[tuple[float, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def note(self) -> None:
@@ -103,6 +110,13 @@ class History:
             snapshot = (library.reads.generation(), frozenset(library.reads.ids_under(str(self.root)).tolist()))
         with self.lock:
             self.snapshots.append(snapshot)
+            self.noted_at.append((time.perf_counter(), snapshot[0]))
+
+    def stale(self, sent_at: float, generation: int) -> bool:
+        """Whether the store had moved past `generation` at least STALE_AFTER seconds before the request was sent
+        (a server should have loaded a newer generation by then)."""
+        with self.lock:
+            return any(noted < sent_at - STALE_AFTER and newer > generation for noted, newer in self.noted_at)
 
     def torn(self, generation: int, ids: list[int]) -> bool:
         """Whether an id of a reply at `generation` was in the store neither at the last snapshot at or before
@@ -171,7 +185,7 @@ class Tally:
     errors: list[str] = field(default_factory=list)
     short: int = 0
     disordered: int = 0
-    replies: list[tuple[int, list[int]]] = field(default_factory=list)
+    replies: list[tuple[float, int, list[int]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -199,17 +213,17 @@ def client(host: str, port: int, mix: list[dict[str, Any]], start: int, deadline
             if response.status != 200:
                 tally.errors.append(f"{response.status}: {data[:200]!r}")
                 continue
-        check_reply(json.loads(data), tally)
+        check_reply(json.loads(data), began, tally)
     connection.close()
 
 
-def check_reply(reply: dict[str, Any], tally: Tally) -> None:
+def check_reply(reply: dict[str, Any], sent_at: float, tally: Tally) -> None:
     ids = [result["id"] for result in reply["results"]]
     scores = [result["score"] for result in reply["results"]]
     with tally.lock:
         tally.short += len(ids) < K
         tally.disordered += len(set(ids)) != len(ids) or any(a < b for a, b in itertools.pairwise(scores))
-        tally.replies.append((reply["generation"], ids))
+        tally.replies.append((sent_at, reply["generation"], ids))
 
 
 def store_generation(library_dir: Path) -> int:
@@ -261,19 +275,21 @@ class Level:
         """Its row of the table; judged once the writer has stopped (every reply's generation then lies
         between two snapshots)."""
         tally = self.tally
-        torn = sum(history.torn(generation, ids) for generation, ids in tally.replies)
+        torn = sum(history.torn(generation, ids) for _, generation, ids in tally.replies)
+        stale = sum(history.stale(sent_at, generation) for sent_at, generation, _ in tally.replies)
         return {
             "clients": self.clients,
             "queries": len(tally.latencies),
             "errors": len(tally.errors),
             "short": tally.short,
             "torn": torn + tally.disordered,
+            "stale": stale,
             "p50_ms": percentile(tally.latencies, 0.50) * 1000,
             "p95_ms": percentile(tally.latencies, 0.95) * 1000,
             "p99_ms": percentile(tally.latencies, 0.99) * 1000,
             "qps": len(tally.latencies) / self.wall,
             "generations": next_generation - self.generation,
-            "served_generations": len({generation for generation, _ in tally.replies}),
+            "served_generations": len({generation for _, generation, _ in tally.replies}),
             "server_cpu_s": self.server_cpu,
             "load": self.load,
             "first_errors": tally.errors[:3],
@@ -282,13 +298,14 @@ class Level:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(
-        "| clients | queries | errors | short | torn | p50 ms | p95 ms | p99 ms | queries/s | generations "
+        "| clients | queries | errors | short | torn | stale | p50 ms | p95 ms | p99 ms | queries/s | generations "
         "(store / in replies) | server CPU s | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['clients']} | {row['queries']} | {row['errors']} | {row['short']} | {row['torn']} | "
+            f"{row['stale']} | "
             f"{row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['p99_ms']:.1f} | {row['qps']:.1f} | "
             f"{row['generations']} / {row['served_generations']} | {row['server_cpu_s']:.1f} | {row['load']:.2f} |"
         )
@@ -338,7 +355,7 @@ def main() -> int:
     ends = [next_level.generation for next_level in levels[1:]] + [history.snapshots[-1][0]]
     rows = [done.row(history, end) for done, end in zip(levels, ends, strict=True)]
     print_table(rows)
-    failed = any(row["errors"] or row["short"] or row["torn"] for row in rows)
+    failed = any(row["errors"] or row["short"] or row["torn"] or row["stale"] for row in rows)
     return 1 if failed else 0
 
 
