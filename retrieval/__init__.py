@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import DiskFullError as DiskFullError
     from retrieval.errors import EmptyLibraryError as EmptyLibraryError
     from retrieval.errors import ExportError as ExportError
+    from retrieval.errors import FileNotServedError as FileNotServedError
     from retrieval.errors import IndexFileWarning as IndexFileWarning
     from retrieval.errors import IndexRootError as IndexRootError
     from retrieval.errors import IndexSaveError as IndexSaveError
@@ -35,9 +36,13 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.errors import OnnxExportError as OnnxExportError
     from retrieval.errors import PrecisionMixWarning as PrecisionMixWarning
     from retrieval.errors import RayUnavailableError as RayUnavailableError
+    from retrieval.errors import ThumbnailWriteError as ThumbnailWriteError
     from retrieval.errors import TrainingError as TrainingError
     from retrieval.errors import UnknownFolderError as UnknownFolderError
+    from retrieval.errors import UnknownImageError as UnknownImageError
+    from retrieval.errors import UnknownUploadError as UnknownUploadError
     from retrieval.errors import UnreadableImageError as UnreadableImageError
+    from retrieval.errors import UploadTooLargeError as UploadTooLargeError
     from retrieval.errors import WatchError as WatchError
     from retrieval.errors import WriterWaitWarning as WriterWaitWarning
     from retrieval.export import ExportReport as ExportReport
@@ -72,6 +77,7 @@ _EXPORTS = {
         "DiskFullError",
         "EmptyLibraryError",
         "ExportError",
+        "FileNotServedError",
         "IndexFileWarning",
         "IndexRootError",
         "IndexSaveError",
@@ -86,9 +92,13 @@ _EXPORTS = {
         "OnnxExportError",
         "PrecisionMixWarning",
         "RayUnavailableError",
+        "ThumbnailWriteError",
         "TrainingError",
         "UnknownFolderError",
+        "UnknownImageError",
+        "UnknownUploadError",
         "UnreadableImageError",
+        "UploadTooLargeError",
         "WatchError",
         "WriterWaitWarning",
     ),

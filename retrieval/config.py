@@ -323,7 +323,7 @@ THUMBNAIL_FORMAT_VERSION = 1
 cached one (on disk and in browsers) is made again."""
 THUMBNAIL_MEMORY_BUDGET = 512 * 1024 * 1024
 """Bytes of full-size pixels that a cache's threads decode at once (a few 24 MP photos), as the indexer's."""
-THUMBNAIL_CACHE_ENV = "CLIPSEARCH_CACHE"
+THUMBNAIL_CACHE_ENV = "CLIPSEARCH_THUMBNAIL_CACHE"
 """Where thumbnails of a library that cannot be written (read-only) go instead: this folder if set, else the
 user's cache folder (~/.cache/clipsearch/thumbnails on Linux)."""
 

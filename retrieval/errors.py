@@ -171,6 +171,7 @@ class UnknownUploadError(ClipsearchError):
 
 # --- end webapi branch
 
+
 # --- thumbs branch: the files the server hands out, by image id
 class UnknownImageError(ClipsearchError):
     """No image has this `image_id`, or its file could not be read when it was indexed (a failed row)."""

@@ -8,7 +8,10 @@ import dataclasses
 import os
 import stat
 import struct
+import subprocess
+import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -309,3 +312,40 @@ def test_a_read_only_library_keeps_its_thumbnails_in_the_users_cache(
     assert Path(str(seen["path"])).is_relative_to(home / "thumbnails")
     assert seen["same"] and seen["modes"] == [0o600, 0o700, 0o700] and seen["owner"] == _NOBODY
     assert sorted(p.name for p in read_only_library.iterdir()) == before
+
+
+_MAKER = """
+import sys, time
+from pathlib import Path
+from retrieval.library import Library
+from retrieval.served_files import served_path
+from retrieval.thumbnails import ThumbnailCache
+folder, image_id, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+with Library(folder) as library, ThumbnailCache(folder, library=library) as cache:
+    record, _ = served_path(library, image_id)
+    while not go.exists():
+        time.sleep(0.005)
+    print(cache.path_for(record))
+"""
+
+
+@pytest.mark.slow
+def test_processes_making_the_same_thumbnail_at_once_leave_one_whole_file(
+    library: Library, indexed: dict[str, ImageRecord], tmp_path: Path
+) -> None:
+    """Four processes, started together once each has its record, make one thumbnail: each renames a whole
+    file into place, all name the same path, and it is one whole thumbnail with no temporary file beside it."""
+    go = tmp_path / "go"
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    arguments = [sys.executable, "-c", _MAKER, str(library.directory), str(indexed["big.jpg"].id), str(go)]
+    makers = [subprocess.Popen(arguments, stdout=subprocess.PIPE, text=True, env=environment) for _ in range(4)]
+    time.sleep(0.5)
+    go.touch()
+    paths = {maker.communicate(timeout=120)[0].strip() for maker in makers}
+    assert [maker.returncode for maker in makers] == [0, 0, 0, 0]
+    assert len(paths) == 1
+    made = Path(paths.pop())
+    assert os.listdir(made.parent) == [made.name]
+    with Image.open(made) as image:
+        image.load()
+        assert image.size == (320, 240)
