@@ -63,11 +63,22 @@ _POLL_SECONDS = 0.05
     show_default=True,
     help="Largest image upload accepted, in bytes (a larger one is refused with 413).",
 )
+@click.option(
+    "--prepare-thumbnails",
+    is_flag=True,
+    help="Make every image's thumbnail in the background from the start (else each on its first request).",
+)
 @click.option("--access-log", is_flag=True, help="Print one line per HTTP request.")
 @model_options
 @library_options
 def serve(
-    host: str, port: int, upload_limit: int, access_log: bool, model: ModelChoice, library: LibraryChoice
+    host: str,
+    port: int,
+    upload_limit: int,
+    prepare_thumbnails: bool,
+    access_log: bool,
+    model: ModelChoice,
+    library: LibraryChoice,
 ) -> None:
     """Serve the library's search page and JSON API, with the model and index loaded once and kept warm.
 
@@ -93,7 +104,7 @@ def serve(
     _refuse_second_server(directory)
     sock = listen(host, port)
     try:
-        app = _warm_app(create_app, directory, model, library, upload_limit)
+        app = _warm_app(create_app, directory, model, library, upload_limit, prepare_thumbnails)
         config = uvicorn_module.Config(
             app,
             log_level="info" if access_log else "warning",
@@ -107,9 +118,16 @@ def serve(
     _run(server, sock, directory)
 
 
-def _warm_app(create_app: Any, directory: Path, model: ModelChoice, library: LibraryChoice, upload_limit: int) -> Any:
+def _warm_app(
+    create_app: Any,
+    directory: Path,
+    model: ModelChoice,
+    library: LibraryChoice,
+    upload_limit: int,
+    prepare_thumbnails: bool,
+) -> Any:
     """The app over the library, its model and index loaded now: a library that cannot be served is the
-    command's error, before anything listens for it."""
+    command's error, before the server is announced."""
     click.echo(f"loading the model and the index of {directory} ...", err=True)
     started = time.perf_counter()
     app = create_app(
@@ -117,6 +135,7 @@ def _warm_app(create_app: Any, directory: Path, model: ModelChoice, library: Lib
         model=model.model,
         pretrained=model.pretrained,
         upload_limit=upload_limit,
+        prepare_thumbnails=prepare_thumbnails,
         database_url=library.database_url,
         device=model.device,
         backend=model.backend,
