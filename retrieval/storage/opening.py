@@ -85,13 +85,17 @@ def connect_file(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
 
 
 def file_engine(path: Path, *, read_only: bool = False, echo: bool = False) -> Engine:
-    """An engine on an existing file (or a fresh private temporary one while it is being created)."""
+    """An engine on an existing file (or a fresh private temporary one while it is being created), which threads
+    may share: a queue of connections, each used by one thread at a time (SQLAlchemy's pool for a file). The URL
+    names no file (`creator` opens it), which alone would pick the in-memory pool, one connection per thread and
+    five at most, closing other threads' connections under them: a server's request threads crashed it."""
     import sqlalchemy as sa
+    from sqlalchemy.pool import QueuePool
 
     def connect() -> sqlite3.Connection:
         return connect_file(path, read_only=read_only)
 
-    engine = sa.create_engine("sqlite://", creator=connect, echo=echo)
+    engine = sa.create_engine("sqlite://", creator=connect, echo=echo, poolclass=QueuePool)
     install_sqlite_events(engine)
     return engine
 

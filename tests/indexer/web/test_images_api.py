@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,27 @@ def test_prepare_thumbnails_makes_every_thumbnail_in_the_background(own_library:
         hit = client.post("/api/search", json={"parts": [{"text": "x"}], "k": 1, "min_relevance": 0}).json()
         assert client.get(hit["results"][0]["thumbnail"]).status_code == 200
     assert sorted(path.name for path in (library / "thumbnails").glob("*/*.jpg")) == made
+
+
+def test_threads_fetching_images_thumbnails_and_details_at_once(served: tuple[Path, TestClient]) -> None:
+    """A page loads its thumbnails in parallel: request threads share the library's store (this crashed the
+    server before the store's engine got a thread-safe pool)."""
+    photos, client = served
+    ids = _ids(client)
+    problems: list[str] = []
+
+    def fetch(name: str) -> None:
+        for _ in range(5):
+            for suffix in ("", "/thumbnail", "/details"):
+                reply = client.get(f"/api/images/{ids[name]}{suffix}")
+                if reply.status_code != 200:
+                    problems.append(f"{name}{suffix}: {reply.status_code} {reply.text[:200]}")
+            if client.get(f"/api/images/{ids[name]}").content != (photos / name).read_bytes():
+                problems.append(f"{name}: other bytes")
+
+    threads = [threading.Thread(target=fetch, args=(name,)) for name in sorted(ids) * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert problems == []
