@@ -334,3 +334,20 @@ def default_thumbnail_cache_dir() -> Path:
 
 
 # --- end thumbs branch
+
+# --- servecli branch: `clipsearch serve`, its discovery file, searching through it --------------------------
+DEFAULT_SERVE_HOST = "127.0.0.1"
+"""`clipsearch serve` binds loopback only unless told otherwise (any other host prints a warning)."""
+DEFAULT_SERVE_PORT = 8000
+SERVER_FILE = "server.json"
+"""The discovery file a running server keeps in its library folder (`retrieval/server_file.py`)."""
+SERVER_FILE_MAX_BYTES = 4096
+"""A discovery file larger than this is garbage, not read."""
+SERVER_CONNECT_TIMEOUT = 0.2
+"""Seconds a search waits for the server's socket to accept before it searches locally."""
+SERVER_READ_TIMEOUT = 5.0
+"""Seconds a search waits for the server's answer once connected (a warm query takes milliseconds; a
+server still loading its model or its index answers late, and the search then goes local)."""
+SERVER_STOP_GRACE = 5
+"""Seconds a stopping server gives requests in flight to finish."""
+# --- end servecli branch

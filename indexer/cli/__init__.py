@@ -15,6 +15,7 @@ from indexer.cli.index import index
 from indexer.cli.info import info
 from indexer.cli.roots import forget, roots
 from indexer.cli.search import search, similar
+from indexer.cli.serve import serve
 from indexer.cli.train import generate_dataset, train
 from indexer.cli.watch import watch
 
@@ -27,6 +28,7 @@ COMMANDS = [
     roots,
     forget,
     watch,
+    serve,
     info,
     train,
     generate_dataset,

@@ -37,6 +37,11 @@ null_option = click.option(
     is_flag=True,
     help="Only paths, each ended by a NUL byte instead of a newline, for `xargs -0` (implies --paths).",
 )
+local_option = click.option(
+    "--local",
+    is_flag=True,
+    help="Search in this process even when a `clipsearch serve` runs on the library (which answers warm).",
+)
 
 
 def check_shown(results: ResultChoice, null: bool) -> None:
@@ -178,6 +183,7 @@ min_relevance_option = click.option(
 @result_options
 @filter_options
 @null_option
+@local_option
 @model_options
 @library_options
 def search(
@@ -186,6 +192,7 @@ def search(
     results: ResultChoice,
     filters: FilterChoice,
     null: bool,
+    local: bool,
     model: ModelChoice,
     library: LibraryChoice,
 ) -> None:
@@ -194,6 +201,9 @@ def search(
     Each result shows its score (cosine) and, for a text-only query, its relevance (0..1, calibrated so that
     one cutoff works across queries); results below --min-relevance are hidden, so a query the model does not
     understand may show none.
+
+    When `clipsearch serve` runs on the library, a text query is sent to it (warm: no model to load) and
+    prints exactly what a local search prints; with no server, or --local, the search runs here.
 
     The plain words together are one text; a word W:TEXT weighs TEXT by the number W (2:beach, -1:people);
     --not TEXT is -1:TEXT. The parts' unit embeddings are summed by weight and renormalised. A digit or space
@@ -213,8 +223,10 @@ def search(
     """
     check_shown(results, null)
     query = what.query(results, filters.search_filter(), min_relevance=min_relevance)  # bad values refused here
-    with searcher_for(library, model, results) as searcher:
-        found = searcher.search(query)
+    found = None if local else served_results(query, library, model, results)
+    if found is None:
+        with searcher_for(library, model, results) as searcher:
+            found = searcher.search(query)
     print_results(found, results, null=null)
     if not found and query.min_relevance and not (results.as_json or results.paths_only or null):
         click.echo(
@@ -254,6 +266,21 @@ def similar(
     with searcher_for(library, model, results) as searcher:
         found = searcher.search(query)
     print_results(found, results, null=null)
+
+
+def served_results(
+    query: Query, library: LibraryChoice, model: ModelChoice, results: ResultChoice
+) -> list[SearchResult] | None:
+    """The results of `query` from a `clipsearch serve` running on the chosen library, or None (search here):
+    only for the library's own folder and store, with the model and the index as the server runs them (no
+    model, device, backend, precision or FAISS placement asked for)."""
+    from indexer.server_client import search_via_server
+    from retrieval.config import DEFAULT_BACKEND, DEFAULT_DEVICE, default_library_dir
+
+    as_served = (model.model, model.pretrained, model.device, model.backend, model.precision, results.gpu_index)
+    if library.database_url is not None or as_served != (None, None, DEFAULT_DEVICE, DEFAULT_BACKEND, "auto", "auto"):
+        return None
+    return search_via_server(Path(library.directory or default_library_dir()).expanduser(), query)
 
 
 @contextmanager

@@ -52,13 +52,22 @@ def damaged(path: Path, reason: str) -> DamagedLibraryError:
 
 
 def check_header(path: Path) -> None:
-    """Refuse a file that cannot be a SQLite database at all (empty, or garbled from its first byte)."""
-    with open(path, "rb") as handle:
-        head = handle.read(len(SQLITE_HEADER))
-    if not head:
+    """Refuse a file that cannot be a SQLite database at all (empty, or garbled from its first byte).
+
+    SQLite reads the header, not `open(path)`: closing any descriptor of the file drops every POSIX lock this
+    process holds on it, those of its other SQLite connections included (a server's long-lived reader then
+    stops seeing commits); SQLite's own descriptors are closed with care for that."""
+    if path.stat().st_size == 0:
         raise damaged(path, "the file is empty")
-    if head != SQLITE_HEADER:
-        raise damaged(path, "the file is not a SQLite database")
+    try:
+        connection = connect_file(path, read_only=True)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:  # other damage (a torn page, a lock) is for the full open to tell
+        if "not a database" in str(exc):
+            raise damaged(path, "the file is not a SQLite database") from exc
 
 
 def writable(path: Path) -> bool:

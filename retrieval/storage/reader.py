@@ -96,9 +96,11 @@ def open_reader(path: Path) -> StoreReader | None:
     """A reader of the SQLite library file at `path` when it is ours at the schema `READER_SCHEMA` names;
     None when the full `Store` must open it instead (missing, damaged, foreign, older or newer)."""
     try:
-        with open(path, "rb") as handle:
-            if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-                return None
+        if not path.is_file() or path.stat().st_size < len(SQLITE_HEADER):
+            return None
+        # Not `open(path)` to peek at the header: closing any descriptor of the file drops every POSIX lock
+        # this process holds on it, the locks of its other SQLite connections included; a long-lived one (a
+        # server's) then stops seeing commits. SQLite checks the header itself (`file is not a database`).
         connection = connect_file(path, read_only=not writable(path))
     except OSError:
         return None
