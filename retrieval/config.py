@@ -284,3 +284,8 @@ DEFAULT_MIN_RELEVANCE = 0.34
 """The default relevance cutoff of text queries, chosen on split A of benchmarks/relevance_cutoff.py (best F1,
 nonsense queries' results counted as false hits) and reported there on split B."""
 # --- end relevance branch
+
+# --- model4 (issue 10: graded targets, best.pt by attribute precision) ---
+TRAIN_SELECT_BY_CHOICES = ("recall", "attributes")
+"""What `clipsearch train` chooses best.pt by: mean validation recall, or mean attribute precision@3 of the
+short benchmark queries (generated data)."""
