@@ -274,15 +274,17 @@ RELEVANCE_SAMPLE_SIZE = 1024
 """Library vectors sampled (seeded) into the derived `relevance-sample-<generation>.npy` file, written with the
 FAISS file: the neutral prompts' score distribution over the library is measured on them."""
 RELEVANCE_SAMPLE_SEED = 0
-RELEVANCE_LIFT_WEIGHT = 4.2
-RELEVANCE_VAGUENESS_WEIGHT = -1.17
-RELEVANCE_SPREAD_WEIGHT = 1.5
-RELEVANCE_BIAS = -7.07
+RELEVANCE_LIFT_WEIGHT = 10.97
+RELEVANCE_VAGUENESS_WEIGHT = -1.82
+RELEVANCE_SPREAD_WEIGHT = 2.10
+RELEVANCE_BIAS = -14.05
 """relevance = sigmoid(lift weight * lift + vagueness weight * vagueness + spread weight * spread + bias), fitted
-by logistic regression on split A of benchmarks/relevance_cutoff.py (reference model, generated scenes)."""
-DEFAULT_MIN_RELEVANCE = 0.34
+by logistic regression on split A of benchmarks/relevance_cutoff.py (reference model v4, generated scenes;
+v3's were 4.2, -1.17, 1.5, -7.07)."""
+DEFAULT_MIN_RELEVANCE = 0.46
 """The default relevance cutoff of text queries, chosen on split A of benchmarks/relevance_cutoff.py (best F1,
-nonsense queries' results counted as false hits) and reported there on split B."""
+nonsense queries' results counted as false hits) and reported there on split B; for reference model v4 (v3's
+was 0.34)."""
 # --- end relevance branch
 
 # --- webapi branch: `clipsearch serve`'s JSON API (indexer/web/) ------------------------------------------
@@ -351,3 +353,7 @@ server still loading its model or its index answers late, and the search then go
 SERVER_STOP_GRACE = 5
 """Seconds a stopping server gives requests in flight to finish."""
 # --- end servecli branch
+# --- model4 (issue 10: graded targets, best.pt by attribute precision) ---
+TRAIN_SELECT_BY_CHOICES = ("recall", "attributes")
+"""What `clipsearch train` chooses best.pt by: mean validation recall, or mean attribute precision@3 of the
+short benchmark queries (generated data)."""

@@ -138,6 +138,22 @@ def generate_dataset(
     "--match-targets", is_flag=True, help="Count every caption true of an image as its match (generated data)."
 )
 @click.option(
+    "--partial-target",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="With --match-targets: the target of a caption true of an image only loosely read (three blue "
+    'triangles for "a blue triangle"); 0 counts it as a mismatch.',
+)
+@click.option(
+    "--select-by",
+    type=click.Choice(config.TRAIN_SELECT_BY_CHOICES),
+    default="recall",
+    show_default=True,
+    help="Choose best.pt by mean validation recall, or by the mean attribute precision@3 of short queries "
+    "on the --val images (generated data).",
+)
+@click.option(
     "--time-budget",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -173,6 +189,8 @@ def train(
     augment: bool,
     hard_negatives: bool,
     match_targets: bool,
+    partial_target: float,
+    select_by: str,
     time_budget: float | None,
     resume: bool,
     device: str,
@@ -200,6 +218,7 @@ def train(
         grad_clip=grad_clip, lock_image=lock_image, lock_text=lock_text, seed=seed, max_steps=max_steps,
         device=device, workers=workers, eval_every=eval_every, val_images=val_images, fp16_weights=fp16_weights,
         augment=augment, hard_negatives=hard_negatives, match_targets=match_targets,
+        partial_target=partial_target, select_by=select_by,
         time_budget=time_budget * 60 if time_budget is not None else None,
     )  # fmt: skip
     train_data = reader.load(captions)

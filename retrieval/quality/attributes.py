@@ -144,12 +144,14 @@ _COUNT_WORDS = {"one": 1, "single": 1, "two": 2, "pair": 2, "three": 3}
 _SKIP_BEFORE_NOUN = set(_SIZE_WORDS) | set(COLOURS)
 
 
-def constraints_of(text: str) -> Constraints:
+def constraints_of(text: str, *, implied_count: bool = True) -> Constraints:
     """What a caption in the generator's vocabulary asks of a scene; words it does not know ask nothing.
 
     A colour word right before a shape noun (or "shapes", or after "something") is the objects' colour,
-    any other colour word the background's. A singular noun after "a"/"one"/"a single" asks for one object,
-    a plural noun for two or three unless a number says which.
+    any other colour word the background's. A singular noun asks for one object, a plural noun for two or
+    three unless a number says which. With `implied_count` false, the loose reading of a query: a singular
+    noun asks for no count unless "one"/"single" says so, since a picture of three blue triangles does show
+    "a blue triangle" (the attribute benchmark and the demo read short queries this way).
     """
     words = re.findall(r"[a-z]+", text.lower())
     wants: Constraints = {}
@@ -162,7 +164,7 @@ def constraints_of(text: str) -> Constraints:
             want("shape", _NOUNS[word])
             if word != _NOUNS[word] and not _counted(words, index):
                 want("count", 2, 3)
-            elif word == _NOUNS[word]:
+            elif word == _NOUNS[word] and implied_count:
                 want("count", 1)
         elif word in COLOURS:
             following = _next_content_word(words, index)

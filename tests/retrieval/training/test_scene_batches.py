@@ -124,6 +124,44 @@ def test_match_targets_mark_every_caption_true_of_an_image() -> None:
     assert torch.equal(targets, expected)
 
 
+def test_graded_targets_give_a_loosely_true_caption_its_partial_target() -> None:
+    """ "a blue triangle" (count 1 read strictly) is fully true of one blue triangle, partly of three (its loose
+    reading asks no count), and not at all of a blue square; "a single blue triangle" is never graded."""
+    from retrieval.quality.attributes import constraints_of
+
+    captions = ("a blue triangle", "three blue triangles", "a blue square", "a single blue triangle")
+    labels = SceneLabels(
+        scenes=(
+            {"shape": "triangle", "colour": "blue", "count": 1},
+            {"shape": "triangle", "colour": "blue", "count": 3},
+            {"shape": "square", "colour": "blue", "count": 1},
+            {"shape": "triangle", "colour": "blue", "count": 1},
+        ),
+        wants=tuple(constraints_of(text) for text in captions),
+        loose=tuple(constraints_of(text, implied_count=False) for text in captions),
+        partial=0.4,
+    )
+    targets = match_targets(labels, images=[0, 1, 2, 3], captions=[0, 1, 2, 3])
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 1],  # one blue triangle
+            [0.4, 1, 0, 0],  # three blue triangles: "a blue triangle" partly, "a single ..." not at all
+            [0, 0, 1, 0],  # a blue square
+            [1, 0, 0, 1],  # one blue triangle
+        ],
+        dtype=torch.float32,
+    )
+    assert torch.equal(targets, expected)
+    plain = SceneLabels(labels.scenes, labels.wants)
+    assert match_targets(plain, images=[0, 1, 2, 3], captions=[0, 1, 2, 3])[1, 0] == 0
+
+
+def test_labels_refuse_a_partial_target_outside_0_to_1(scenes: Any) -> None:
+    with pytest.raises(TrainingError, match="partial_target"):
+        SceneLabels.of(scenes[0], partial=1.0)
+    assert SceneLabels.of(scenes[0], partial=0.5).loose
+
+
 def test_soft_loss_with_one_match_per_row_is_clip_loss() -> None:
     generator = torch.Generator().manual_seed(0)
     images = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
@@ -170,3 +208,35 @@ def test_batches_carry_targets_and_training_with_all_options_runs(
     first = torch.load(report.output / "last.pt", weights_only=True)["state_dict"]
     second = torch.load(resumed.output / "last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_best_weights_chosen_by_attribute_precision_record_it_per_attribute(
+    tiny_spec: ModelSpec, scenes: Any, tmp_path: Path
+) -> None:
+    """`select_by="attributes"`: every validation logs P@3 per attribute, and best.pt is the step whose mean
+    P@3 is highest (not the best recall); graded targets train like binary ones."""
+    options = TrainOptions(
+        **(BASE.__dict__ | {"match_targets": True, "partial_target": 0.5, "select_by": "attributes", "eval_every": 4})
+    )
+    report = train(tiny_spec, scenes[0], tmp_path / "run", options, val_data=scenes[1])
+    entries = [entry for entry in report.history if "val" in entry]
+    assert len(entries) == 3
+    precision = [entry["val"]["attributes_p3"] for entry in entries]
+    assert all(set(table) >= {"shape", "colour", "colour+shape"} for table in precision)
+    means = [sum(table.values()) / len(table) for table in precision]
+    assert report.best_step == entries[means.index(max(means))]["step"]
+
+
+def test_choosing_by_attributes_needs_generated_validation_data(
+    tiny_spec: ModelSpec, scenes: Any, tmp_path: Path
+) -> None:
+    captions = tmp_path / "photos.csv"
+    captions.write_text("image,caption\n" + "".join(f"{path},a photo\n" for path in scenes[1].images[:4]))
+    options = TrainOptions(**(BASE.__dict__ | {"select_by": "attributes", "max_steps": 1}))
+    with pytest.raises(TrainingError, match="select_by"):
+        train(tiny_spec, scenes[0], tmp_path / "run", options, val_data=load_captions(captions))
+
+
+def test_options_refuse_an_unknown_choice_of_best_weights() -> None:
+    with pytest.raises(TrainingError, match="`select_by` must be 'recall' or 'attributes', not 'loss'"):
+        TrainOptions(select_by="loss")
