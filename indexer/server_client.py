@@ -28,7 +28,7 @@ from retrieval.server_file import ServerInfo, process_alive, reachable_host, rea
 
 if TYPE_CHECKING:
     from retrieval.query import Query
-    from retrieval.search import SearchResult
+    from retrieval.results import SearchResult
 
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -138,7 +138,7 @@ def _query_json(query: Query) -> dict[str, Any]:
 
 def _result(item: dict[str, Any]) -> SearchResult:
     """The `SearchResult` whose `to_json()` the server sent (its links to the thumbnail and image dropped)."""
-    from retrieval.search import SearchResult
+    from retrieval.results import SearchResult
 
     taken_at = item["taken_at"]
     return SearchResult(

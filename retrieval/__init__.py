@@ -59,8 +59,8 @@ if TYPE_CHECKING:  # what type checkers see; `as` marks a re-export
     from retrieval.model.specs import ModelSpec as ModelSpec
     from retrieval.query import Part as Part
     from retrieval.query import Query as Query
+    from retrieval.results import SearchResult as SearchResult
     from retrieval.search import Searcher as Searcher
-    from retrieval.search import SearchResult as SearchResult
     from retrieval.storage.records import FileMetadata as FileMetadata
     from retrieval.storage.records import ImageRecord as ImageRecord
     from retrieval.storage.records import LibraryStats as LibraryStats
@@ -111,7 +111,8 @@ _EXPORTS = {
     "retrieval.model.specs": ("ModelIdentity", "ModelSpec"),
     "retrieval.export": ("ExportReport", "export_files"),
     "retrieval.query": ("Part", "Query"),
-    "retrieval.search": ("Searcher", "SearchResult"),
+    "retrieval.results": ("SearchResult",),
+    "retrieval.search": ("Searcher",),
     "retrieval.storage.records": ("FileMetadata", "ImageRecord", "LibraryStats"),
     "retrieval.storage.store": ("Store",),
 }

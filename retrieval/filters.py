@@ -15,15 +15,11 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 
 from retrieval.conditions import AtLeast, Camera, Condition, Dated, Extension, Orientation, Within
 from retrieval.config import FILTER_BITMAP_MIN_DENSITY
 from retrieval.dates import DateRange
-
-_faiss: Any = faiss  # faiss's type stubs lag its SWIG API (selectors, search parameters, direct maps, IO)
-
 
 if TYPE_CHECKING:
     from retrieval.storage.reader import StoreReads as Store
@@ -73,13 +69,23 @@ class IdFilter:
         if self.allowed is not None:
             return _allowing(self.allowed)
         if len(self.excluded):
+            _faiss = _faiss_module()
             inner = _faiss.IDSelectorBatch(self.excluded)
             return Selector(_faiss.IDSelectorNot(inner), (inner, self.excluded))
         return None
 
 
+def _faiss_module() -> Any:
+    """faiss, imported when a selector is built (a search), not when a filter is made: a query sent to a running
+    server builds its filter without searching (70 ms of its start). `Any`: faiss's type stubs lag its SWIG API."""
+    import faiss
+
+    return faiss
+
+
 def _allowing(ids: np.ndarray) -> Selector:
     """A bitmap over 0..max id when `ids` are dense enough (one bit per id), else a hashed id set."""
+    _faiss = _faiss_module()
     if len(ids) and ids[0] >= 0 and len(ids) >= FILTER_BITMAP_MIN_DENSITY * (int(ids[-1]) + 1):
         bits = np.zeros(int(ids[-1]) + 1, dtype=bool)
         bits[ids] = True

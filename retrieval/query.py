@@ -45,7 +45,7 @@ from retrieval.filters import SearchFilter
 from retrieval.relevance import check_min_relevance
 
 if TYPE_CHECKING:
-    from retrieval.search import SearchResult
+    from retrieval.results import SearchResult
 
 _WEIGHTED = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(?=[^\s\d])(.*)", re.DOTALL)
 
@@ -199,3 +199,11 @@ def sort_results(results: Sequence[SearchResult], sort: str) -> list[SearchResul
     """`results` (best first) in `sort` order, ranks renumbered to that order; equal dates keep score order."""
     ordered = list(results) if sort == "relevance" else sorted(results, key=result_date, reverse=sort == "-date")
     return [replace(result, rank=rank) for rank, result in enumerate(ordered, start=1)]
+
+
+def check_min_score(min_score: float | None) -> None:
+    """A cosine floor must be a number in [-1, 1]; NaN, infinities and numbers outside are refused."""
+    if min_score is not None and not (math.isfinite(min_score) and -1.0 <= min_score <= 1.0):
+        raise InvalidQueryError(
+            f"`min_score` must be a cosine similarity from -1 to 1, not {min_score}", parameters=("min_score",)
+        )

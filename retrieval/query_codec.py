@@ -30,8 +30,7 @@ from retrieval.conditions import AtLeast, Camera, Condition, Dated, Extension, O
 from retrieval.config import DEFAULT_SORT, DEFAULT_TOP_K
 from retrieval.errors import InvalidQueryError
 from retrieval.filters import SearchFilter
-from retrieval.query import Part, Query, relevance_cutoff
-from retrieval.search import check_min_score
+from retrieval.query import Part, Query, check_min_score, relevance_cutoff
 
 QUERY_FIELDS = ("parts", "k", "offset", "filter", "min_score", "min_relevance", "sort", "template", "include_self")
 PART_KINDS = ("text", "image_id", "upload")

@@ -3,12 +3,9 @@ module documents the fusion rule), chosen by score, cut, then sorted."""
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -18,39 +15,10 @@ from retrieval.filters import SearchFilter
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
-from retrieval.query import Part, Query, fuse, sort_results
+from retrieval.query import Part, Query, check_min_score, fuse, sort_results
 from retrieval.relevance import Calibrator, QueryRelevance
 from retrieval.relevance_files import calibrator_for
-from retrieval.storage.records import ImageRecord, copy_fields
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """One hit: its rank, score (cosine) and relevance (`retrieval.relevance`, in [0, 1]; None for a query with
-    image parts, which it is not calibrated for), and the stored facts a caller is shown (`to_json`)."""
-
-    rank: int
-    score: float
-    relevance: float | None
-    id: int
-    path: str
-    width: int | None
-    height: int | None
-    taken_at: datetime | None
-    camera_make: str | None
-    camera_model: str | None
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def from_record(cls, record: ImageRecord, rank: int, score: float, relevance: float | None = None) -> SearchResult:
-        """The hit of `record`: each field other than rank, score and relevance is the record's of that name."""
-        return copy_fields(cls, record, rank=rank, score=score, relevance=relevance)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
-        return data
+from retrieval.results import SearchResult
 
 
 def apply_template(query: str, template: str | None) -> str:
@@ -249,11 +217,3 @@ def _both(first: SearchFilter, second: SearchFilter | None) -> SearchFilter:
     if second is None:
         return first
     return SearchFilter(first.conditions + second.conditions, first.exclude | second.exclude)
-
-
-def check_min_score(min_score: float | None) -> None:
-    """A cosine floor must be a number in [-1, 1]; NaN, infinities and numbers outside are refused."""
-    if min_score is not None and not (math.isfinite(min_score) and -1.0 <= min_score <= 1.0):
-        raise InvalidQueryError(
-            f"`min_score` must be a cosine similarity from -1 to 1, not {min_score}", parameters=("min_score",)
-        )
