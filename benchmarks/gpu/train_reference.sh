@@ -13,6 +13,7 @@
 # Environment overrides (the defaults are the real run; the CPU dry run makes them tiny):
 #   DEVICE=cuda TRAIN_MINUTES=4 PARTS=14 TRAIN_PER_PART=6300 HELDOUT_PER_PART=900 WORKERS=14
 #   BATCH=256 LR=1e-3 WARMUP=200 EVAL_EVERY=500 VAL=500 TEST=1000 SKETCH=1000 DEMO_IMAGES=300
+#   PARTIAL=0.5 SELECT_BY=attributes (v4's graded targets and best.pt by attribute P@3; PARTIAL=0 SELECT_BY=recall: v3)
 #   WORK=/tmp/clipsearch-gpu (scratch: datasets and libraries; removed first)
 #
 # On the lent H200 (16 cores), after the missing wheels are installed into /tmp/site:
@@ -40,6 +41,8 @@ TEST=${TEST:-1000}
 SKETCH=${SKETCH:-1000}
 DEMO_IMAGES=${DEMO_IMAGES:-300}
 WORK=${WORK:-/tmp/clipsearch-gpu}
+PARTIAL=${PARTIAL:-0.5}
+SELECT_BY=${SELECT_BY:-attributes}
 
 REPO=$(pwd)
 export PYTHONPATH="$REPO:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
@@ -128,12 +131,12 @@ EOF
 note "loader workers: $WORKERS"
 RUN=$WORK/run
 TRAIN_START=$(date +%s)
-note "[$(stamp)] training: budget $TRAIN_MINUTES min, batch $BATCH, lr $LR, warmup $WARMUP, $WORKERS workers"
+note "[$(stamp)] training: budget $TRAIN_MINUTES min, batch $BATCH, lr $LR, warmup $WARMUP, $WORKERS workers, partial target $PARTIAL, best by $SELECT_BY"
 BACKSTOP=$(python3 -c "print(int($TRAIN_MINUTES * 60 + 120))")
 timeout --signal=INT --kill-after=15 "$BACKSTOP" python3 -c 'from indexer.cli import main; main()' train \
     "$WORK/data/train.jsonl" --val "$WORK/data/shapes/val.jsonl" --model "$MODEL" -o "$RUN" \
     --epochs 1000 --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" \
-    --augment --hard-negatives --match-targets --fp16-weights \
+    --augment --hard-negatives --match-targets --partial-target "$PARTIAL" --select-by "$SELECT_BY" --fp16-weights \
     --device "$DEVICE" --workers "$WORKERS" --time-budget "$TRAIN_MINUTES" \
     --eval-every "$EVAL_EVERY" --val-images "$VAL" --quiet --json \
     >"$REPORTS/train-summary.json" 2>"$LOGS/train.log" || note "train exited with $?"
