@@ -71,7 +71,7 @@ class Part:
             )
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)) or self.weight == 0:
             raise InvalidQueryError(
-                f"a query part's `weight` must be a finite number other than 0, not {self.weight!r}",
+                f"`weight` must be a finite number other than 0 for every part of a query, not {self.weight!r}",
                 parameters=("weight",),
             )
         if self.text is not None and not self.text.strip():

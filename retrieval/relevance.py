@@ -158,6 +158,6 @@ def check_min_relevance(min_relevance: float | None) -> None:
     """A relevance cutoff must be a number from 0 to 1 (None or 0: no cutoff); NaN and others are refused."""
     if min_relevance is not None and not (math.isfinite(min_relevance) and 0.0 <= min_relevance <= 1.0):
         raise InvalidQueryError(
-            f"`min_relevance` must be a relevance from 0 to 1 (0 or None: no cutoff), not {min_relevance}",
+            f"`min_relevance` must be a relevance from 0 (no cutoff) to 1, not {min_relevance}",
             parameters=("min_relevance",),
         )

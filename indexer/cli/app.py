@@ -31,6 +31,7 @@ FLAGS = {
     "within": "--in",
     "min_score": "--min-score",
     "min_relevance": "--min-relevance",  # relevance branch
+    "weight": "W in a W:TEXT word",
     # model branch: training on generated scenes
     "hard_negatives": "--hard-negatives",
     "match_targets": "--match-targets",

@@ -177,7 +177,7 @@ def test_sort_by_date_prints_the_k_best_oldest_or_newest_first(photos_library: t
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["0:beach"], "`weight` must be a finite number other than 0"),
+        (["0:beach"], "W in a W:TEXT word must be a finite number other than 0"),
         (["red", "-1:red"], "cancel each other out"),
         (["beach", "--sort", "newest"], "Invalid value for '--sort'"),
     ],
