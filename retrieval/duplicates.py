@@ -36,7 +36,7 @@ from retrieval.config import (
     DUPLICATE_QUERY_BATCH,
 )
 from retrieval.errors import InvalidQueryError
-from retrieval.filters import IdFilter, Within
+from retrieval.filters import IdFilter, SearchFilter
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.storage.records import ImageRecord
@@ -138,14 +138,16 @@ def find_duplicates(
     threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
     *,
     within: str | Path | Sequence[str | Path] | None = None,
+    search_filter: SearchFilter | None = None,
     nprobe: int = DUPLICATE_NPROBE,
 ) -> list[DuplicateGroup]:
     """Groups of near-duplicate images of `library` (cosine at least `threshold` to the group's best copy),
-    only among the images under `within` (one folder or several) when given. An empty library has none."""
+    only among the images under `within` (one folder or several) and passing `search_filter` (dates, camera,
+    ...) when given: both images of a pair must pass. An empty library has none."""
     check_threshold(threshold)
     index = library.load_index(gpu="never", mmap=True)
-    folders = [] if within is None else [within] if isinstance(within, (str, Path)) else list(within)
-    id_filter = IdFilter.of(Within(tuple(folders)).ids(library.reads)) if folders else IdFilter()
+    chosen = (SearchFilter.of(within=within) if within is not None else SearchFilter()).both(search_filter)
+    id_filter = chosen.resolve(library.reads) if chosen.conditions or chosen.exclude else IdFilter()
     first, second, scores = duplicate_pairs(index, threshold, id_filter, nprobe=nprobe)
     rows = library.reads.rows_by_ids(np.unique(np.concatenate([first, second])).tolist())
     return group_pairs(first, second, scores, rows)

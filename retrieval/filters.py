@@ -141,6 +141,12 @@ class SearchFilter:
             conditions.append(Orientation(orientation))
         return cls(tuple(conditions), frozenset(int(i) for i in exclude_ids or ()))
 
+    def both(self, other: SearchFilter | None) -> SearchFilter:
+        """A filter passing what this one and `other` (None: no more) both pass."""
+        if other is None:
+            return self
+        return SearchFilter(self.conditions + other.conditions, self.exclude | other.exclude)
+
     def resolve(self, store: Store) -> IdFilter:
         """One id set for the whole filter, through one indexed store query per condition."""
         allowed: np.ndarray | None = None

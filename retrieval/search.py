@@ -112,7 +112,7 @@ class Searcher:
     ) -> list[SearchResult]:
         """The one-text query: `search(Query.of_text(...))`, inside `search_filter` and `within`, its results at
         least `min_relevance` relevant (None or 0: any)."""
-        chosen = _both(SearchFilter.of(within=within), search_filter)
+        chosen = SearchFilter.of(within=within).both(search_filter)
         options = {"min_score": min_score, "min_relevance": min_relevance}
         return self.search(Query.of_text(query, k=k, template=template, filter=chosen, **options))
 
@@ -127,7 +127,7 @@ class Searcher:
         search_filter: SearchFilter | None = None,
     ) -> list[SearchResult]:
         """Images similar to the file `image`, indexed or not; the file itself is left out unless asked."""
-        chosen = _both(SearchFilter.of(within=within), search_filter)
+        chosen = SearchFilter.of(within=within).both(search_filter)
         query = Query.of_image(image, k=k, include_self=include_self, filter=chosen, min_score=min_score)
         return self.search(query)
 
@@ -160,7 +160,7 @@ class Searcher:
     ) -> list[SearchResult]:
         """The best k images for `vector` inside `search_filter` and `within`, less `exclude_ids`."""
         self._check(k, min_score)
-        chosen = _both(SearchFilter.of(within=within, exclude_ids=exclude_ids), search_filter)
+        chosen = SearchFilter.of(within=within, exclude_ids=exclude_ids).both(search_filter)
         return self.search_filtered(vector, k, chosen, min_score)
 
     def _check(self, k: int, min_score: float | None) -> None:
@@ -211,9 +211,3 @@ def _with_relevance(results: list[SearchResult], judge: QueryRelevance | None) -
     relevance = judge.relevance(np.array([result.score for result in results])).tolist()
     return [replace(result, relevance=value) for result, value in zip(results, relevance, strict=True)]
 
-
-def _both(first: SearchFilter, second: SearchFilter | None) -> SearchFilter:
-    """A filter passing what both `first` and `second` (None: no more) pass."""
-    if second is None:
-        return first
-    return SearchFilter(first.conditions + second.conditions, first.exclude | second.exclude)

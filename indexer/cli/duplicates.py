@@ -4,12 +4,11 @@ of what removing the other copies would free. It never deletes anything."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from indexer.cli.options import LibraryChoice, library_options
+from indexer.cli.options import FilterChoice, LibraryChoice, filter_options, library_options
 from indexer.cli.output import echo_fs, echo_json
 from retrieval.config import DEFAULT_DUPLICATE_THRESHOLD
 
@@ -25,28 +24,25 @@ if TYPE_CHECKING:
     show_default=True,
     help="Cosine an image needs to the group's best copy to be its near-duplicate.",
 )
-@click.option(
-    "--in",
-    "within",
-    multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Only images under this folder (repeatable: under any of them).",
-)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group and line.")
+@filter_options
 @library_options
-def duplicates(threshold: float, within: tuple[Path, ...], as_json: bool, library: LibraryChoice) -> None:
+def duplicates(threshold: float, as_json: bool, filters: FilterChoice, library: LibraryChoice) -> None:
     """List groups of near-duplicate images (re-encodes, resizes, crops, small edits), the best copy first
-    (most pixels, then oldest, then largest file). Deletes nothing.
+    (most pixels, then oldest, then largest file). Deletes nothing. The filters of `search` (--in, --after,
+    --camera, ...) narrow it to the images that pass them: both images of a pair must.
 
     \b
     Example:
       clipsearch duplicates
       clipsearch duplicates --in ~/Pictures/2021 --threshold 0.97 --json
+      clipsearch duplicates --after 2023-06 --camera iphone --ext jpg,heic
     """
     from retrieval.duplicates import find_duplicates
 
+    search_filter = filters.search_filter()  # a bad date is refused before the library is opened
     with library.open(reading=True) as opened:
-        groups = find_duplicates(opened, threshold, within=list(within) or None)
+        groups = find_duplicates(opened, threshold, search_filter=search_filter)
     for number, group in enumerate(groups, start=1):
         if as_json:
             echo_json({"group": number, **group.to_json()})

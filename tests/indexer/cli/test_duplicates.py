@@ -106,3 +106,19 @@ def test_an_empty_library_has_no_groups_and_a_missing_one_is_a_clean_error(tmp_p
     assert result.exit_code == 0, result.output
     assert result.output.startswith("0 group(s), 0 images; 0 bytes (0 bytes) reclaimable")
     assert_clean_failure(invoke("duplicates", "--library", tmp_path / "nowhere"))
+
+
+def test_the_filters_of_search_narrow_the_images_both_sides_of_a_pair_must_pass(indexed: tuple[Path, Path]) -> None:
+    """`--ext jpg` leaves the PNG halves out of their groups, `--min-width 200` too; `--ext png` leaves each half
+    alone (no group); a bad date is refused naming its flag."""
+    photos, library = indexed
+    for narrowing in (["--ext", "jpg"], ["--min-width", "200"]):
+        result = invoke("duplicates", "--library", library, "--json", *narrowing)
+        assert result.exit_code == 0, result.output
+        groups = [json.loads(line) for line in result.stdout.splitlines()]
+        members = [{Path(m["path"]).name for m in group["members"]} for group in groups]
+        assert members == [{"original.jpg", "recompressed.jpg"}] * 2, narrowing
+    alone = invoke("duplicates", "--library", library, "--ext", "png")
+    assert alone.exit_code == 0 and alone.output.splitlines()[-1].startswith("0 group(s), 0 images")
+    output = assert_clean_failure(invoke("duplicates", "--library", library, "--after", "2021-13"))
+    assert "--after" in output
