@@ -111,7 +111,7 @@ def test_an_empty_library_has_no_groups_and_a_missing_one_is_a_clean_error(tmp_p
 def test_the_filters_of_search_narrow_the_images_both_sides_of_a_pair_must_pass(indexed: tuple[Path, Path]) -> None:
     """`--ext jpg` leaves the PNG halves out of their groups, `--min-width 200` too; `--ext png` leaves each half
     alone (no group); a bad date is refused naming its flag."""
-    photos, library = indexed
+    _photos, library = indexed
     for narrowing in (["--ext", "jpg"], ["--min-width", "200"]):
         result = invoke("duplicates", "--library", library, "--json", *narrowing)
         assert result.exit_code == 0, result.output
