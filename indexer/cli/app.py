@@ -31,7 +31,6 @@ FLAGS = {
     "within": "--in",
     "min_score": "--min-score",
     "min_relevance": "--min-relevance",  # relevance branch
-    "weight": "W in a W:TEXT word",
     # model branch: training on generated scenes
     "hard_negatives": "--hard-negatives",
     "match_targets": "--match-targets",
@@ -53,6 +52,9 @@ FLAGS = {
     "ray_address": "--ray",
 }
 """The flag of each library parameter that errors name (`ClipsearchError.parameters`)."""
+NAMES = FLAGS | {"weight": "W in a W:TEXT word"}
+"""What the CLI calls each library parameter that errors name: its flag, or for a parameter that is no flag
+(a query part's weight) the command-line syntax that sets it."""
 
 _FILE_SYSTEM_REFUSALS = {
     errno.ENOSPC: ("the disk is full", "free some space"),
@@ -85,7 +87,7 @@ def _show_warning(
     file: TextIO | None = None,
     line: str | None = None,
 ) -> None:
-    click.secho(f"warning: {renamed(str(message), FLAGS, FLAGS)}", err=True, fg="yellow")
+    click.secho(f"warning: {renamed(str(message), NAMES, NAMES)}", err=True, fg="yellow")
 
 
 class ClipsearchGroup(click.Group):
@@ -104,7 +106,7 @@ class ClipsearchGroup(click.Group):
             try:
                 return super().invoke(ctx)
             except ClipsearchError as exc:
-                raise click.ClickException(exc.naming(FLAGS)) from exc
+                raise click.ClickException(exc.naming(NAMES)) from exc
             except OSError as exc:
                 message = file_system_message(exc)
                 if message is None:

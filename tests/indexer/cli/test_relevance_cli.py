@@ -56,7 +56,7 @@ def test_min_relevance_hides_what_is_below_it(library: tuple[Path, Path]) -> Non
 def test_a_bad_min_relevance_is_refused_naming_the_flag(library: tuple[Path, Path], bad: str) -> None:
     _, lib = library
     output = assert_clean_failure(invoke("search", "dog", "--min-relevance", bad, "--library", lib, *CPU))
-    assert "--min-relevance must be a relevance from 0 to 1" in output
+    assert "--min-relevance must be a relevance from 0 (no cutoff) to 1" in output
     assert "min_relevance" not in output.replace("--min-relevance", "")
 
 
