@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from indexer.cli.app import NAMES
 from indexer.cli.options import (
     FilterChoice,
     LibraryChoice,
@@ -78,21 +79,18 @@ class QueryChoice:
         the cut-off of `results`, the images `search_filter` lets through; `min_relevance` as given (None: the
         default for a text query; refused for a query with an image part, which relevance is not made for)."""
         from retrieval.config import NOT_WEIGHT
-        from retrieval.query import Part, Query, text_parts
+        from retrieval.errors import InvalidQueryError
+        from retrieval.query import Part, Query, relevance_cutoff, text_parts
 
         parts = [Part(image=str(path)) for path in ((image,) if image else ()) + self.images]
         parts += text_parts(self.words + self.weighted, self.negated)
         parts += [Part(image=str(path), weight=NOT_WEIGHT) for path in self.negated_images]
         if not parts:
             raise click.UsageError("nothing to search for: give some words, or an image with --image")
-        text_only = all(part.text is not None for part in parts)
-        if min_relevance and not text_only:  # 0 (no cutoff) is what such a query gets anyway
-            raise click.UsageError(
-                "--min-relevance is calibrated for text-only queries, not for queries with an image: "
-                "use --min-score to cut those"
-            )
-        if min_relevance is None and text_only:
-            min_relevance = DEFAULT_MIN_RELEVANCE
+        try:  # the library's rule (the web API's too), refused here as a usage error before any library opens
+            min_relevance = relevance_cutoff(parts, min_relevance)
+        except InvalidQueryError as exc:
+            raise click.UsageError(exc.naming(NAMES)) from exc
         return Query(
             tuple(parts),
             k=results.k,
