@@ -18,7 +18,6 @@ import os
 import socket
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +69,9 @@ def search_via_server(
             reply = connection.call("POST", "/api/search", _query_json(query))
         if reply.get("generation") != _store_generation(directory):
             raise _NotServed("the server answered from another generation than the store's")
-        return [_result(item) for item in reply["results"]]
+        from retrieval.results import SearchResult
+
+        return [SearchResult.from_json(item) for item in reply["results"]]
     except (_NotServed, ClipsearchError, OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
         return None
     except sqlite3.Error:  # the store cannot be read here: the local search says why
@@ -134,27 +135,6 @@ def _query_json(query: Query) -> dict[str, Any]:
     from retrieval.query_codec import query_to_json
 
     return query_to_json(query)
-
-
-def _result(item: dict[str, Any]) -> SearchResult:
-    """The `SearchResult` whose `to_json()` the server sent (its links to the thumbnail and image dropped)."""
-    from retrieval.results import SearchResult
-
-    taken_at = item["taken_at"]
-    return SearchResult(
-        rank=int(item["rank"]),
-        score=float(item["score"]),
-        relevance=None if item["relevance"] is None else float(item["relevance"]),
-        id=int(item["id"]),
-        path=str(item["path"]),
-        width=item["width"],
-        height=item["height"],
-        taken_at=None if taken_at is None else datetime.fromisoformat(taken_at),
-        camera_make=item["camera_make"],
-        camera_model=item["camera_model"],
-        size=int(item["size"]),
-        mtime_ns=int(item["mtime_ns"]),
-    )
 
 
 class _Connection:

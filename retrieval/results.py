@@ -37,3 +37,22 @@ class SearchResult:
         data = asdict(self)
         data["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
         return data
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> SearchResult:
+        """The inverse of `to_json` (keys it does not write, such as a served hit's links, are ignored)."""
+        taken_at = item["taken_at"]
+        return cls(
+            rank=int(item["rank"]),
+            score=float(item["score"]),
+            relevance=None if item["relevance"] is None else float(item["relevance"]),
+            id=int(item["id"]),
+            path=str(item["path"]),
+            width=item["width"],
+            height=item["height"],
+            taken_at=None if taken_at is None else datetime.fromisoformat(taken_at),
+            camera_make=item["camera_make"],
+            camera_model=item["camera_model"],
+            size=int(item["size"]),
+            mtime_ns=int(item["mtime_ns"]),
+        )
