@@ -150,8 +150,8 @@ def generate_dataset(
     type=click.Choice(config.TRAIN_SELECT_BY_CHOICES),
     default="recall",
     show_default=True,
-    help="Choose best.pt by mean validation recall, or by the mean attribute precision@3 of short queries "
-    "on the --val images (generated data).",
+    help="Choose best.pt by mean validation recall, or by the mean attribute precision@3 and @10 of short "
+    "queries on the --val images (generated data).",
 )
 @click.option(
     "--time-budget",

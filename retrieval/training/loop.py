@@ -234,8 +234,10 @@ class Trainer:
                         "`select_by` attributes needs validation data from generate_dataset (scene captions)",
                         parameters=("select_by",),
                     )
-                entry["val"]["attributes_p3"] = precision
-                score = sum(precision.values()) / len(precision)
+                for k, by_attribute in precision.items():
+                    entry["val"][f"attributes_p{k}"] = by_attribute
+                values = [value for by_attribute in precision.values() for value in by_attribute.values()]
+                score = sum(values) / len(values)
         self.model.train()
         self.state.history.append(entry)
         if score > self.state.best_score:

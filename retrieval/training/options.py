@@ -55,7 +55,8 @@ class TrainOptions:
     triangles for "a blue triangle"; `SceneLabels`); 0 counts such a pair as a plain mismatch."""
     select_by: str = "recall"
     """What best.pt is chosen by: "recall" (mean validation recall) or "attributes" (mean attribute precision@3
-    of the short benchmark queries on the validation images; generated data)."""
+    and @10 of the short benchmark queries on the validation images, `evaluation.SELECTION_KS`; generated
+    data)."""
     time_budget: float | None = None
     """Wall-clock seconds the run may train (resumed runs included): the learning rate decays to zero by then
     and the run ends with a last evaluation. The schedule then follows the clock, so such a run is not

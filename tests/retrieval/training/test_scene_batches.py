@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from open_clip.loss import ClipLoss
@@ -17,6 +18,7 @@ from retrieval.quality.captions import CaptionedDataset, load_captions
 from retrieval.quality.scenes import sample_scene
 from retrieval.training import TrainOptions, train
 from retrieval.training.batches import iterate_epoch
+from retrieval.training.evaluation import SELECTION_KS
 from retrieval.training.scene_batches import (
     PARTNER_ATTRIBUTES,
     SceneLabels,
@@ -213,17 +215,18 @@ def test_batches_carry_targets_and_training_with_all_options_runs(
 def test_best_weights_chosen_by_attribute_precision_record_it_per_attribute(
     tiny_spec: ModelSpec, scenes: Any, tmp_path: Path
 ) -> None:
-    """`select_by="attributes"`: every validation logs P@3 per attribute, and best.pt is the step whose mean
-    P@3 is highest (not the best recall); graded targets train like binary ones."""
+    """`select_by="attributes"`: every validation logs P@3 and P@10 per attribute, and best.pt is the step
+    whose mean of the two is highest (not the best recall); graded targets train like binary ones."""
     options = TrainOptions(
         **(BASE.__dict__ | {"match_targets": True, "partial_target": 0.5, "select_by": "attributes", "eval_every": 4})
     )
     report = train(tiny_spec, scenes[0], tmp_path / "run", options, val_data=scenes[1])
     entries = [entry for entry in report.history if "val" in entry]
     assert len(entries) == 3
-    precision = [entry["val"]["attributes_p3"] for entry in entries]
-    assert all(set(table) >= {"shape", "colour", "colour+shape"} for table in precision)
-    means = [sum(table.values()) / len(table) for table in precision]
+    precision = [[entry["val"][f"attributes_p{k}"] for k in SELECTION_KS] for entry in entries]
+    assert SELECTION_KS == (3, 10)
+    assert all(set(table) >= {"shape", "colour", "colour+shape"} for tables in precision for table in tables)
+    means = [float(np.mean([value for table in tables for value in table.values()])) for tables in precision]
     assert report.best_step == entries[means.index(max(means))]["step"]
 
 
