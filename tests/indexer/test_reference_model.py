@@ -59,35 +59,36 @@ def _shown(indexed: Indexed, query: str, k: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    ("query", "attribute", "value"),
+    ("query", "wants"),
     [
-        ("red circles", "colour", "red"),
-        ("blue squares", "colour", "blue"),
-        ("yellow stars", "colour", "yellow"),
-        ("white crosses", "colour", "white"),
-        ("green triangles", "colour", "green"),
-        ("a striped black background", "background", "black"),
-        ("a striped black background", "texture", "striped"),
-        ("a dotted orange background", "texture", "dotted"),
-        ("a checkered white background", "texture", "checkered"),
-        ("three circles", "count", 3),
-        ("stars", "shape", "star"),
-        ("crosses on the left", "position", "left"),
-        ("large stars", "size", "large"),
+        ("red circles", {"colour": "red", "shape": "circle"}),
+        ("blue squares", {"colour": "blue", "shape": "square"}),
+        ("yellow stars", {"colour": "yellow", "shape": "star"}),
+        ("white crosses", {"colour": "white", "shape": "cross"}),
+        ("green triangles", {"colour": "green", "shape": "triangle"}),
+        ("a striped black background", {"background": "black", "texture": "striped"}),
+        ("a dotted orange background", {"background": "orange", "texture": "dotted"}),
+        ("a checkered white background", {"background": "white", "texture": "checkered"}),
+        ("three circles", {"count": 3, "shape": "circle"}),
+        ("stars", {"shape": "star"}),
+        ("crosses on the left", {"shape": "cross", "position": "left"}),
+        ("large stars", {"size": "large", "shape": "star"}),
     ],
 )
-def test_text_query_puts_images_with_the_attribute_on_top(
-    indexed: Indexed, query: str, attribute: str, value: object
-) -> None:
-    """At least 4 of the top 5 images for a query show the attribute it names (chance: 1 in 2 to 1 in 8)."""
-    shown = [scene[attribute] for scene in _shown(indexed, query, 5)]
-    assert sum(found == value for found in shown) >= 4, f"{query!r}: top 5 {attribute}s are {shown}"
+def test_text_query_puts_images_with_the_attributes_on_top(indexed: Indexed, query: str, wants: dict[str, Any]) -> None:
+    """At least 4 of the top 5 images for a query show everything it names, or all of them where the set holds
+    fewer than 4 (it holds 3 yellow stars among 240 scenes; chance for one attribute: 1 in 2 to 1 in 8)."""
+    shown = _shown(indexed, query, 5)
+    relevant = sum(all(scene[name] == value for name, value in wants.items()) for scene in indexed.scenes.values())
+    right = [all(scene[name] == value for name, value in wants.items()) for scene in shown]
+    assert sum(right) >= min(4, relevant), f"{query!r} ({relevant} in the set): top 5 are {shown}"
 
 
 def test_attribute_precision_on_unseen_scenes(indexed: Indexed, tmp_path: Path) -> None:
-    """The attribute benchmark through the engine on these 240 unseen scenes. Floors a little under what the
-    committed model (v3) measured here (P@3: shape, colour, size, background, texture 100, count 97.8,
-    position 98.7; colour+shape P@1 80.0, with only about 6 pictures per pair in 240); v2 measured count
+    """The attribute benchmark through the engine on these 240 unseen scenes. Floors a little under what v3
+    measured here (P@3: shape, colour, size, background, texture 100, count 97.8, position 98.7; colour+shape
+    P@1 80.0, with only about 6 pictures per pair in 240); v5 measures P@3 100 for every attribute but
+    colour+shape (97.5), and colour+shape P@1 100; v2 measured count
     91.1, size 93.3, position 66.7 and colour+shape P@1 72.5 here, the v1 model shape 50, count 31, position
     13 on its own test split."""
     with Library(tmp_path / "bench", create=True) as library:
@@ -113,10 +114,10 @@ def test_full_description_finds_its_scene_first(indexed: Indexed) -> None:
 
 def test_similar_images_share_attributes_far_above_chance(indexed: Indexed) -> None:
     """The 3 nearest images of a scene share its colour and background far more often than chance (measured
-    with v4: 0.44 and 0.58 against 0.125 and 0.14), and its shape and count too (v4: 0.67 and 0.54 against 0.2
-    and 0.33; the v1 model's shape agreement was at chance). v4's graded targets teach that three blue
-    triangles are partly "a blue triangle", which brings pictures of other counts closer: count agreement
-    fell from v3's 0.68 while shape rose from 0.58, hence count's lower floor."""
+    with v5: 0.43 and 0.57 against 0.125 and 0.14), and its shape and count too (v5: 0.70 and 0.67 against 0.2
+    and 0.33; the v1 model's shape agreement was at chance). v4's graded targets, which teach that three blue
+    triangles are partly "a blue triangle", had brought count agreement down to 0.54 from v3's 0.68; v5's
+    longer training brought it back."""
     shared = dict.fromkeys(CHANCE, 0.0)
     queries = sorted(indexed.scenes)[:30]
     for path in queries:
@@ -128,7 +129,7 @@ def test_similar_images_share_attributes_far_above_chance(indexed: Indexed) -> N
     for name in ("colour", "background"):
         assert rates[name] >= 3 * CHANCE[name], f"similar images share {name} at rate {rates[name]:.2f}: {rates}"
     assert rates["shape"] >= 1.8 * CHANCE["shape"], f"similar images share shape at rate {rates['shape']:.2f}: {rates}"
-    assert rates["count"] >= 1.5 * CHANCE["count"], f"similar images share count at rate {rates['count']:.2f}: {rates}"
+    assert rates["count"] >= 1.8 * CHANCE["count"], f"similar images share count at rate {rates['count']:.2f}: {rates}"
 
 
 def test_recall_on_unseen_scenes_is_far_above_chance(indexed: Indexed, tmp_path: Path) -> None:
@@ -178,14 +179,10 @@ def test_demo_set_holds_three_pictures_for_every_showcase_query() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 is open: reference model v4 gets 13 of 18 showcase hits right (v3: 12, v2: 11), see README",
-)
 def test_demo_showcase_queries_are_right_in_their_top_3(tmp_path: Path) -> None:
     """The demo's promise, with the packaged model on the demo's own scenes (DEFAULT_DEMO_IMAGES of seed
-    DEMO_SEED, k = DEFAULT_DEMO_K): every hit of every showcase query has every attribute the query asks for.
-    Strict: once a model gets them all right this fails as XPASS, and the mark must go."""
+    DEMO_SEED, k = DEFAULT_DEMO_K): every hit of every showcase query has every attribute the query asks for
+    (reference model v5: 18 of 18; v4 got 13, v3 12, v2 11)."""
     from indexer.demo import run_demo
 
     report = run_demo(tmp_path / "demo")
