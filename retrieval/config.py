@@ -163,13 +163,14 @@ EXTENSION_MAX_CHARS = 32
 
 
 # --- dups branch: near-duplicates (retrieval/duplicates.py, benchmarks/duplicates.py) ------------------------
-DEFAULT_DUPLICATE_THRESHOLD = 0.99
+DEFAULT_DUPLICATE_THRESHOLD = 0.995
 """An image is a near-duplicate of a group's best copy when their vectors' cosine is at least this. Chosen by
 benchmarks/duplicates.py with the reference model on generated scenes and their edited copies (resized,
 re-compressed, cropped, brightened, watermarked, rotated, PNG<->JPEG) against hard negatives (the same scene
 with one attribute changed): the lowest threshold at which 99% of the copies a group would let go are true
-copies (tune half 0.991, test half 0.978, recall 0.886 of the removable copies); 0.985 lets 2.9% wrong ones
-go on the test half, 0.995 recovers 85%."""
+copies. With reference model v5: tune half 0.995, test half 0.995, recall 0.868 of the removable copies;
+0.99 lets 1.4% wrong ones go on the test half (recall 0.910). (With v3 the rule chose 0.99: tune 0.991, test
+0.978, recall 0.886.)"""
 DUPLICATE_MIN_THRESHOLD = 0.5
 """Lower thresholds are refused: they pair up unrelated pictures, and the pairs grow towards N² (a
 library's random pairs already score 0.4 to 0.5 with CLIP models)."""
@@ -274,17 +275,17 @@ RELEVANCE_SAMPLE_SIZE = 1024
 """Library vectors sampled (seeded) into the derived `relevance-sample-<generation>.npy` file, written with the
 FAISS file: the neutral prompts' score distribution over the library is measured on them."""
 RELEVANCE_SAMPLE_SEED = 0
-RELEVANCE_LIFT_WEIGHT = 10.97
-RELEVANCE_VAGUENESS_WEIGHT = -1.82
-RELEVANCE_SPREAD_WEIGHT = 2.10
-RELEVANCE_BIAS = -14.05
+RELEVANCE_LIFT_WEIGHT = 10.76
+RELEVANCE_VAGUENESS_WEIGHT = -2.18
+RELEVANCE_SPREAD_WEIGHT = 2.26
+RELEVANCE_BIAS = -14.29
 """relevance = sigmoid(lift weight * lift + vagueness weight * vagueness + spread weight * spread + bias), fitted
-by logistic regression on split A of benchmarks/relevance_cutoff.py (reference model v4, generated scenes;
-v3's were 4.2, -1.17, 1.5, -7.07)."""
-DEFAULT_MIN_RELEVANCE = 0.46
+by logistic regression on split A of benchmarks/relevance_cutoff.py (reference model v5, generated scenes;
+v4's were 10.97, -1.82, 2.10, -14.05; v3's 4.2, -1.17, 1.5, -7.07)."""
+DEFAULT_MIN_RELEVANCE = 0.51
 """The default relevance cutoff of text queries, chosen on split A of benchmarks/relevance_cutoff.py (best F1,
-nonsense queries' results counted as false hits) and reported there on split B; for reference model v4 (v3's
-was 0.34)."""
+nonsense queries' results counted as false hits) and reported there on split B; for reference model v5 (v4's
+was 0.46, v3's 0.34)."""
 # --- end relevance branch
 
 # --- webapi branch: `clipsearch serve`'s JSON API (indexer/web/) ------------------------------------------

@@ -4,7 +4,7 @@
 
 export const PAGE_SIZE = 48;
 export const DEFAULT_SORT = "relevance";
-export const DEFAULT_THRESHOLD = "0.99";
+export const DEFAULT_THRESHOLD = "0.995";
 const WEIGHTED = /^([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(?=[^\s\d])([\s\S]*)$/;
 const FILTERS = ["after", "before", "within", "camera"];
 

@@ -39,3 +39,14 @@ def test_every_file_named_exists() -> None:
     for script in SCRIPTS:
         named += [name.removeprefix("./") for name in IMPORT.findall(script.read_text())]
     assert named and all((STATIC / name).is_file() for name in named), named
+
+
+def test_the_page_offers_the_library_default_duplicate_threshold() -> None:
+    """The page's duplicates threshold (the box and the value the URL leaves out) is the library's default,
+    which a retrained reference model may move (benchmarks/duplicates.py)."""
+    from retrieval.config import DEFAULT_DUPLICATE_THRESHOLD
+
+    default = repr(DEFAULT_DUPLICATE_THRESHOLD)
+    assert f'export const DEFAULT_THRESHOLD = "{default}";' in (STATIC / "query.js").read_text()
+    box = re.search(r'<input id="threshold"[^>]*>', (STATIC / "index.html").read_text())
+    assert box is not None and f'value="{default}"' in box.group(0)
