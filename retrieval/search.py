@@ -210,4 +210,3 @@ def _with_relevance(results: list[SearchResult], judge: QueryRelevance | None) -
         return results
     relevance = judge.relevance(np.array([result.score for result in results])).tolist()
     return [replace(result, relevance=value) for result, value in zip(results, relevance, strict=True)]
-
