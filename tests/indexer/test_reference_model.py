@@ -21,6 +21,7 @@ from indexer.cli import cli
 from indexer.demo import DEMO_QUERIES, DEMO_SEED, DEMO_SPLIT, DEMO_TEXT_QUERIES, reference_spec
 from indexer.pipeline import index_folders
 from retrieval.library import Library
+from retrieval.quality.attributes import constraints_of, satisfies
 from retrieval.quality.captions import load_captions
 from retrieval.quality.scene_dataset import generate_dataset
 from retrieval.search import Searcher
@@ -59,29 +60,32 @@ def _shown(indexed: Indexed, query: str, k: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    ("query", "wants"),
+    "query",
     [
-        ("red circles", {"colour": "red", "shape": "circle"}),
-        ("blue squares", {"colour": "blue", "shape": "square"}),
-        ("yellow stars", {"colour": "yellow", "shape": "star"}),
-        ("white crosses", {"colour": "white", "shape": "cross"}),
-        ("green triangles", {"colour": "green", "shape": "triangle"}),
-        ("a striped black background", {"background": "black", "texture": "striped"}),
-        ("a dotted orange background", {"background": "orange", "texture": "dotted"}),
-        ("a checkered white background", {"background": "white", "texture": "checkered"}),
-        ("three circles", {"count": 3, "shape": "circle"}),
-        ("stars", {"shape": "star"}),
-        ("crosses on the left", {"shape": "cross", "position": "left"}),
-        ("large stars", {"size": "large", "shape": "star"}),
+        "red circles",
+        "blue squares",
+        "yellow stars",
+        "white crosses",
+        "green triangles",
+        "a striped black background",
+        "a dotted orange background",
+        "a checkered white background",
+        "three circles",
+        "stars",
+        "crosses on the left",
+        "large stars",
     ],
 )
-def test_text_query_puts_images_with_the_attributes_on_top(indexed: Indexed, query: str, wants: dict[str, Any]) -> None:
-    """At least 4 of the top 5 images for a query show everything it names, or all of them where the set holds
-    fewer than 4 (it holds 3 yellow stars among 240 scenes; chance for one attribute: 1 in 2 to 1 in 8)."""
+def test_text_query_puts_images_with_the_attributes_on_top(indexed: Indexed, query: str) -> None:
+    """At least 4 of the top 5 images for a query show everything it names, read as the attribute benchmark
+    reads it (`constraints_of`, loose: a plural is two or three), or all of them where the set holds fewer
+    than 4 (it holds 3 yellow stars among 240 scenes)."""
+    wants = constraints_of(query, implied_count=False)
+    relevant = sum(satisfies(scene, wants) for scene in indexed.scenes.values())
+    assert relevant >= 1, (query, wants)
     shown = _shown(indexed, query, 5)
-    relevant = sum(all(scene[name] == value for name, value in wants.items()) for scene in indexed.scenes.values())
-    right = [all(scene[name] == value for name, value in wants.items()) for scene in shown]
-    assert sum(right) >= min(4, relevant), f"{query!r} ({relevant} in the set): top 5 are {shown}"
+    right = sum(satisfies(scene, wants) for scene in shown)
+    assert right >= min(4, relevant), f"{query!r} ({relevant} in the set): top 5 are {shown}"
 
 
 def test_attribute_precision_on_unseen_scenes(indexed: Indexed, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from indexer.pipeline import index_folders
 from indexer.web.app import create_app
 from retrieval.library import Library
 from retrieval.model.reference import reference_spec
+from retrieval.quality.attributes import constraints_of, satisfies
 from retrieval.quality.scene_dataset import generate_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -40,18 +41,18 @@ def _top(client: TestClient, scenes: Scenes, body: dict[str, Any]) -> list[dict[
     return [scenes[str(Path(hit["path"]).resolve())] for hit in reply.json()["results"]]
 
 
-@pytest.mark.parametrize(
-    ("text", "attribute", "value"),
-    [("red circles", "colour", "red"), ("stars", "shape", "star"), ("three circles", "count", 3)],
-)
-def test_a_text_query_puts_images_with_the_attribute_on_top(
-    served: tuple[TestClient, Scenes], text: str, attribute: str, value: object
-) -> None:
+@pytest.mark.parametrize("text", ["red circles", "stars", "three circles"])
+def test_a_text_query_puts_images_with_the_attributes_on_top(served: tuple[TestClient, Scenes], text: str) -> None:
+    """At least 4 of the top 5 show everything the query names, read as the attribute benchmark reads it
+    (`constraints_of`, loose: a plural is two or three), or all of them where the 160 scenes hold fewer than
+    4 (they hold 1 picture of several red circles)."""
     client, scenes = served
-    shown = [
-        scene[attribute] for scene in _top(client, scenes, {"parts": [{"text": text}], "k": 5, "min_relevance": 0})
-    ]
-    assert sum(found == value for found in shown) >= 4, f"{text!r}: top 5 {attribute}s are {shown}"
+    wants = constraints_of(text, implied_count=False)
+    relevant = sum(satisfies(scene, wants) for scene in scenes.values())
+    assert relevant >= 1, (text, wants)
+    shown = _top(client, scenes, {"parts": [{"text": text}], "k": 5, "min_relevance": 0})
+    right = sum(satisfies(scene, wants) for scene in shown)
+    assert right >= min(4, relevant), f"{text!r} ({relevant} in the set): top 5 are {shown}"
 
 
 def test_the_default_relevance_cutoff_keeps_good_hits_of_a_clear_query(served: tuple[TestClient, Scenes]) -> None:
