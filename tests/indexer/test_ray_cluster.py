@@ -41,7 +41,7 @@ pytestmark = [
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the cluster's processes in Linux's /proc"),
 ]
 
-IMAGES = 240
+IMAGES = 480
 BROKEN = ("truncated.jpg", "empty.png", "notes.jpg")
 BATCH = 16
 RAY_ENV = {
@@ -125,12 +125,12 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+def _wait_for(condition: Callable[[], bool], seconds: float, what: str, interval: float = 0.2) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {seconds}s for {what}")
-        time.sleep(0.2)
+        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -251,14 +251,17 @@ def test_a_worker_node_and_the_driver_killed_mid_run_lose_nothing(
     killed = cluster.kill_worker_node()
     assert any(name.startswith("ray::") for name in killed), killed  # the node ran Ray workers
     before = _count(store_url)
-    _wait_for(lambda: _count(store_url) >= before + 2 * BATCH or driver.poll() is not None, 300, "batches after")
+    # Once the lost work is redone, results come in bursts (a run of 240 went from 80 rows to 192 within one
+    # 0.2 s poll, and once to the end): look often, and kill the driver as soon as 2 batches are in.
+    after = before + 2 * BATCH
+    _wait_for(lambda: _count(store_url) >= after or driver.poll() is not None, 300, "batches after", interval=0.01)
     assert driver.poll() is None, (
         "the run ended before the driver could be killed: " + (tmp_path / "driver.log").read_text()
     )
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=30)
     committed = _count(store_url)
-    assert before + 2 * BATCH <= committed < IMAGES, committed
+    assert after <= committed < IMAGES, committed
 
     report = _finish(_start_driver(command, tmp_path / "again.log"), tmp_path / "again.log")
     assert report["embedded"] + report["failed"] == IMAGES + len(BROKEN) - committed
