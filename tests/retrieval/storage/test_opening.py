@@ -7,6 +7,7 @@ child that drops to `nobody` before it opens anything."""
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import multiprocessing
 import os
@@ -16,6 +17,7 @@ import sqlite3
 import stat
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -236,29 +238,66 @@ def shared_folder() -> Iterator[Path]:
 
 
 def _as_nobody(target: Callable[[], Any]) -> Any:
-    """Run `target` in a forked child that is `nobody`; give back what it returned, or raise what it raised."""
+    """Run `target` in a forked child that is `nobody`; give back what it returned, or raise what it raised.
+
+    A fork copies only the forking thread, so a lock another thread of this (long, many-threaded) test process
+    held at that moment stays held in the child for ever. Once in a CI run a child hung that way, with nothing
+    to show where. So a child that has not answered after CHILD_STUCK_AFTER seconds writes every thread's stack
+    to a file and exits; the stacks come back as a warning and the target is run once more in a new child. A
+    target that hangs every time still fails, with its stacks."""
+    stacks = []
+    for _ in range(2):
+        kind, value = _as_nobody_once(target)
+        if kind != "stuck":
+            break
+        stacks.append(value)
+        warnings.warn(f"a forked child hung; its threads were:\n{value}", stacklevel=2)
+    if kind == "stuck":
+        raise AssertionError("the child hung twice; its threads were:\n" + "\n".join(stacks))
+    if kind == "raised":
+        raise AssertionError(f"the child raised {value[0]}: {value[1]}")
+    return value
+
+
+CHILD_STUCK_AFTER = 60
+
+
+def _as_nobody_once(target: Callable[[], Any]) -> tuple[str, Any]:
     receiver, sender = _FORK.Pipe(duplex=False)
+    with tempfile.NamedTemporaryFile(prefix="clipsearch-child-stacks-", suffix=".txt", delete=False) as dump:
+        dump_path = Path(dump.name)
 
     def child(sender: Connection) -> None:
-        try:
-            faiss.omp_set_num_threads(1)  # the parent's OpenMP threads did not survive the fork
-            os.setgid(_NOBODY)
-            os.setuid(_NOBODY)
-            sender.send(("ok", target()))
-        except BaseException as exc:
-            sender.send(("raised", (type(exc).__name__, str(exc))))
-        finally:
-            sender.close()
-            os._exit(0)
+        with dump_path.open("w") as stacks:  # opened before dropping to nobody
+            faulthandler.dump_traceback_later(CHILD_STUCK_AFTER, exit=True, file=stacks)
+            try:
+                faiss.omp_set_num_threads(1)  # the parent's OpenMP threads did not survive the fork
+                os.setgid(_NOBODY)
+                os.setuid(_NOBODY)
+                sender.send(("ok", target()))
+            except BaseException as exc:
+                sender.send(("raised", (type(exc).__name__, str(exc))))
+            finally:
+                faulthandler.cancel_dump_traceback_later()
+                sender.close()
+                os._exit(0)
 
     process = _FORK.Process(target=child, args=(sender,))
     process.start()
     sender.close()
-    kind, value = receiver.recv() if receiver.poll(120) else ("raised", ("Timeout", "no answer"))
-    process.join(timeout=60)
-    if kind == "raised":
-        raise AssertionError(f"the child raised {value[0]}: {value[1]}")
-    return value
+    try:
+        if receiver.poll(CHILD_STUCK_AFTER + 60):
+            return receiver.recv()
+        process.join(timeout=10)
+        return "stuck", dump_path.read_text() or "(no stacks written)"
+    except EOFError:  # the child exited without answering: faulthandler's exit after the dump
+        process.join(timeout=10)
+        return "stuck", dump_path.read_text() or "(no stacks written)"
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=10)
+        dump_path.unlink(missing_ok=True)
 
 
 @pytest.fixture
