@@ -132,9 +132,11 @@ def _register_config(text: str, stem: str) -> str:
     import open_clip
 
     name = f"clipsearch-{stem}-{_digest(text)[:12]}"
-    folder = Path(tempfile.mkdtemp(prefix="clipsearch-configs-"))
-    (folder / f"{name}.json").write_text(text)
-    open_clip.add_model_config(folder / f"{name}.json")
+    with tempfile.TemporaryDirectory(prefix="clipsearch-configs-") as folder:
+        # open_clip reads the file now and keeps what it read when the file is gone (a later rescan skips a
+        # missing path), so nothing is left behind: a folder per process had piled up in /tmp by the thousand.
+        (Path(folder) / f"{name}.json").write_text(text)
+        open_clip.add_model_config(Path(folder) / f"{name}.json")
     return name
 
 
