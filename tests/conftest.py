@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,10 @@ from tests.postgres_server import library_url, postgres_server, postgres_url, st
 
 netguard.install()
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("CLIPSEARCH_ONNX_CACHE", tempfile.mkdtemp(prefix="clipsearch-test-onnx-"))  # not ~/.cache
+if "CLIPSEARCH_ONNX_CACHE" not in os.environ:  # not ~/.cache; gone when the test run ends (it held 619 MB)
+    _ONNX_CACHE = tempfile.mkdtemp(prefix="clipsearch-test-onnx-")
+    os.environ["CLIPSEARCH_ONNX_CACHE"] = _ONNX_CACHE
+    atexit.register(shutil.rmtree, _ONNX_CACHE, True)
 
 TINY_CONFIG = {
     "embed_dim": 32,
