@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrieval.config import SERVER_CONNECT_TIMEOUT, SERVER_READ_TIMEOUT
 from retrieval.errors import ClipsearchError
-from retrieval.server_file import ServerInfo, process_alive, reachable_host, read_server_file
+from retrieval.server_file import ServerInfo, live_server_file, reachable_host
 
 if TYPE_CHECKING:
     from retrieval.query import Query
@@ -59,8 +59,8 @@ def search_via_server(
     if any(part.image is not None for part in query.parts):
         return None
     directory = Path(library_dir)
-    info = read_server_file(directory)
-    if info is None or not process_alive(info.pid):
+    info = live_server_file(directory)
+    if info is None:
         return None
     try:
         with _Connection(info, timeouts) as connection:
@@ -81,8 +81,8 @@ def search_via_server(
 def server_for(library_dir: str | Path, *, timeouts: ServerTimeouts = ServerTimeouts()) -> ServerInfo | None:
     """The discovery record of a live server on the library in `library_dir` (its process is alive and its
     URL answers with the record's `library_id`), or None: no file, or a stale one."""
-    info = read_server_file(library_dir)
-    if info is None or not process_alive(info.pid):
+    info = live_server_file(library_dir)
+    if info is None:
         return None
     try:
         with _Connection(info, timeouts) as connection:

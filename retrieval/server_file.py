@@ -104,6 +104,13 @@ def read_server_file(library_dir: str | Path) -> ServerInfo | None:
         return None
 
 
+def live_server_file(library_dir: str | Path) -> ServerInfo | None:
+    """The discovery record of the library in `library_dir` if its server process is still alive (its URL is
+    not tried), or None: no file, an unreadable one, or a dead server's."""
+    info = read_server_file(library_dir)
+    return info if info is not None and process_alive(info.pid) else None
+
+
 def remove_server_file(library_dir: str | Path, pid: int | None = None) -> bool:
     """Remove the discovery file if it is `pid`'s (default: this process's); another server's is left alone.
     True when a file was removed."""
