@@ -7,6 +7,7 @@ child that drops to `nobody` before it opens anything."""
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import hashlib
 import multiprocessing
@@ -287,11 +288,8 @@ def _as_nobody_once(target: Callable[[], Any]) -> tuple[str, Any]:
     sender.close()
     try:
         if receiver.poll(CHILD_STUCK_AFTER + 60):
-            return receiver.recv()
-        process.join(timeout=10)
-        return "stuck", dump_path.read_text() or "(no stacks written)"
-    except EOFError:  # the child exited without answering: faulthandler's exit after the dump
-        process.join(timeout=10)
+            with contextlib.suppress(EOFError):  # EOF: the child exited unanswered, faulthandler's exit after the dump
+                return receiver.recv()
         return "stuck", dump_path.read_text() or "(no stacks written)"
     finally:
         if process.is_alive():
