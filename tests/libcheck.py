@@ -4,6 +4,7 @@ the FAISS index holds exactly the store's vectors."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from retrieval.decode import read_and_decode
 from retrieval.index import VectorIndex
 from retrieval.library import Library
 from retrieval.model.encoder import Encoder
+from retrieval.quality.attributes import constraints_of, satisfies
 from retrieval.storage.schema import ImageRow
 from retrieval.storage.store import Store
 from retrieval.storage.vectors import from_blob
@@ -82,3 +84,16 @@ def assert_index_matches_store(library: Library, *, after_completed_run: bool = 
         assert_same_vectors(VectorIndex.load(saved_path, gpu="never"), ids, vectors)
     assert_same_vectors(library.load_index(gpu="never"), ids, vectors)
     assert_same_vectors(library.rebuild_index(gpu="never"), ids, vectors)
+
+
+def assert_top_shows_the_query(
+    query: str, shown: Sequence[Mapping[str, Any]], scenes: Iterable[Mapping[str, Any]]
+) -> None:
+    """At least 4 of `shown` (the generated scenes of a text query's top 5) have everything `query` names, read
+    as the attribute benchmark reads it (`constraints_of`, loose: a plural is two or three), or all the pictures
+    of `scenes` (the whole set) that do, where it holds fewer than 4."""
+    wants = constraints_of(query, implied_count=False)
+    relevant = sum(satisfies(scene, wants) for scene in scenes)
+    assert relevant >= 1, (query, wants)
+    right = sum(satisfies(scene, wants) for scene in shown)
+    assert right >= min(4, relevant), f"{query!r} ({relevant} in the set): top {len(shown)} are {list(shown)}"

@@ -21,10 +21,10 @@ from indexer.cli import cli
 from indexer.demo import DEMO_QUERIES, DEMO_SEED, DEMO_SPLIT, DEMO_TEXT_QUERIES, reference_spec
 from indexer.pipeline import index_folders
 from retrieval.library import Library
-from retrieval.quality.attributes import constraints_of, satisfies
 from retrieval.quality.captions import load_captions
 from retrieval.quality.scene_dataset import generate_dataset
 from retrieval.search import Searcher
+from tests.libcheck import assert_top_shows_the_query
 
 ATTRIBUTES = ("shape", "colour", "size", "count", "position", "background", "texture")
 CHANCE = {"shape": 1 / 5, "colour": 1 / 8, "size": 1 / 2, "count": 1 / 3, "position": 1 / 5, "background": 1 / 7}
@@ -80,12 +80,7 @@ def test_text_query_puts_images_with_the_attributes_on_top(indexed: Indexed, que
     """At least 4 of the top 5 images for a query show everything it names, read as the attribute benchmark
     reads it (`constraints_of`, loose: a plural is two or three), or all of them where the set holds fewer
     than 4 (it holds 3 yellow stars among 240 scenes)."""
-    wants = constraints_of(query, implied_count=False)
-    relevant = sum(satisfies(scene, wants) for scene in indexed.scenes.values())
-    assert relevant >= 1, (query, wants)
-    shown = _shown(indexed, query, 5)
-    right = sum(satisfies(scene, wants) for scene in shown)
-    assert right >= min(4, relevant), f"{query!r} ({relevant} in the set): top 5 are {shown}"
+    assert_top_shows_the_query(query, _shown(indexed, query, 5), indexed.scenes.values())
 
 
 def test_attribute_precision_on_unseen_scenes(indexed: Indexed, tmp_path: Path) -> None:

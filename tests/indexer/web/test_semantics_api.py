@@ -15,8 +15,8 @@ from indexer.pipeline import index_folders
 from indexer.web.app import create_app
 from retrieval.library import Library
 from retrieval.model.reference import reference_spec
-from retrieval.quality.attributes import constraints_of, satisfies
 from retrieval.quality.scene_dataset import generate_dataset
+from tests.libcheck import assert_top_shows_the_query
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -47,12 +47,8 @@ def test_a_text_query_puts_images_with_the_attributes_on_top(served: tuple[TestC
     (`constraints_of`, loose: a plural is two or three), or all of them where the 160 scenes hold fewer than
     4 (they hold 1 picture of several red circles)."""
     client, scenes = served
-    wants = constraints_of(text, implied_count=False)
-    relevant = sum(satisfies(scene, wants) for scene in scenes.values())
-    assert relevant >= 1, (text, wants)
     shown = _top(client, scenes, {"parts": [{"text": text}], "k": 5, "min_relevance": 0})
-    right = sum(satisfies(scene, wants) for scene in shown)
-    assert right >= min(4, relevant), f"{text!r} ({relevant} in the set): top 5 are {shown}"
+    assert_top_shows_the_query(text, shown, scenes.values())
 
 
 def test_the_default_relevance_cutoff_keeps_good_hits_of_a_clear_query(served: tuple[TestClient, Scenes]) -> None:
